@@ -1,0 +1,50 @@
+# turnscale: `make run` starts the embedded default, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+# Debian packages whose binaries the tests and benchmarks run for real.
+DEBIAN_TOOLS := coturn prometheus prometheus-pushgateway
+TOOL_BINARIES := turnserver turnutils_uclient turnutils_peer prometheus promtool prometheus-pushgateway
+
+.PHONY: run test lint typecheck unit bench tools proto clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "turnscale needs Python >= 3.11 (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+tools:
+	@missing=""; for b in $(TOOL_BINARIES); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian packages for:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_TOOLS) >/dev/null; \
+	else \
+		echo "missing tools:$$missing"; \
+		echo "  install them with: sudo apt-get install -y $(DEBIAN_TOOLS)"; \
+		echo "  (tests that need them are skipped locally and fail in CI)"; \
+	fi
+
+run: $(STAMP)
+	$(VENV)/bin/turnscale run
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP) tools
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck unit
+
+bench: $(STAMP) tools
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The turnscale collector: report ingest, fleet state, metrics and KEDA answers."""

@@ -1,0 +1,7 @@
+"""``python -m scaler`` is ``turnscale scaler``."""
+
+import sys
+
+from scaler.cli import main
+
+main(["scaler", *sys.argv[1:]])

@@ -1,0 +1,65 @@
+"""``turnscale``: one command, one sub-command per binary (DESIGN.md, "Command line")."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import uvloop
+
+from scaler import config as scaler_config
+from scaler import logs
+from scaler.flags import ConfigError, fail
+
+USAGE = """usage: turnscale COMMAND [FLAGS]
+
+commands:
+  scaler   the collector: report ingest, /metrics, KEDA gRPC and metrics-api
+  run      the embedded default: a scaler on loopback, with instructions to try it
+
+'turnscale COMMAND --help' lists a command's flags; each also reads TURNSCALE_<FLAG>.
+"""
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run on uvloop; signals are handled by the servers themselves."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+def scaler_main(argv: Sequence[str]) -> None:
+    program = "turnscale scaler"
+    try:
+        config = scaler_config.load(argv)
+    except ConfigError as error:
+        fail(program, error)
+    logs.configure(config.log_level)
+    from scaler.server import serve
+
+    run_async(lambda: serve(config))
+
+
+def embedded_main(argv: Sequence[str]) -> None:
+    from scaler.embedded import main as embedded
+
+    embedded(argv)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
+    "scaler": scaler_main,
+    "run": embedded_main,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        raise SystemExit(0 if args else 2)
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(f"turnscale: error: unknown command {args[0]!r}\n\n{USAGE}", end="", file=sys.stderr)
+        raise SystemExit(2)
+    command(args[1:])

@@ -1,0 +1,142 @@
+"""``turnscale scaler`` configuration: one frozen object, parsed and validated at start."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from scaler.flags import (
+    ConfigError,
+    FlagParser,
+    HostPort,
+    log_level,
+    parse_duration,
+    parse_host_port,
+    positive_int,
+)
+from scaler.scaling import ScalingPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class ScalerConfig:
+    http: HostPort
+    grpc: HostPort
+    policy: ScalingPolicy
+    stale_after: float
+    expire_after: float
+    token: str | None
+    max_relays: int
+    log_level: str
+
+
+def build_parser(prog: str = "turnscale scaler") -> FlagParser:
+    parser = FlagParser(
+        prog=prog,
+        description="The turnscale collector: relay report ingest, Prometheus metrics, "
+        "KEDA external scaler (gRPC) and metrics-api (HTTP).",
+    )
+    parser.add_flag(
+        "--http",
+        type=parse_host_port,
+        default="0.0.0.0:8080",
+        help="HTTP listen address: reports, /metrics, /v1/scale, health",
+    )
+    parser.add_flag(
+        "--grpc",
+        type=parse_host_port,
+        default="0.0.0.0:9090",
+        help="gRPC listen address: KEDA externalscaler and grpc.health.v1",
+    )
+    parser.add_flag(
+        "--min-replicas",
+        type=int,
+        default=2,
+        help="fewest relay replicas the scaling rule asks for",
+    )
+    parser.add_flag(
+        "--max-replicas", type=int, default=10, help="most relay replicas the scaling rule asks for"
+    )
+    parser.add_flag(
+        "--target-per-replica",
+        type=positive_int,
+        default=100,
+        help="allocations one relay replica should carry",
+    )
+    parser.add_flag(
+        "--stale-after",
+        type=parse_duration,
+        default="15s",
+        help="a relay silent this long is exported as not up (still counted)",
+    )
+    parser.add_flag(
+        "--expire-after",
+        type=parse_duration,
+        default="60s",
+        help="a relay silent this long leaves the metrics and the scaling totals",
+    )
+    parser.add_flag(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="file holding the bearer token relays must send (none: no auth)",
+    )
+    parser.add_flag(
+        "--max-relays",
+        type=positive_int,
+        default=1000,
+        help="most relays tracked at once; reports from more are refused (503)",
+    )
+    parser.add_flag(
+        "--log-level", type=log_level, default="info", help="debug, info, warning or error"
+    )
+    return parser
+
+
+def load(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> ScalerConfig:
+    """Parse flags over ``TURNSCALE_*`` variables; raise :class:`ConfigError` naming the flag."""
+    args = build_parser().parse_flags(argv, environ)
+    return from_args(args)
+
+
+def from_args(args: argparse.Namespace) -> ScalerConfig:
+    try:
+        policy = ScalingPolicy(args.min_replicas, args.max_replicas, args.target_per_replica)
+    except ValueError:
+        raise ConfigError(
+            f"--min-replicas ({args.min_replicas}) and --max-replicas ({args.max_replicas}) "
+            "need 0 <= min <= max and max >= 1"
+        ) from None
+    if args.stale_after <= 0:
+        raise ConfigError("--stale-after must be longer than 0s")
+    if args.expire_after < args.stale_after:
+        raise ConfigError(
+            f"--expire-after ({args.expire_after:g}s) must not be shorter than "
+            f"--stale-after ({args.stale_after:g}s)"
+        )
+    return ScalerConfig(
+        http=args.http,
+        grpc=args.grpc,
+        policy=policy,
+        stale_after=args.stale_after,
+        expire_after=args.expire_after,
+        token=read_token(args.token_file) if args.token_file else None,
+        max_relays=args.max_relays,
+        log_level=args.log_level,
+    )
+
+
+def read_token(path: Path) -> str:
+    """Read a bearer token from a mounted Secret file; surrounding whitespace is not part of it."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--token-file: cannot read {str(path)!r}: {exc}") from None
+    if not token:
+        raise ConfigError(f"--token-file: {str(path)!r} is empty")
+    if any(ch.isspace() for ch in token):
+        raise ConfigError(f"--token-file: the token in {str(path)!r} contains white space")
+    return token

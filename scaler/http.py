@@ -1,0 +1,94 @@
+"""The scaler's HTTP front end (aiohttp): reports, metrics, metrics-api, health.
+
+Handlers are thin: they translate requests to :class:`ScalerService` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from scaler.exposition import render
+from scaler.service import ScalerService
+from scaler.wire import MAX_BODY_BYTES
+
+SERVICE = web.AppKey("service", ScalerService)
+SWEEP_INTERVAL = 1.0
+
+
+async def post_report(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    body: bytes | None
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        body = None  # refuse before reading what we would throw away
+    else:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            body = None
+    answer = service.submit_report(
+        content_type=request.content_type if "Content-Type" in request.headers else "",
+        authorization=request.headers.get("Authorization"),
+        body=body,
+        peer=request.remote,
+    )
+    headers = {"WWW-Authenticate": "Bearer"} if answer.status == 401 else None
+    return web.json_response(answer.body, status=answer.status, headers=headers)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    payload, content_type = render(service.registry, request.headers.get("Accept"))
+    response = web.Response(body=payload)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def get_scale(request: web.Request) -> web.Response:
+    """KEDA metrics-api: one fleet's allocations and the replicas the rule asks for."""
+    service = request.app[SERVICE]
+    gateway = request.query.get("gateway") or None
+    namespace = request.query.get("namespace") or None
+    return web.json_response(service.scale(gateway, namespace).as_json())
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def get_readyz(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    status = 200 if service.ready else 503
+    body = {"ready": service.ready, "checks": dict(service.readiness)}
+    return web.json_response(body, status=status)
+
+
+async def _sweeper(app: web.Application) -> AsyncIterator[None]:
+    service = app[SERVICE]
+
+    async def sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            service.sweep()
+
+    task = asyncio.create_task(sweep_forever(), name="fleet-sweeper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(service: ScalerService) -> web.Application:
+    # Slack over the report limit so an oversized body is seen (and answered 413) by us.
+    app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
+    app[SERVICE] = service
+    app.router.add_post("/v1/reports", post_report)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/v1/scale", get_scale)
+    app.router.add_get("/healthz", get_healthz)
+    app.router.add_get("/readyz", get_readyz)
+    app.cleanup_ctx.append(_sweeper)
+    return app

@@ -1,0 +1,74 @@
+"""Running the scaler: bind listeners, serve until told to stop, shut down in order."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from collections.abc import Callable
+
+from aiohttp import web
+
+from scaler import logs
+from scaler.config import ScalerConfig
+from scaler.flags import HostPort
+from scaler.http import create_app
+from scaler.service import ScalerService
+
+log = logs.get("scaler")
+
+
+def bind_tcp(address: HostPort) -> socket.socket:
+    """A listening socket; binding ourselves lets port 0 pick a free port we can read back."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    return socket.create_server((address.host, address.port), family=family, backlog=1024)
+
+
+class ScalerServer:
+    """The scaler's listeners around one :class:`ScalerService`."""
+
+    def __init__(self, config: ScalerConfig, clock: Callable[[], float] | None = None) -> None:
+        self.config = config
+        self.service = ScalerService(config) if clock is None else ScalerService(config, clock)
+        self._runner: web.AppRunner | None = None
+        self.http_address: HostPort | None = None
+
+    async def start(self) -> None:
+        sock = bind_tcp(self.config.http)
+        host, port = sock.getsockname()[:2]
+        self.http_address = HostPort(host, port)
+        self._runner = web.AppRunner(create_app(self.service), access_log=None)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock, shutdown_timeout=5.0).start()
+        self.service.readiness["http"] = True
+        log.info(
+            "scaler serving",
+            http=str(self.http_address),
+            min_replicas=self.config.policy.min_replicas,
+            max_replicas=self.config.policy.max_replicas,
+            target_per_replica=self.config.policy.target_per_replica,
+            auth="token" if self.config.token else "none",
+        )
+
+    async def stop(self) -> None:
+        """Turn not ready first, so load balancers stop sending, then close listeners."""
+        for check in self.service.readiness:
+            self.service.readiness[check] = False
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        log.info("scaler stopped")
+
+
+async def serve(config: ScalerConfig) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    server = ScalerServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
