@@ -18,6 +18,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from scaler.fleet import DURATION_BUCKETS, FleetState
 from scaler.ingest import RESULTS, IngestStats
@@ -127,7 +128,7 @@ class FleetCollector(Collector):
             "Lifetime of ended TURN allocations",
             labels=["namespace", "gateway", "transport"],
         )
-        bounds = [*(_bound(b) for b in DURATION_BUCKETS), "+Inf"]
+        bounds = [*(_le(bound) for bound in DURATION_BUCKETS), "+Inf"]
         for (namespace, gateway, transport), histogram in self.fleet.durations():
             counts = [*histogram.buckets, histogram.count]
             family.add_metric(
@@ -178,8 +179,10 @@ class FleetCollector(Collector):
         )
 
 
-def _bound(value: float) -> str:
-    return str(int(value)) if value.is_integer() else repr(value)
+def _le(bound: float) -> str:
+    """Bucket bound as client libraries write it (``1.0``, ``+Inf``)."""
+    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
+    return text
 
 
 def make_registry(collector: FleetCollector) -> CollectorRegistry:

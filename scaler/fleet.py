@@ -286,8 +286,10 @@ class FleetState:
         return iter(self._durations.items())
 
     def gateways(self) -> set[GatewayKey]:
-        """Every (namespace, gateway) with a tracked relay or recorded durations."""
-        keys = {(r.identity.namespace, r.identity.gateway) for r in self._relays.values()}
+        """Every (namespace, gateway) seen: a fleet whose relays all expired still wants
+        its minimum replicas, so it stays while its relays are remembered."""
+        relays = (*self._relays.values(), *self._retired.values())
+        keys = {(r.identity.namespace, r.identity.gateway) for r in relays}
         keys.update((namespace, gateway) for namespace, gateway, _ in self._durations)
         return keys
 

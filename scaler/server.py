@@ -37,9 +37,11 @@ class ScalerServer:
         sock = bind_tcp(self.config.http)
         host, port = sock.getsockname()[:2]
         self.http_address = HostPort(host, port)
-        self._runner = web.AppRunner(create_app(self.service), access_log=None)
+        self._runner = web.AppRunner(
+            create_app(self.service), access_log=None, shutdown_timeout=5.0
+        )
         await self._runner.setup()
-        await web.SockSite(self._runner, sock, shutdown_timeout=5.0).start()
+        await web.SockSite(self._runner, sock).start()
         self.service.readiness["http"] = True
         log.info(
             "scaler serving",

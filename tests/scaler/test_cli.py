@@ -1,0 +1,143 @@
+"""The command-line contract: flags, TURNSCALE_* variables, exit codes, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from scaler import config
+from scaler.flags import ConfigError, HostPort, env_name, parse_duration, parse_host_port
+
+
+def test_defaults_match_the_design() -> None:
+    loaded = config.load([], environ={})
+    assert loaded.http == HostPort("0.0.0.0", 8080)
+    assert loaded.grpc == HostPort("0.0.0.0", 9090)
+    assert (loaded.policy.min_replicas, loaded.policy.max_replicas) == (2, 10)
+    assert loaded.policy.target_per_replica == 100
+    assert (loaded.stale_after, loaded.expire_after) == (15.0, 60.0)
+    assert (loaded.max_relays, loaded.token, loaded.log_level) == (1000, None, "info")
+
+
+def test_environment_sets_flags_and_command_line_wins() -> None:
+    env = {
+        "TURNSCALE_MIN_REPLICAS": "3",
+        "TURNSCALE_HTTP": "[::1]:81",
+        "TURNSCALE_STALE_AFTER": "2s",
+    }
+    loaded = config.load(["--min-replicas", "4"], environ=env)
+    assert loaded.policy.min_replicas == 4
+    assert loaded.http == HostPort("::1", 81)
+    assert loaded.stale_after == 2.0
+
+
+def test_token_file_is_read_and_trimmed(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    assert config.load(["--token-file", str(token)], environ={}).token == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "names"),
+    [
+        (["--min-replicas", "x"], {}, "--min-replicas"),
+        ([], {"TURNSCALE_MAX_REPLICAS": "ten"}, "TURNSCALE_MAX_REPLICAS"),
+        (["--min-replicas", "5", "--max-replicas", "4"], {}, "--max-replicas"),
+        (["--target-per-replica", "0"], {}, "--target-per-replica"),
+        (["--http", "nowhere"], {}, "--http"),
+        (["--http", "1.2.3.4:99999"], {}, "--http"),
+        (["--stale-after", "soon"], {}, "--stale-after"),
+        (["--stale-after", "30s", "--expire-after", "10s"], {}, "--expire-after"),
+        (["--token-file", "/nonexistent/token"], {}, "--token-file"),
+        (["--max-relays", "-1"], {}, "--max-relays"),
+        (["--log-level", "loud"], {}, "--log-level"),
+        (["--no-such-flag"], {}, "--no-such-flag"),
+    ],
+)
+def test_bad_values_name_the_flag(argv: list[str], env: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        config.load(argv, environ=env)
+
+
+def test_parsers() -> None:
+    assert parse_duration("250ms") == 0.25
+    assert parse_duration("2m") == 120
+    assert parse_duration("7") == 7
+    assert parse_host_port(":8080") == HostPort("0.0.0.0", 8080)
+    assert str(parse_host_port("[::]:9090")) == "[::]:9090"
+    assert env_name("--target-per-replica") == "TURNSCALE_TARGET_PER_REPLICA"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scaler", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_bad_flag_exits_2_with_one_clear_line() -> None:
+    result = run_cli("--max-replicas", "many")
+    assert result.returncode == 2
+    assert "--max-replicas" in result.stderr
+    assert "Traceback" not in result.stderr
+    from_env = run_cli(env={"TURNSCALE_HTTP": "bad"})
+    assert from_env.returncode == 2
+    assert "TURNSCALE_HTTP" in from_env.stderr
+
+
+def test_help_lists_every_flag_with_its_variable() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag in [a for a in config.build_parser()._actions if a.option_strings[-1] != "--help"]:
+        long_flag = flag.option_strings[-1]
+        assert long_flag in result.stdout
+        assert env_name(long_flag) in result.stdout.replace("\n", "").replace(" ", "")
+
+
+def test_turnscale_entry_point_lists_commands() -> None:
+    turnscale = Path(sys.executable).parent / "turnscale"
+    result = subprocess.run([turnscale, "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert "scaler" in result.stdout
+    unknown = subprocess.run([turnscale, "nope"], capture_output=True, text=True, timeout=30)
+    assert unknown.returncode == 2
+
+
+def test_scaler_process_serves_logs_json_and_stops_on_sigterm() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scaler", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        started = None
+        for _ in range(50):
+            line = process.stderr.readline()
+            if not line:
+                break
+            entry = json.loads(line)  # not a TTY: every line is JSON
+            if entry["event"] == "scaler serving":
+                started = entry
+                break
+        assert started is not None, "scaler did not report serving"
+        with urllib.request.urlopen(f"http://{started['http']}/readyz", timeout=5) as response:
+            assert json.load(response)["ready"] is True
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        remaining = [json.loads(line) for line in process.stderr.read().splitlines() if line]
+        assert any(entry["event"] == "scaler stopped" for entry in remaining)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

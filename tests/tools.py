@@ -1,0 +1,19 @@
+"""Real third-party tools the tests run: missing locally skips, missing in CI fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def require_tool(name: str) -> str:
+    """Path of ``name`` on PATH; without it, fail under CI=true and skip elsewhere."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    message = f"{name} is not installed (make tools, or apt-get install coturn prometheus)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
