@@ -16,10 +16,10 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from scaler.families import RenderedFamily, encode
 from scaler.fleet import DURATION_BUCKETS, FleetState
 from scaler.ingest import RESULTS, IngestStats
 from scaler.scaling import ScalingPolicy
@@ -45,6 +45,12 @@ class FleetCollector(Collector):
         self.clock = clock
         # Other parts of the scaler (gRPC, Kubernetes) add their own families here.
         self.extra: list[Callable[[], Iterator[Metric]]] = []
+        # The policy a gateway's exported desired replicas follow, given (namespace,
+        # gateway); the KEDA front end answers with what the gateway's trigger asks for.
+        self.policy_for: Callable[[str, str], ScalingPolicy] = self._flag_policy
+
+    def _flag_policy(self, namespace: str, gateway: str) -> ScalingPolicy:
+        return self.policy
 
     def collect(self) -> Iterator[Metric]:
         yield from self._relays()
@@ -57,68 +63,75 @@ class FleetCollector(Collector):
     def _relays(self) -> Iterator[Metric]:
         now = self.clock()
         transport_labels = [*RELAY_LABELS, "transport"]
-        allocations = GaugeMetricFamily(
+        side_labels = [*RELAY_LABELS, "side"]
+        allocations = RenderedFamily(
             "stunner_allocations_active",
             "TURN allocations currently active on the relay",
-            labels=transport_labels,
+            "gauge",
+            transport_labels,
         )
-        connections = CounterMetricFamily(
+        connections = RenderedFamily(
             "stunner_connections",
             "Client connections (TCP) and 5-tuples (UDP) accepted by the relay's listeners",
-            labels=transport_labels,
+            "counter",
+            transport_labels,
         )
-        received = CounterMetricFamily(
+        received = RenderedFamily(
             "stunner_bytes_received",
             "Bytes received by the relay" + SIDE_HELP,
-            labels=[*RELAY_LABELS, "side"],
+            "counter",
+            side_labels,
         )
-        sent = CounterMetricFamily(
-            "stunner_bytes_sent",
-            "Bytes sent by the relay" + SIDE_HELP,
-            labels=[*RELAY_LABELS, "side"],
+        sent = RenderedFamily(
+            "stunner_bytes_sent", "Bytes sent by the relay" + SIDE_HELP, "counter", side_labels
         )
-        created = CounterMetricFamily(
-            "stunner_allocations_created",
-            "TURN allocations created",
-            labels=transport_labels,
+        created = RenderedFamily(
+            "stunner_allocations_created", "TURN allocations created", "counter", transport_labels
         )
-        deleted = CounterMetricFamily(
+        deleted = RenderedFamily(
             "stunner_allocations_deleted",
             "TURN allocations deleted, by reason (refresh_zero, expired, drained, error)",
-            labels=[*transport_labels, "reason"],
+            "counter",
+            [*transport_labels, "reason"],
         )
-        up = GaugeMetricFamily(
+        up = RenderedFamily(
             "stunner_relay_up",
             "1 while the relay reports within --stale-after, else 0",
-            labels=RELAY_LABELS,
+            "gauge",
+            RELAY_LABELS,
         )
-        draining = GaugeMetricFamily(
+        draining = RenderedFamily(
             "stunner_relay_draining",
             "1 while the relay drains (not counted for scaling)",
-            labels=RELAY_LABELS,
+            "gauge",
+            RELAY_LABELS,
         )
-        age = GaugeMetricFamily(
+        age = RenderedFamily(
             "stunner_relay_report_age_seconds",
             "Seconds since the relay's last accepted report",
-            labels=RELAY_LABELS,
+            "gauge",
+            RELAY_LABELS,
         )
+        stale_after = self.fleet.stale_after
         for relay in self.fleet.relays():
             identity = relay.identity
-            labels = [identity.namespace, identity.gateway, identity.pod]
+            labels = (identity.namespace, identity.gateway, identity.pod)
             totals = relay.totals()
-            for transport in {*BASE_TRANSPORTS, *relay.state.allocations, *totals.connections}:
-                labelled = [*labels, transport]
-                allocations.add_metric(labelled, relay.state.allocations.get(transport, 0))
-                connections.add_metric(labelled, totals.connections.get(transport, 0))
-                created.add_metric(labelled, relay.created.get(transport, 0))
+            state_allocations = relay.state.allocations
+            for transport in {*BASE_TRANSPORTS, *state_allocations, *totals.connections}:
+                labelled = (*labels, transport)
+                allocations.add(labelled, state_allocations.get(transport, 0))
+                connections.add(labelled, totals.connections.get(transport, 0))
+                created.add(labelled, relay.created.get(transport, 0))
             for side in SIDES:
-                received.add_metric([*labels, side], totals.bytes_received.get(side, 0))
-                sent.add_metric([*labels, side], totals.bytes_sent.get(side, 0))
+                received.add((*labels, side), totals.bytes_received.get(side, 0))
+                sent.add((*labels, side), totals.bytes_sent.get(side, 0))
             for (transport, reason), count in relay.deleted.items():
-                deleted.add_metric([*labels, transport, reason], count)
-            up.add_metric(labels, 1 if self.fleet.is_up(relay, now) else 0)
-            draining.add_metric(labels, 1 if relay.draining else 0)
-            age.add_metric(labels, max(now - relay.last_seen, 0.0))
+                deleted.add((*labels, transport, reason), count)
+            silence = max(now - relay.last_seen, 0.0)
+            up.add(labels, 1 if silence <= stale_after else 0)
+            draining.add(labels, 1 if relay.draining else 0)
+            age.add(labels, round(silence, 3))
         yield from (allocations, connections, received, sent, created, deleted)
         yield from (up, draining, age)
 
@@ -152,9 +165,8 @@ class FleetCollector(Collector):
         for namespace, gateway in sorted(self.fleet.gateways()):
             selection = self.fleet.select(gateway, namespace)
             allocations.add_metric([namespace, gateway], selection.allocations)
-            desired.add_metric(
-                [namespace, gateway], self.policy.desired_replicas(selection.allocations)
-            )
+            policy = self.policy_for(namespace, gateway)
+            desired.add_metric([namespace, gateway], policy.desired_replicas(selection.allocations))
         yield allocations
         yield desired
 
@@ -194,5 +206,4 @@ def make_registry(collector: FleetCollector) -> CollectorRegistry:
 
 def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
     """Exposition bytes and content type: OpenMetrics when ``accept`` asks for it."""
-    encoder, content_type = choose_encoder(accept or "")
-    return encoder(registry), content_type
+    return encode(registry.collect(), accept)

@@ -10,7 +10,7 @@ import aiohttp
 from scaler import wire
 from scaler.server import ScalerServer
 from tests.reports import as_json, created, deleted, report
-from tests.scaler.helpers import scaler_config
+from tests.scaler.helpers import samples, scaler_config
 from tests.tools import require_tool
 
 
@@ -42,7 +42,9 @@ async def test_metrics_pass_promtool_lint() -> None:
                 exposition = await response.read()
     finally:
         await server.stop()
-    assert b'stunner_allocations_active{gateway="other"' in exposition
+    exported = samples(exposition.decode())
+    labels = {"namespace": "stunner", "gateway": "other", "pod": "relay-b", "transport": "udp"}
+    assert exported[("stunner_allocations_active", frozenset(labels.items()))] == 7
     checked = await asyncio.to_thread(
         subprocess.run,
         [promtool, "check", "metrics"],

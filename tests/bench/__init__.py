@@ -1,0 +1,1 @@
+"""Benchmarks: ``make bench`` runs every one of them and prints their figures."""
