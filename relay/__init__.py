@@ -1,0 +1,1 @@
+"""The turnscale TURN relay: STUN/TURN codec, auth, allocations, peer policy, transports."""
