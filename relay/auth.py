@@ -1,0 +1,398 @@
+"""Long-term credentials for TURN (RFC 8489 §9.2, RFC 8656 §5), sans-I/O.
+
+* :func:`long_term_key`: ``key = MD5(username ":" OpaqueString(realm) ":" OpaqueString(password))``
+  (§9.2.2), or SHA-256 of the same for the SHA-256 password algorithm (§18.5).
+* :class:`NonceManager`: stateless nonces. A nonce is an expiry time and an HMAC (key random per
+  process) over that time and the client's transport address, base64url-encoded. It is checked
+  without any table, and an expired but genuine nonce (:attr:`NonceStatus.STALE`, answered 438)
+  is told apart from a forged or foreign one (:attr:`NonceStatus.INVALID`).
+* Credential stores (:class:`CredentialStore`): :class:`StaticCredentials` (name -> password) and
+  :class:`RestCredentials`, the ephemeral "TURN REST API" scheme of
+  draft-uberti-behave-turn-rest-00 §2.2: username ``EXPIRY[:USERID]`` (unix seconds),
+  password ``base64(HMAC-SHA1(secret, username))``, several secrets accepted for rotation.
+* :class:`Authenticator`: the server-side checks of RFC 8489 §9.2.4, in its order, as a pure
+  function of the request, the client address and the time.
+
+Time is always passed in (``now``: unix seconds) so tests never sleep. No object's ``repr`` or
+``str`` shows a password, secret or key.
+
+Limitations: OpaqueString (RFC 8265) is approximated by NFC normalisation and mapping non-ASCII
+spaces to U+0020; code points PRECIS disallows are not rejected. Plain-ASCII credentials, what
+WebRTC deployments use, are unaffected. USERHASH, PASSWORD-ALGORITHM(S) and the nonce cookie
+"obMatJos2" (§9.2.1) are not supported: nonces never start with the cookie, so clients stay on
+MD5 and MESSAGE-INTEGRITY (MESSAGE-INTEGRITY-SHA256 from a client is still verified).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import math
+import re
+import secrets
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+from typing import Final, Protocol
+
+from relay.stun import (
+    MAX_USERNAME,
+    MESSAGE_INTEGRITY,
+    MESSAGE_INTEGRITY_SHA256,
+    NONCE,
+    REALM,
+    USERNAME,
+    Message,
+    MessageBuilder,
+    StunError,
+    verify_integrity,
+    verify_integrity_sha256,
+)
+
+__all__ = [
+    "NONCE_LIFETIME",
+    "AuthResult",
+    "AuthStatus",
+    "Authenticator",
+    "CredentialStore",
+    "NonceManager",
+    "NonceStatus",
+    "PasswordAlgorithm",
+    "RestCredentials",
+    "StaticCredentials",
+    "long_term_key",
+    "opaque_string",
+    "rest_password",
+]
+
+#: How long a nonce stays valid, in seconds.
+NONCE_LIFETIME: Final = 600.0
+
+
+class PasswordAlgorithm(IntEnum):
+    """PASSWORD-ALGORITHM values (RFC 8489 §18.5)."""
+
+    MD5 = 0x0001
+    SHA256 = 0x0002
+
+
+_SPACES: Final = re.compile(r"[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+
+
+def opaque_string(text: str) -> str:
+    """Approximate PRECIS OpaqueString (RFC 8265 §4.2.2): non-ASCII spaces to U+0020, then NFC."""
+    return unicodedata.normalize("NFC", _SPACES.sub(" ", text))
+
+
+def long_term_key(
+    username: str,
+    realm: str,
+    password: str,
+    algorithm: PasswordAlgorithm = PasswordAlgorithm.MD5,
+) -> bytes:
+    """The long-term credential key (RFC 8489 §9.2.2): 16 bytes (MD5) or 32 (SHA-256)."""
+    material = f"{username}:{opaque_string(realm)}:{opaque_string(password)}".encode()
+    if algorithm is PasswordAlgorithm.SHA256:
+        return hashlib.sha256(material).digest()
+    return hashlib.md5(material, usedforsecurity=False).digest()
+
+
+# --- nonces ------------------------------------------------------------------------------------
+
+
+class NonceStatus(Enum):
+    """Result of checking a nonce."""
+
+    VALID = "valid"
+    #: Issued by this process for this client, but expired: answer 438 with a fresh nonce.
+    STALE = "stale"
+    #: Not issued by this process for this client (forged, garbled, another pod's): answer 401.
+    INVALID = "invalid"
+
+
+_NONCE_RE: Final = re.compile(r"[A-Za-z0-9_-]{32}")
+_NONCE_VERSION: Final = b"\x01"
+
+
+class NonceManager:
+    """Issues and checks stateless nonces bound to a client transport address.
+
+    Wire form: base64url of 8 bytes of expiry (unix seconds, big-endian) and the first 16 bytes
+    of HMAC-SHA256(key, version || expiry || host "|" port); 32 printable characters, never
+    starting with RFC 8489's "obMatJos2" cookie.
+    """
+
+    __slots__ = ("_key", "lifetime")
+
+    def __init__(self, key: bytes | None = None, lifetime: float = NONCE_LIFETIME) -> None:
+        """``key`` defaults to 32 random bytes: nonces are only valid in this process."""
+        if lifetime <= 0:
+            raise ValueError("nonce lifetime must be positive")
+        self._key = secrets.token_bytes(32) if key is None else bytes(key)
+        self.lifetime = lifetime
+
+    def __repr__(self) -> str:
+        return f"NonceManager(lifetime={self.lifetime!r}, key=<hidden>)"
+
+    def _mac(self, expiry: bytes, client: tuple[str, int]) -> bytes:
+        host, port = client[0], client[1]
+        message = _NONCE_VERSION + expiry + f"{host}|{port}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).digest()[:16]
+
+    def issue(self, client: tuple[str, int], now: float) -> str:
+        """A nonce for ``client`` (``(host, port)``), valid for :attr:`lifetime` from ``now``."""
+        expiry = max(0, math.ceil(now + self.lifetime)).to_bytes(8, "big")
+        return base64.urlsafe_b64encode(expiry + self._mac(expiry, client)).decode("ascii")
+
+    def check(self, nonce: str, client: tuple[str, int], now: float) -> NonceStatus:
+        """Whether ``nonce`` is valid for ``client`` at ``now``; stale and invalid differ."""
+        if not _NONCE_RE.fullmatch(nonce):
+            return NonceStatus.INVALID
+        try:
+            raw = base64.urlsafe_b64decode(nonce)
+        except (binascii.Error, ValueError):
+            return NonceStatus.INVALID
+        expiry, mac = raw[:8], raw[8:]
+        if not hmac.compare_digest(mac, self._mac(expiry, client)):
+            return NonceStatus.INVALID
+        remaining = int.from_bytes(expiry, "big") - now
+        # A genuine nonce that expires further out than any we issue means the clock went
+        # back: make the client fetch a new one rather than extend its life.
+        if remaining <= 0 or remaining > self.lifetime + 1:
+            return NonceStatus.STALE
+        return NonceStatus.VALID
+
+
+# --- credential stores -------------------------------------------------------------------------
+
+
+class CredentialStore(Protocol):
+    """Where long-term keys come from. ``realm`` is the realm the keys are computed for."""
+
+    @property
+    def realm(self) -> str:
+        """The realm of every key this store returns."""
+        ...
+
+    def lookup(self, username: str, now: float) -> bytes | None:
+        """The key for ``username`` at ``now`` (the current one when rotating), or None."""
+        ...
+
+    def candidates(self, username: str, now: float) -> Sequence[bytes]:
+        """Every key ``username`` may hold at ``now`` (several while a secret rotates)."""
+        ...
+
+
+class StaticCredentials:
+    """A fixed ``{username: password}`` table; only the derived keys are kept."""
+
+    __slots__ = ("_keys", "_realm")
+
+    def __init__(self, realm: str, users: Mapping[str, str]) -> None:
+        self._realm = realm
+        self._keys = {name: long_term_key(name, realm, pw) for name, pw in users.items()}
+
+    def __repr__(self) -> str:
+        return f"StaticCredentials(realm={self._realm!r}, users={len(self._keys)}, keys=<hidden>)"
+
+    @property
+    def realm(self) -> str:
+        """The realm of every key this store returns."""
+        return self._realm
+
+    def lookup(self, username: str, now: float) -> bytes | None:
+        """The key for ``username``; ``now`` is unused (static credentials do not expire)."""
+        return self._keys.get(username)
+
+    def candidates(self, username: str, now: float) -> Sequence[bytes]:
+        """The one key of ``username``, or none."""
+        key = self._keys.get(username)
+        return () if key is None else (key,)
+
+
+def rest_password(secret: str | bytes, username: str) -> str:
+    """TURN REST API password: ``base64(HMAC-SHA1(secret, username))``."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return base64.b64encode(hmac.new(key, username.encode(), hashlib.sha1).digest()).decode()
+
+
+_REST_EXPIRY: Final = re.compile(r"[0-9]{1,12}")
+
+
+class RestCredentials:
+    """Ephemeral credentials (draft-uberti-behave-turn-rest-00): ``EXPIRY[:USERID]`` usernames.
+
+    ``secrets`` are tried in order; the first is the current one (:meth:`issue`, :meth:`lookup`)
+    and the others are kept during rotation. A username whose expiry is not after ``now`` is
+    refused, and so is one further out than ``max_ttl`` when it is set.
+    """
+
+    __slots__ = ("_realm", "_secrets", "max_ttl")
+
+    def __init__(
+        self, realm: str, secrets: Sequence[str | bytes], max_ttl: float | None = None
+    ) -> None:
+        if not secrets:
+            raise ValueError("RestCredentials needs at least one secret")
+        if any(len(s) == 0 for s in secrets):
+            raise ValueError("REST API secrets must not be empty")
+        self._realm = realm
+        self._secrets = tuple(s.encode() if isinstance(s, str) else bytes(s) for s in secrets)
+        self.max_ttl = max_ttl
+
+    def __repr__(self) -> str:
+        return (
+            f"RestCredentials(realm={self._realm!r}, secrets=<{len(self._secrets)} hidden>, "
+            f"max_ttl={self.max_ttl!r})"
+        )
+
+    @property
+    def realm(self) -> str:
+        """The realm of every key this store returns."""
+        return self._realm
+
+    def _valid(self, username: str, now: float) -> bool:
+        expiry_text = username.partition(":")[0]
+        if not _REST_EXPIRY.fullmatch(expiry_text):
+            return False
+        expiry = int(expiry_text)
+        if expiry <= now:
+            return False
+        return self.max_ttl is None or expiry - now <= self.max_ttl
+
+    def candidates(self, username: str, now: float) -> Sequence[bytes]:
+        """One key per secret, current first; none when the username is malformed or expired."""
+        if not self._valid(username, now):
+            return ()
+        return tuple(
+            long_term_key(username, self._realm, rest_password(s, username)) for s in self._secrets
+        )
+
+    def lookup(self, username: str, now: float) -> bytes | None:
+        """The key under the current secret, or None when malformed or expired."""
+        if not self._valid(username, now):
+            return None
+        return long_term_key(username, self._realm, rest_password(self._secrets[0], username))
+
+    def issue(self, user_id: str, now: float, ttl: float) -> tuple[str, str]:
+        """``(username, password)`` for ``user_id`` valid for ``ttl`` s, under the current
+        secret (what a REST API endpoint hands to a web client)."""
+        if ":" in user_id:
+            raise ValueError("a REST API user id must not contain ':'")
+        expiry = math.floor(now + ttl)
+        username = f"{expiry}:{user_id}" if user_id else str(expiry)
+        return username, rest_password(self._secrets[0], username)
+
+
+# --- the server-side checks --------------------------------------------------------------------
+
+
+class AuthStatus(Enum):
+    """Outcome of :meth:`Authenticator.check`."""
+
+    OK = "ok"
+    #: No MESSAGE-INTEGRITY: answer 401 with REALM and NONCE (the first leg of every client).
+    CHALLENGE = "challenge"
+    #: Integrity present but USERNAME, REALM or NONCE missing or malformed: answer 400.
+    BAD_REQUEST = "bad_request"
+    #: Unknown user, wrong realm or key, or a nonce we did not issue: answer 401.
+    UNAUTHORIZED = "unauthorized"
+    #: Everything right but the nonce expired: answer 438 with a fresh NONCE and REALM.
+    STALE_NONCE = "stale_nonce"
+
+
+_ERROR_CODES: Final = {
+    AuthStatus.CHALLENGE: 401,
+    AuthStatus.BAD_REQUEST: 400,
+    AuthStatus.UNAUTHORIZED: 401,
+    AuthStatus.STALE_NONCE: 438,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """What :meth:`Authenticator.check` decided. ``key`` (hidden from repr) signs the answer."""
+
+    status: AuthStatus
+    username: str | None = None
+    key: bytes | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the request is authenticated."""
+        return self.status is AuthStatus.OK
+
+    @property
+    def error_code(self) -> int | None:
+        """The STUN error code to answer with (None when OK)."""
+        return _ERROR_CODES.get(self.status)
+
+    @property
+    def wants_challenge(self) -> bool:
+        """Whether the error answer must carry REALM and NONCE (401 and 438 do, 400 does not)."""
+        return self.status in (
+            AuthStatus.CHALLENGE,
+            AuthStatus.UNAUTHORIZED,
+            AuthStatus.STALE_NONCE,
+        )
+
+
+class Authenticator:
+    """RFC 8489 §9.2.4 for a TURN server: a credential store plus a nonce manager."""
+
+    __slots__ = ("nonces", "store")
+
+    def __init__(self, store: CredentialStore, nonces: NonceManager | None = None) -> None:
+        self.store = store
+        self.nonces = NonceManager() if nonces is None else nonces
+
+    def __repr__(self) -> str:
+        return f"Authenticator(store={self.store!r}, nonces={self.nonces!r})"
+
+    @property
+    def realm(self) -> str:
+        """The realm sent in challenges."""
+        return self.store.realm
+
+    def add_challenge(
+        self, builder: MessageBuilder, client: tuple[str, int], now: float
+    ) -> MessageBuilder:
+        """Add REALM and a fresh NONCE for ``client`` to an error response (401, 438)."""
+        return builder.add_text(REALM, self.realm).add_text(NONCE, self.nonces.issue(client, now))
+
+    def check(self, request: Message, client: tuple[str, int], now: float) -> AuthResult:
+        """Authenticate ``request`` (parsed from the bytes ``client`` sent) at ``now``.
+
+        The order is RFC 8489 §9.2.4's: no integrity -> CHALLENGE; missing or malformed
+        USERNAME/REALM/NONCE -> BAD_REQUEST; realm not ours, unknown or expired user, wrong
+        integrity -> UNAUTHORIZED; then the nonce: forged or foreign -> UNAUTHORIZED, expired ->
+        STALE_NONCE. MESSAGE-INTEGRITY-SHA256 is checked instead of MESSAGE-INTEGRITY when
+        present (§9.2.4), with the same key.
+        """
+        sha256 = request.has(MESSAGE_INTEGRITY_SHA256)
+        if not sha256 and not request.has(MESSAGE_INTEGRITY):
+            return AuthResult(AuthStatus.CHALLENGE)
+        try:
+            username = request.get_text(USERNAME, MAX_USERNAME)
+            realm = request.get_text(REALM)
+            nonce = request.get_text(NONCE)
+        except StunError:
+            return AuthResult(AuthStatus.BAD_REQUEST)
+        if username is None or realm is None or nonce is None:
+            return AuthResult(AuthStatus.BAD_REQUEST)
+        if realm != self.realm:
+            return AuthResult(AuthStatus.UNAUTHORIZED, username)
+        verify = verify_integrity_sha256 if sha256 else verify_integrity
+        key = next((k for k in self.store.candidates(username, now) if verify(request, k)), None)
+        if key is None:
+            return AuthResult(AuthStatus.UNAUTHORIZED, username)
+        status = self.nonces.check(nonce, client, now)
+        if status is NonceStatus.INVALID:
+            return AuthResult(AuthStatus.UNAUTHORIZED, username)
+        if status is NonceStatus.STALE:
+            # The key is known good: the 438 answer MAY carry MESSAGE-INTEGRITY (§9.2.4).
+            return AuthResult(AuthStatus.STALE_NONCE, username, key)
+        return AuthResult(AuthStatus.OK, username, key)

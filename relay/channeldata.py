@@ -1,0 +1,93 @@
+"""ChannelData messages (RFC 8656 §12.4, §12.5), sans-I/O.
+
+A ChannelData message is a 4-byte header (16-bit channel number, 16-bit length of the
+application data) followed by the data. Channel numbers 0x4000..0x4FFF are the valid ones
+(§12); the first two bits are therefore ``01``, which tells ChannelData apart from STUN
+(``00``). Over TCP (a stream) the message MUST be padded to a multiple of 4 bytes, and the
+padding is not counted in the length; over UDP padding is optional (§12.5).
+
+Decoding raises :class:`relay.stun.StunError`, and nothing else.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final, NamedTuple
+
+from relay.stun import StunError
+
+__all__ = [
+    "CHANNEL_MAX",
+    "CHANNEL_MIN",
+    "HEADER_SIZE",
+    "MAX_DATA_SIZE",
+    "ChannelData",
+    "decode",
+    "encode",
+    "frame_size",
+    "is_channeldata",
+    "is_valid_channel",
+]
+
+CHANNEL_MIN: Final = 0x4000
+CHANNEL_MAX: Final = 0x4FFF
+HEADER_SIZE: Final = 4
+MAX_DATA_SIZE: Final = 0xFFFF
+
+_HEADER = struct.Struct("!HH")
+_PADDING: Final = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+
+
+class ChannelData(NamedTuple):
+    """A decoded ChannelData message: the channel number and the application data."""
+
+    channel: int
+    data: bytes
+
+
+def is_valid_channel(channel: int) -> bool:
+    """Whether ``channel`` is in the range clients may bind (0x4000..0x4FFF, §12)."""
+    return CHANNEL_MIN <= channel <= CHANNEL_MAX
+
+
+def is_channeldata(data: bytes | bytearray | memoryview) -> bool:
+    """Cheap demultiplexing test: a header is present and the channel is in 0x4000..0x4FFF."""
+    return len(data) >= HEADER_SIZE and 0x40 <= data[0] <= 0x4F
+
+
+def frame_size(length: int) -> int:
+    """Bytes a ChannelData message with ``length`` bytes of data takes on a stream (padded)."""
+    return HEADER_SIZE + length + (-length & 0x03)
+
+
+def encode(channel: int, data: bytes | bytearray | memoryview, *, pad: bool = False) -> bytes:
+    """Build a ChannelData message; ``pad=True`` pads to 4 bytes (required over TCP)."""
+    if not CHANNEL_MIN <= channel <= CHANNEL_MAX:
+        raise StunError(f"channel number {channel:#06x} is outside 0x4000..0x4FFF")
+    n = len(data)
+    if n > MAX_DATA_SIZE:
+        raise StunError(f"ChannelData of {n} bytes exceeds {MAX_DATA_SIZE}")
+    header = _HEADER.pack(channel, n)
+    if pad:
+        return header + bytes(data) + _PADDING[n & 0x03]
+    return header + bytes(data)
+
+
+def decode(data: bytes | bytearray | memoryview, *, stream: bool = False) -> ChannelData:
+    """Decode one ChannelData message.
+
+    With ``stream=False`` (a UDP datagram) the message may be unpadded or padded to 4 bytes;
+    with ``stream=True`` (a frame from :class:`relay.framing.StreamDeframer`) it must be padded.
+    Any other trailing byte count is an error.
+    """
+    size = len(data)
+    if size < HEADER_SIZE:
+        raise StunError(f"ChannelData too short ({size} bytes)")
+    channel, length = _HEADER.unpack_from(data)
+    if not CHANNEL_MIN <= channel <= CHANNEL_MAX:
+        raise StunError(f"channel number {channel:#06x} is outside 0x4000..0x4FFF")
+    end = HEADER_SIZE + length
+    padded = end + (-length & 0x03)
+    if size != padded and (stream or size != end):
+        raise StunError(f"ChannelData length field says {length}, got {size - HEADER_SIZE}")
+    return ChannelData(channel, bytes(data[HEADER_SIZE:end]))
