@@ -46,5 +46,9 @@ test: lint typecheck unit
 bench: $(STAMP) tools
 	$(PY) -m tests.bench
 
+# Regenerate the KEDA externalscaler stubs (commit the result; a test checks it is current).
+proto: $(STAMP)
+	$(PY) -m scaler.keda.codegen
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

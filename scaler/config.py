@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,15 @@ class ScalerConfig:
     token: str | None
     max_relays: int
     log_level: str
+    # TLS for the gRPC listener (KEDA's enableTLS); a client CA makes it mutual TLS.
+    grpc_tls_cert: Path | None = None
+    grpc_tls_key: Path | None = None
+    grpc_client_ca: Path | None = None
+
+
+def optional_path(text: str) -> Path | None:
+    """A file path; empty (``TURNSCALE_GRPC_TLS_CERT=""``) means not given."""
+    return Path(text) if text.strip() else None
 
 
 def build_parser(prog: str = "turnscale scaler") -> FlagParser:
@@ -48,6 +58,24 @@ def build_parser(prog: str = "turnscale scaler") -> FlagParser:
         type=parse_host_port,
         default="0.0.0.0:9090",
         help="gRPC listen address: KEDA externalscaler and grpc.health.v1",
+    )
+    parser.add_flag(
+        "--grpc-tls-cert",
+        type=optional_path,
+        default=None,
+        help="PEM certificate (chain) for gRPC TLS, for KEDA's enableTLS; needs --grpc-tls-key",
+    )
+    parser.add_flag(
+        "--grpc-tls-key",
+        type=optional_path,
+        default=None,
+        help="PEM private key (unencrypted) of --grpc-tls-cert",
+    )
+    parser.add_flag(
+        "--grpc-client-ca",
+        type=optional_path,
+        default=None,
+        help="PEM CA bundle: gRPC clients must present a certificate it signed (mutual TLS)",
     )
     parser.add_flag(
         "--min-replicas",
@@ -117,6 +145,7 @@ def from_args(args: argparse.Namespace) -> ScalerConfig:
             f"--expire-after ({args.expire_after:g}s) must not be shorter than "
             f"--stale-after ({args.stale_after:g}s)"
         )
+    check_grpc_tls(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_client_ca)
     return ScalerConfig(
         http=args.http,
         grpc=args.grpc,
@@ -126,6 +155,9 @@ def from_args(args: argparse.Namespace) -> ScalerConfig:
         token=read_token(args.token_file) if args.token_file else None,
         max_relays=args.max_relays,
         log_level=args.log_level,
+        grpc_tls_cert=args.grpc_tls_cert,
+        grpc_tls_key=args.grpc_tls_key,
+        grpc_client_ca=args.grpc_client_ca,
     )
 
 
@@ -140,3 +172,46 @@ def read_token(path: Path) -> str:
     if any(ch.isspace() for ch in token):
         raise ConfigError(f"--token-file: the token in {str(path)!r} contains white space")
     return token
+
+
+def check_grpc_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> None:
+    """Fail at start-up, naming the flag, rather than at KEDA's first handshake."""
+    if cert is not None and key is None:
+        raise ConfigError("--grpc-tls-cert needs --grpc-tls-key as well (the certificate's key)")
+    if key is not None and cert is None:
+        raise ConfigError("--grpc-tls-key needs --grpc-tls-cert as well (the key's certificate)")
+    if client_ca is not None and cert is None:
+        raise ConfigError(
+            "--grpc-client-ca needs --grpc-tls-cert and --grpc-tls-key (mutual TLS is TLS first)"
+        )
+    if cert is None or key is None:
+        return
+    _read_pem("--grpc-tls-cert", cert, "CERTIFICATE-----", "PEM certificate")
+    key_text = _read_pem("--grpc-tls-key", key, "PRIVATE KEY-----", "PEM private key")
+    if "ENCRYPTED" in key_text:
+        raise ConfigError(f"--grpc-tls-key: {str(key)!r} is encrypted; give an unencrypted key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=b"")
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(
+            f"--grpc-tls-key: {str(key)!r} is not the key of --grpc-tls-cert {str(cert)!r} "
+            f"(or one of them is not valid PEM): {exc}"
+        ) from None
+    if client_ca is None:
+        return
+    _read_pem("--grpc-client-ca", client_ca, "CERTIFICATE-----", "PEM CA certificate")
+    try:
+        context.load_verify_locations(cafile=client_ca)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"--grpc-client-ca: {str(client_ca)!r} is not valid PEM: {exc}") from None
+
+
+def _read_pem(flag: str, path: Path, marker: str, what: str) -> str:
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{flag}: cannot read {str(path)!r}: {exc}") from None
+    if "-----BEGIN " not in text or marker not in text:
+        raise ConfigError(f"{flag}: {str(path)!r} holds no {what}")
+    return text

@@ -13,9 +13,13 @@ from scaler import logs
 from scaler.config import ScalerConfig
 from scaler.flags import HostPort
 from scaler.http import create_app
+from scaler.keda.grpc_server import GrpcFrontEnd, TlsFiles
 from scaler.service import ScalerService
 
 log = logs.get("scaler")
+
+# How long in-flight gRPC calls may take to finish once the scaler stops.
+GRPC_STOP_GRACE = 5.0
 
 
 def bind_tcp(address: HostPort) -> socket.socket:
@@ -24,14 +28,24 @@ def bind_tcp(address: HostPort) -> socket.socket:
     return socket.create_server((address.host, address.port), family=family, backlog=1024)
 
 
+def grpc_tls(config: ScalerConfig) -> TlsFiles | None:
+    if config.grpc_tls_cert is None or config.grpc_tls_key is None:
+        return None
+    return TlsFiles(config.grpc_tls_cert, config.grpc_tls_key, config.grpc_client_ca)
+
+
 class ScalerServer:
     """The scaler's listeners around one :class:`ScalerService`."""
 
     def __init__(self, config: ScalerConfig, clock: Callable[[], float] | None = None) -> None:
         self.config = config
         self.service = ScalerService(config) if clock is None else ScalerService(config, clock)
+        self.service.readiness["grpc"] = False
         self._runner: web.AppRunner | None = None
         self.http_address: HostPort | None = None
+        self.grpc = GrpcFrontEnd(self.service, grpc_tls(config))
+        self.grpc_address: HostPort | None = None
+        self.grpc_stop_grace = GRPC_STOP_GRACE
 
     async def start(self) -> None:
         sock = bind_tcp(self.config.http)
@@ -43,9 +57,18 @@ class ScalerServer:
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
         self.service.readiness["http"] = True
+        try:
+            self.grpc_address = await self.grpc.start(self.config.grpc)
+        except BaseException:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        self.service.readiness["grpc"] = True
         log.info(
             "scaler serving",
             http=str(self.http_address),
+            grpc=str(self.grpc_address),
+            grpc_tls=self.grpc.tls.mode if self.grpc.tls else "none",
             min_replicas=self.config.policy.min_replicas,
             max_replicas=self.config.policy.max_replicas,
             target_per_replica=self.config.policy.target_per_replica,
@@ -56,6 +79,10 @@ class ScalerServer:
         """Turn not ready first, so load balancers stop sending, then close listeners."""
         for check in self.service.readiness:
             self.service.readiness[check] = False
+        if self.grpc_address is not None:
+            # Health NOT_SERVING first, KEDA's streams end, then up to the grace period.
+            await self.grpc.stop(self.grpc_stop_grace)
+            self.grpc_address = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

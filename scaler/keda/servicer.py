@@ -1,0 +1,136 @@
+"""KEDA's ``externalscaler.ExternalScaler`` over the scaler's in-memory fleet state.
+
+Every answer is computed from memory on the event loop, without waiting on I/O:
+KEDA sets no deadline and holds a lock while it waits. ``StreamIsActive`` is the
+push path (``external-push`` triggers): the current state when the stream opens,
+then one message per change of activity, woken by :class:`scaler.changes.ChangeFeed`
+on the same loop that applies reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Final, NoReturn
+
+import grpc
+
+from scaler import logs
+from scaler.keda.metadata import MetadataError, Trigger, parse_trigger
+from scaler.keda.policies import PolicyBook
+from scaler.keda.proto import externalscaler_pb2 as pb
+from scaler.keda.proto import externalscaler_pb2_grpc as pb_grpc
+from scaler.service import ScalerService
+
+log = logs.get("scaler.keda")
+
+SERVICE_NAME: Final = "externalscaler.ExternalScaler"
+# Distinct bad-metadata messages logged (once each); the rest only count in metrics.
+MAX_LOGGED_ERRORS: Final = 100
+
+
+class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
+    def __init__(self, service: ScalerService, policies: PolicyBook) -> None:
+        self.service = service
+        self.policies = policies
+        self.open_streams = 0
+        self._closing = False
+        self._logged: set[str] = set()
+
+    # ---- RPCs -----------------------------------------------------------------
+
+    async def IsActive(
+        self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
+    ) -> pb.IsActiveResponse:
+        trigger = await self._trigger(request, context)
+        return pb.IsActiveResponse(result=trigger.is_active(self._allocations(trigger)))
+
+    async def StreamIsActive(
+        self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.IsActiveResponse]:
+        trigger = await self._trigger(request, context)
+        changes = self.service.changes
+        self.open_streams += 1
+        try:
+            sent: bool | None = None
+            while not self._closing:
+                active = trigger.is_active(self._allocations(trigger))
+                if active != sent:
+                    yield pb.IsActiveResponse(result=active)
+                    sent = active
+                    continue  # the yield awaited: look at the state again before waiting
+                # No await between reading the state and waiting: no change slips past.
+                await changes.wait()
+                self.policies.record(trigger, self.service.clock())
+        finally:
+            self.open_streams -= 1
+
+    async def GetMetricSpec(
+        self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
+    ) -> pb.GetMetricSpecResponse:
+        trigger = await self._trigger(request, context)
+        target = trigger.policy.target_per_replica
+        spec = pb.MetricSpec(
+            metricName=trigger.metric_name, targetSize=target, targetSizeFloat=float(target)
+        )
+        return pb.GetMetricSpecResponse(metricSpecs=[spec])
+
+    async def GetMetrics(
+        self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetMetricsResponse:
+        trigger = await self._trigger(request.scaledObjectRef, context)
+        if not trigger.names_metric(request.metricName):
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"metricName {request.metricName!r} is not this trigger's metric "
+                f"{trigger.metric_name!r} (GetMetricSpec names it)",
+            )
+        allocations = self._allocations(trigger)
+        value = pb.MetricValue(
+            metricName=trigger.metric_name,
+            metricValue=allocations,
+            metricValueFloat=float(allocations),
+        )
+        return pb.GetMetricsResponse(metricValues=[value])
+
+    async def StreamMetricSpec(
+        self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
+    ) -> None:
+        # KEDA then keeps asking GetMetricSpec, whose answer only changes with the trigger.
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "turnscale pushes no metric specs; use GetMetricSpec"
+        )
+
+    # ---- lifecycle ------------------------------------------------------------
+
+    def close_streams(self) -> None:
+        """End every open StreamIsActive cleanly (OK), so KEDA reconnects; for shutdown."""
+        self._closing = True
+        self.service.changes.notify()
+
+    # ---- helpers --------------------------------------------------------------
+
+    def _allocations(self, trigger: Trigger) -> int:
+        return self.service.scale(trigger.gateway, trigger.namespace, trigger.policy).allocations
+
+    async def _trigger(
+        self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
+    ) -> Trigger:
+        try:
+            trigger = parse_trigger(request.scalerMetadata, self.service.config.policy)
+        except MetadataError as error:
+            await self._invalid(request, context, str(error))
+        self.policies.record(trigger, self.service.clock())
+        return trigger
+
+    async def _invalid(
+        self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext, message: str
+    ) -> NoReturn:
+        if message not in self._logged and len(self._logged) < MAX_LOGGED_ERRORS:
+            self._logged.add(message)
+            log.warning(
+                "bad KEDA trigger metadata",
+                scaled_object=f"{request.namespace}/{request.name}",
+                error=message,
+            )
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+        raise AssertionError("context.abort() returned")  # pragma: no cover
