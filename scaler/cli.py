@@ -24,9 +24,17 @@ commands:
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run on uvloop; signals are handled by the servers themselves."""
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
+    """Run on uvloop; signals are handled by the servers themselves.
+
+    An address that cannot be bound (in use, not local) is one clear error line
+    and exit status 1, not a traceback.
+    """
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+    except OSError as error:
+        logs.get("turnscale").error("cannot start", error=str(error))
+        raise SystemExit(1) from None
 
 
 def scaler_main(argv: Sequence[str]) -> None:

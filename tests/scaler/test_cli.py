@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -141,3 +142,16 @@ def test_scaler_process_serves_logs_json_and_stops_on_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_address_in_use_is_one_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("--http", f"127.0.0.1:{port}", "--grpc", "127.0.0.1:0")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    entry = json.loads(result.stderr.strip().splitlines()[-1])
+    assert entry["event"] == "cannot start"
+    assert "in use" in entry["error"]
