@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -13,16 +12,13 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.net import free_port
+
+__all__ = ["free_port"]
+
 # The server under test gets core 0, the load generator core 1 (machines have two).
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def pin_self_to_client_core() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -137,15 +136,6 @@ async def running_scaler(
 async def read(call: Any) -> Any:
     """The next message of a server stream, bounded by :data:`TIMEOUT`."""
     return await asyncio.wait_for(call.read(), TIMEOUT)
-
-
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    """Wait until ``check()`` holds (the server does it by itself), at most :data:`TIMEOUT`."""
-    deadline = time.monotonic() + TIMEOUT
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still not true after {TIMEOUT} s")
-        await asyncio.sleep(0.01)
 
 
 # ---- certificates ----------------------------------------------------------------

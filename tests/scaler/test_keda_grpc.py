@@ -25,11 +25,11 @@ from tests.scaler.keda_helpers import (
     NAMESPACE,
     TIMEOUT,
     Keda,
-    eventually,
     read,
     ref,
     running_scaler,
 )
+from tests.waiting import eventually
 
 SERVICE = "externalscaler.ExternalScaler"
 METRIC = "stunner-allocations-stunner-gateway"

@@ -1,0 +1,227 @@
+"""The report pusher against real scalers on loopback (only name resolution is faked)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from relay.pusher import Identity, ReportPusher, backoff, endpoints
+from scaler import wire
+from scaler.flags import HostPort
+from scaler.server import ScalerServer
+from tests.net import free_port
+from tests.reports import created
+from tests.scaler.helpers import scaler_config
+from tests.waiting import eventually
+
+IDENTITY = Identity(pod="relay-a", namespace="stunner", gateway="stunner-gateway")
+
+
+class FakeRelay:
+    """The relay side of the pusher: a state it can change at will."""
+
+    def __init__(self) -> None:
+        self.allocations: dict[wire.Transport, int] = {"udp": 0, "tcp": 0}
+        self.connections = 0
+        self.draining = False
+
+    def snapshot(self) -> wire.RelayState:
+        return wire.RelayState(
+            allocations=dict(self.allocations),
+            connections_total={"udp": self.connections},
+            bytes_received_total={"client": self.connections * 10, "peer": 0},
+            bytes_sent_total={"client": 0, "peer": self.connections * 20},
+        )
+
+
+def one_name(*addresses: str) -> Callable[[str], Awaitable[list[str] | None]]:
+    async def resolve(host: str) -> list[str] | None:
+        return list(addresses)
+
+    return resolve
+
+
+@pytest.fixture
+async def start_scaler() -> AsyncIterator[Callable[..., Awaitable[ScalerServer]]]:
+    servers: list[ScalerServer] = []
+
+    async def start(host: str = "127.0.0.1", port: int = 0, **config: Any) -> ScalerServer:
+        base = scaler_config(**config)
+        server = ScalerServer(dataclasses.replace(base, http=HostPort(host, port)))
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+def relay_of(server: ScalerServer) -> Any:
+    return server.service.fleet.get("stunner", "relay-a")
+
+
+def test_endpoints_keep_the_host_header_and_use_each_address() -> None:
+    found = endpoints("http://scaler.stunner.svc:8080/ignored", ["10.0.0.1", "fd00::1"])
+    assert [e.url for e in found] == [
+        "http://10.0.0.1:8080/v1/reports",
+        "http://[fd00::1]:8080/v1/reports",
+    ]
+    assert {e.host_header for e in found} == {"scaler.stunner.svc:8080"}
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    assert backoff(1, lambda: 1.0) == pytest.approx(0.1)
+    assert backoff(1, lambda: 0.0) == pytest.approx(0.05)
+    assert backoff(4, lambda: 1.0) == pytest.approx(0.8)
+    assert backoff(40, lambda: 1.0) == 5.0
+
+
+async def test_changes_reach_every_scaler_behind_one_name(start_scaler: Any) -> None:
+    port = free_port()
+    first = await start_scaler("127.0.0.1", port)
+    second = await start_scaler("127.0.0.2", port)
+    relay = FakeRelay()
+    pusher = ReportPusher(
+        [f"http://scalers.test:{port}"],
+        IDENTITY,
+        relay,
+        resolve=one_name("127.0.0.1", "127.0.0.2"),
+    )
+    await pusher.start()
+    try:
+        relay.allocations["udp"] = 7
+        for n in range(3):
+            pusher.record(created(f"a{n}"))
+        for server in (first, second):
+            await eventually(lambda s=server: s.service.scale().allocations == 7)  # type: ignore[misc]
+            await eventually(lambda s=server: relay_of(s).created == {"udp": 3})  # type: ignore[misc]
+        relay.allocations["udp"] = 2
+        pusher.changed()
+        for server in (first, second):
+            await eventually(lambda s=server: s.service.scale().allocations == 2)  # type: ignore[misc]
+    finally:
+        await pusher.close()
+
+
+async def test_heartbeats_without_changes(start_scaler: Any) -> None:
+    server = await start_scaler()
+    assert server.http_address is not None
+    pusher = ReportPusher(
+        [f"http://127.0.0.1:{server.http_address.port}"], IDENTITY, FakeRelay(), interval=0.05
+    )
+    await pusher.start()
+    try:
+        await eventually(lambda: relay_of(server) is not None and relay_of(server).seq >= 4)
+    finally:
+        await pusher.close()
+
+
+async def test_scaler_back_after_outage_is_exact_and_drops_are_counted(
+    start_scaler: Any,
+) -> None:
+    port = free_port()
+    relay = FakeRelay()
+    url = f"http://127.0.0.1:{port}"
+    pusher = ReportPusher([url], IDENTITY, relay, interval=0.2, event_buffer=10)
+    await pusher.start()
+    try:
+        await eventually(lambda: pusher.status()["seq"] == 1)  # the first attempt is failing
+        relay.allocations["udp"] = 5
+        relay.connections = 40
+        for n in range(30):
+            pusher.record(created(f"a{n}"))
+        assert pusher.events_dropped == 20
+        server = await start_scaler("127.0.0.1", port)
+        await eventually(lambda: relay_of(server) is not None and relay_of(server).created)
+        allocated = relay_of(server)
+        assert server.service.scale().allocations == 5
+        assert allocated.totals().connections == {"udp": 40}
+        assert allocated.created == {"udp": 10}  # the 10 newest; 20 dropped and counted
+    finally:
+        await pusher.close()
+
+
+async def test_a_lost_answer_never_counts_events_twice(start_scaler: Any) -> None:
+    server = await start_scaler()
+    assert server.http_address is not None
+    scaler_url = f"http://127.0.0.1:{server.http_address.port}/v1/reports"
+    dropped: list[int] = []
+
+    async def forward_then_hang_up(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        async with aiohttp.ClientSession() as session:
+            headers = {"Content-Type": "application/json"}
+            async with session.post(scaler_url, data=body, headers=headers) as answer:
+                payload = await answer.read()
+                status = answer.status
+        if wire.decode(body).events and not dropped:
+            dropped.append(status)  # applied by the scaler; the relay never hears back
+            assert request.transport is not None
+            request.transport.close()
+        return web.Response(body=payload, status=status, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/reports", forward_then_hang_up)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    proxy_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", proxy_port).start()
+    relay = FakeRelay()
+    pusher = ReportPusher([f"http://127.0.0.1:{proxy_port}"], IDENTITY, relay, interval=0.2)
+    await pusher.start()
+    try:
+        await eventually(lambda: relay_of(server) is not None)
+        for n in range(4):
+            pusher.record(created(f"a{n}"))
+        await eventually(
+            lambda: bool(dropped) and server.service.ingest.stats.reports["duplicate"] >= 1
+        )
+        assert dropped == [202]
+        assert relay_of(server).created == {"udp": 4}
+    finally:
+        await pusher.close()
+        await runner.cleanup()
+
+
+async def test_draining_then_exit_reports_zero(start_scaler: Any) -> None:
+    server = await start_scaler()
+    assert server.http_address is not None
+    relay = FakeRelay()
+    relay.allocations["udp"] = 9
+    pusher = ReportPusher([f"http://127.0.0.1:{server.http_address.port}"], IDENTITY, relay)
+    await pusher.start()
+    await eventually(lambda: server.service.scale().allocations == 9)
+    relay.draining = True
+    pusher.changed()
+    await eventually(lambda: relay_of(server).draining)
+    assert server.service.scale().allocations == 0  # draining relays do not count
+    relay.allocations["udp"] = 0
+    await pusher.close()
+    assert relay_of(server).allocations == 0
+
+
+async def test_a_rejected_report_is_logged_and_pushing_goes_on(start_scaler: Any) -> None:
+    server = await start_scaler(token="right")
+    assert server.http_address is not None
+    url = f"http://127.0.0.1:{server.http_address.port}"
+    wrong = ReportPusher([url], IDENTITY, FakeRelay(), token="wrong", interval=0.05)
+    await wrong.start()
+    try:
+        await eventually(lambda: server.service.ingest.stats.reports["unauthorized"] >= 2)
+        status: Any = wrong.status()
+        assert next(iter(status["scalers"].values()))["reports_rejected"] >= 2
+        assert len(server.service.fleet) == 0
+    finally:
+        await wrong.close()
+    right = ReportPusher([url], IDENTITY, FakeRelay(), token="right")
+    await right.start()
+    try:
+        await eventually(lambda: len(server.service.fleet) == 1)
+    finally:
+        await right.close()
