@@ -18,6 +18,7 @@ USAGE = """usage: turnscale COMMAND [FLAGS]
 commands:
   scaler   the collector: report ingest, /metrics, KEDA gRPC and metrics-api
   run      the embedded default: a scaler on loopback, with instructions to try it
+  load     open real TURN allocations against a relay fleet, for a while
 
 'turnscale COMMAND --help' lists a command's flags; each also reads TURNSCALE_<FLAG>.
 """
@@ -49,6 +50,12 @@ def scaler_main(argv: Sequence[str]) -> None:
     run_async(lambda: serve(config))
 
 
+def load_main(argv: Sequence[str]) -> None:
+    from relay.load import main as load
+
+    load(argv)
+
+
 def embedded_main(argv: Sequence[str]) -> None:
     from scaler.embedded import main as embedded
 
@@ -58,6 +65,7 @@ def embedded_main(argv: Sequence[str]) -> None:
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "scaler": scaler_main,
     "run": embedded_main,
+    "load": load_main,
 }
 
 
