@@ -36,6 +36,28 @@ def python_argv(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+def start_scaler(http_port: int, grpc_port: int = 0) -> subprocess.Popen[bytes]:
+    """A real scaler process on one core; relays never expire during a bench."""
+    process = start_pinned(
+        python_argv(
+            "-m",
+            "scaler",
+            "--http",
+            f"127.0.0.1:{http_port}",
+            "--grpc",
+            f"127.0.0.1:{grpc_port}",
+            "--log-level",
+            "warning",
+            "--stale-after",
+            "300s",
+            "--expire-after",
+            "600s",
+        )
+    )
+    wait_http(f"http://127.0.0.1:{http_port}/readyz")
+    return process
+
+
 def wait_http(url: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

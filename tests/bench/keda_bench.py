@@ -23,11 +23,9 @@ from tests.bench.common import (
     free_port,
     percentile,
     pin_self_to_client_core,
-    python_argv,
-    start_pinned,
+    start_scaler,
     stop,
     table,
-    wait_http,
 )
 from tests.reports import report
 
@@ -153,24 +151,8 @@ async def bench(http: str, grpc_target: str) -> None:
 def main() -> None:
     pin_self_to_client_core()
     http_port, grpc_port = free_port(), free_port()
-    scaler = start_pinned(
-        python_argv(
-            "-m",
-            "scaler",
-            "--http",
-            f"127.0.0.1:{http_port}",
-            "--grpc",
-            f"127.0.0.1:{grpc_port}",
-            "--log-level",
-            "warning",
-            "--stale-after",
-            "300s",
-            "--expire-after",
-            "600s",
-        )
-    )
+    scaler = start_scaler(http_port, grpc_port)
     try:
-        wait_http(f"http://127.0.0.1:{http_port}/readyz")
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(bench(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"))
     finally:

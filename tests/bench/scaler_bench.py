@@ -21,9 +21,9 @@ from tests.bench.common import (
     free_port,
     percentile,
     pin_self_to_client_core,
-    python_argv,
     rss_kib,
     start_pinned,
+    start_scaler,
     stop,
     table,
     wait_http,
@@ -183,24 +183,8 @@ async def bench_pushgateway(base: str) -> tuple[int, float, float, int]:
 def main() -> None:
     pin_self_to_client_core()
     port = free_port()
-    scaler = start_pinned(
-        python_argv(
-            "-m",
-            "scaler",
-            "--http",
-            f"127.0.0.1:{port}",
-            "--grpc",
-            "127.0.0.1:0",
-            "--log-level",
-            "warning",
-            "--stale-after",
-            "300s",
-            "--expire-after",
-            "600s",
-        )
-    )
+    scaler = start_scaler(port, 0)
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz")
         results = asyncio.run(bench_scaler(f"http://127.0.0.1:{port}"))
         memory = rss_kib(scaler.pid)
     finally:
