@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEBIAN_TOOLS := coturn prometheus prometheus-pushgateway
 TOOL_BINARIES := turnserver turnutils_uclient turnutils_peer prometheus promtool prometheus-pushgateway
 
-.PHONY: run test lint typecheck unit bench tools proto clean
+.PHONY: run test lint typecheck unit bench tools proto dashboards clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "turnscale needs Python >= 3.11 (set PYTHON=...)")'
@@ -49,6 +49,11 @@ bench: $(STAMP) tools
 # Regenerate the KEDA externalscaler stubs (commit the result; a test checks it is current).
 proto: $(STAMP)
 	$(PY) -m scaler.keda.codegen
+
+# Regenerate the Grafana dashboards and Prometheus rules (commit the result; a test checks it
+# is current). Phony: the target shares its name with the dashboards/ directory.
+dashboards: $(STAMP)
+	$(PY) -m dashboards.generate
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
