@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from scaler.flags import (
     parse_host_port,
     positive_int,
 )
+from scaler.kube import settings as kube_settings
 from scaler.scaling import ScalingPolicy
 
 
@@ -34,6 +36,8 @@ class ScalerConfig:
     grpc_tls_cert: Path | None = None
     grpc_tls_key: Path | None = None
     grpc_client_ca: Path | None = None
+    # The Kubernetes integration (--kubernetes); None: off, --expire-after for all relays.
+    kubernetes: kube_settings.KubeSettings | None = None
 
 
 def optional_path(text: str) -> Path | None:
@@ -119,7 +123,45 @@ def build_parser(prog: str = "turnscale scaler") -> FlagParser:
     parser.add_flag(
         "--log-level", type=log_level, default="info", help="debug, info, warning or error"
     )
+    add_kubernetes_flags(parser)
     return parser
+
+
+def add_kubernetes_flags(parser: FlagParser) -> None:
+    parser.add_flag(
+        "--kubernetes",
+        action="store_true",
+        help="use the Kubernetes API: watch the relay pods (a deleted pod's relay leaves the "
+        "fleet at once; a silent relay whose pod exists stays, stale, instead of expiring) "
+        "and set pod-deletion-cost on scale-in",
+    )
+    parser.add_flag(
+        "--kubeconfig",
+        type=optional_path,
+        default=None,
+        help="kubeconfig for --kubernetes (default: the pod's service account in a cluster, "
+        "else $KUBECONFIG or ~/.kube/config)",
+    )
+    parser.add_flag(
+        "--relay-selector",
+        type=kube_settings.selector_flag,
+        default=kube_settings.DEFAULT_SELECTOR,
+        help="label selector of the relay pods (--kubernetes)",
+    )
+    parser.add_flag(
+        "--relay-namespace",
+        type=kube_settings.namespace_flag,
+        default="",
+        help="namespace of the relay pods (--kubernetes; default: the scaler's own, "
+        "or the kubeconfig context's)",
+    )
+    parser.add_flag(
+        "--deletion-cost-interval",
+        type=parse_duration,
+        default="10s",
+        help="how often relay pods' pod-deletion-cost is brought up to date during scale-in; "
+        "also the least time between two patches of one pod (0: off) (--kubernetes)",
+    )
 
 
 def load(
@@ -127,10 +169,10 @@ def load(
 ) -> ScalerConfig:
     """Parse flags over ``TURNSCALE_*`` variables; raise :class:`ConfigError` naming the flag."""
     args = build_parser().parse_flags(argv, environ)
-    return from_args(args)
+    return from_args(args, environ)
 
 
-def from_args(args: argparse.Namespace) -> ScalerConfig:
+def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ScalerConfig:
     try:
         policy = ScalingPolicy(args.min_replicas, args.max_replicas, args.target_per_replica)
     except ValueError:
@@ -146,6 +188,15 @@ def from_args(args: argparse.Namespace) -> ScalerConfig:
             f"--stale-after ({args.stale_after:g}s)"
         )
     check_grpc_tls(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_client_ca)
+    kubernetes = None
+    if args.kubernetes:
+        kubernetes = kube_settings.resolve(
+            kubeconfig=args.kubeconfig,
+            relay_selector=args.relay_selector,
+            relay_namespace=args.relay_namespace,
+            deletion_cost_interval=args.deletion_cost_interval,
+            environ=os.environ if environ is None else environ,
+        )
     return ScalerConfig(
         http=args.http,
         grpc=args.grpc,
@@ -158,6 +209,7 @@ def from_args(args: argparse.Namespace) -> ScalerConfig:
         grpc_tls_cert=args.grpc_tls_cert,
         grpc_tls_key=args.grpc_tls_key,
         grpc_client_ca=args.grpc_client_ca,
+        kubernetes=kubernetes,
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
@@ -248,9 +248,17 @@ class FleetState:
 
     # ---- time ---------------------------------------------------------------
 
-    def expire(self, now: float) -> list[RelayKey]:
-        """Retire relays silent for ``expire_after``; they leave every export and the totals."""
-        gone = [key for key, r in self._relays.items() if now - r.last_seen > self.expire_after]
+    def expire(self, now: float, spare: Container[RelayKey] = ()) -> list[RelayKey]:
+        """Retire relays silent for ``expire_after``; they leave every export and the totals.
+
+        Relays in ``spare`` stay however long they are silent: their pod is known to
+        exist (Kubernetes mode), so they keep their last allocations, exported as stale.
+        """
+        gone = [
+            key
+            for key, r in self._relays.items()
+            if now - r.last_seen > self.expire_after and key not in spare
+        ]
         for key in gone:
             self._retire(key)
         return gone

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,6 +16,9 @@ from scaler.flags import HostPort
 from scaler.http import create_app
 from scaler.keda.grpc_server import GrpcFrontEnd, TlsFiles
 from scaler.service import ScalerService
+
+if TYPE_CHECKING:
+    from scaler.kube.integration import KubeIntegration
 
 log = logs.get("scaler")
 
@@ -46,6 +50,12 @@ class ScalerServer:
         self.grpc = GrpcFrontEnd(self.service, grpc_tls(config))
         self.grpc_address: HostPort | None = None
         self.grpc_stop_grace = GRPC_STOP_GRACE
+        self.kube: KubeIntegration | None = None
+        if config.kubernetes is not None:
+            # Imported only here: a scaler without --kubernetes never loads the client.
+            from scaler.kube.integration import KubeIntegration
+
+            self.kube = KubeIntegration(self.service, config.kubernetes)
 
     async def start(self) -> None:
         sock = bind_tcp(self.config.http)
@@ -64,6 +74,8 @@ class ScalerServer:
             self._runner = None
             raise
         self.service.readiness["grpc"] = True
+        if self.kube is not None:
+            await self.kube.start()  # in the background: never waits on the API
         log.info(
             "scaler serving",
             http=str(self.http_address),
@@ -73,12 +85,15 @@ class ScalerServer:
             max_replicas=self.config.policy.max_replicas,
             target_per_replica=self.config.policy.target_per_replica,
             auth="token" if self.config.token else "none",
+            kubernetes="on" if self.kube is not None else "off",
         )
 
     async def stop(self) -> None:
         """Turn not ready first, so load balancers stop sending, then close listeners."""
         for check in self.service.readiness:
             self.service.readiness[check] = False
+        if self.kube is not None:
+            await self.kube.stop()
         if self.grpc_address is not None:
             # Health NOT_SERVING first, KEDA's streams end, then up to the grace period.
             await self.grpc.stop(self.grpc_stop_grace)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from scaler.changes import ChangeFeed
 from scaler.config import ScalerConfig
 from scaler.exposition import FleetCollector, make_registry
-from scaler.fleet import FleetState
+from scaler.fleet import FleetState, RelayKey
 from scaler.ingest import Answer, ReportIngest
 from scaler.scaling import ScalingPolicy
 
@@ -59,8 +59,13 @@ class ScalerService:
         self.collector = FleetCollector(self.fleet, self.ingest.stats, config.policy, clock)
         self.registry: CollectorRegistry = make_registry(self.collector)
         self.changes = ChangeFeed()
-        # Named readiness checks; /readyz is 200 only while all of them are true.
+        # Named readiness checks; /readyz is 200 only while all of them are true,
+        # except the advisory ones: shown in /readyz, never making the scaler unready.
         self.readiness: dict[str, bool] = {"http": False}
+        self.advisory: set[str] = set()
+        # Relays that must not expire however long they are silent (their pod exists);
+        # the Kubernetes integration replaces this, else --expire-after applies to all.
+        self.spared: Callable[[], Container[RelayKey]] = _nothing_spared
 
     def submit_report(
         self, *, content_type: str, authorization: str | None, body: bytes | None, peer: str | None
@@ -79,8 +84,15 @@ class ScalerService:
 
     def sweep(self) -> None:
         """Expire silent relays; run about once a second."""
-        if self.fleet.expire(self.clock()):
+        if self.fleet.expire(self.clock(), self.spared()):
             self.changes.notify()
+
+    def remove_relay(self, namespace: str, pod: str) -> bool:
+        """Drop a relay at once (its pod was deleted); wakes push-style answers."""
+        removed = self.fleet.remove(namespace, pod)
+        if removed:
+            self.changes.notify()
+        return removed
 
     def scale(
         self,
@@ -99,4 +111,8 @@ class ScalerService:
 
     @property
     def ready(self) -> bool:
-        return all(self.readiness.values())
+        return all(ok for name, ok in self.readiness.items() if name not in self.advisory)
+
+
+def _nothing_spared() -> Container[RelayKey]:
+    return ()

@@ -1,0 +1,12 @@
+"""The scaler's Kubernetes integration (``--kubernetes``).
+
+- :mod:`scaler.kube.settings`: the flags' frozen settings and where the API credentials come
+  from; pure, imported by the config without loading kubernetes-asyncio.
+- :mod:`scaler.kube.selector`: label selector syntax, validated once at start-up.
+- :mod:`scaler.kube.pods`: the relay pods as the API shows them; pure.
+- :mod:`scaler.kube.cost`: which pods get which ``pod-deletion-cost`` on scale-in; pure.
+- :mod:`scaler.kube.watch`: list then watch the relay pods, restarting with backoff.
+- :mod:`scaler.kube.stats`: what the integration exports on ``/metrics``.
+- :mod:`scaler.kube.client`: kubernetes-asyncio client wiring (in-cluster or kubeconfig).
+- :mod:`scaler.kube.integration`: ties them to a :class:`scaler.service.ScalerService`.
+"""

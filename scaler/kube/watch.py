@@ -1,0 +1,258 @@
+"""List, then watch, the relay pods; restart cleanly, forever, with backoff on trouble.
+
+The pattern of client-go's reflector: a list gives every pod and a resourceVersion; a
+watch from that version streams each change after it (with bookmarks that move the
+version on in quiet times). A watch that ends (the server's timeout, a dropped
+connection) resumes from the last version seen; ``410 Gone`` (the version is older
+than the server keeps) means list again. API errors back off exponentially, with
+jitter. Nothing here raises out of :meth:`PodWatcher.run` but cancellation.
+
+The requests go through kubernetes-asyncio's ``CoreV1Api.list_namespaced_pod`` (its
+configuration, credentials, URL and query building). The stream is read here rather
+than through ``kubernetes_asyncio.watch.Watch``: reading it directly tells when the
+watch is established (HTTP 200, before any event), and Watch retries a 410 once with
+the same stale version and builds a second API client per watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import aiohttp
+
+from scaler import logs
+from scaler.kube.pods import PodInfo, PodObjectError, pod_info
+from scaler.kube.stats import KubeStats
+
+log = logs.get("scaler.kube")
+
+
+class PodEvents(Protocol):
+    """Where the watcher delivers what it learns."""
+
+    def listed(self, pods: list[PodInfo]) -> None: ...
+
+    def changed(self, event_type: str, pod: PodInfo) -> None: ...
+
+    def health(self, up: bool) -> None: ...
+
+
+class ApiError(Exception):
+    """The API answered with an error status (also as a watch ERROR event)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class Backoff:
+    """Exponential delays with equal jitter: half fixed, half random."""
+
+    def __init__(
+        self,
+        initial: float,
+        maximum: float,
+        factor: float = 2.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.initial, self.maximum, self.factor, self.rng = initial, maximum, factor, rng
+        self._next = initial
+
+    def next(self) -> float:
+        delay = self._next * (0.5 + 0.5 * self.rng())
+        self._next = min(self._next * self.factor, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+@dataclass(frozen=True, slots=True)
+class WatchTiming:
+    # The server ends each watch after a random time in this range (timeoutSeconds),
+    # so many scalers do not re-watch in lockstep.
+    watch_seconds: tuple[int, int] = (240, 300)
+    # A watch silent for its timeout plus this long is taken as a dead connection.
+    read_slack: float = 30.0
+    connect_timeout: float = 10.0
+    list_timeout: float = 60.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+
+DEFAULT_TIMING: Final = WatchTiming()
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class PodWatcher:
+    def __init__(
+        self,
+        api: Any,  # kubernetes_asyncio.client.CoreV1Api
+        namespace: str,
+        selector: str,
+        sink: PodEvents,
+        stats: KubeStats,
+        *,
+        timing: WatchTiming = DEFAULT_TIMING,
+        sleep: Sleep = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.selector = selector
+        self.sink = sink
+        self.stats = stats
+        self.timing = timing
+        self.sleep = sleep
+        self.rng = rng
+        self.resource_version: str | None = None
+        self.last_error: str | None = None
+
+    async def run(self) -> None:
+        backoff = Backoff(self.timing.backoff_initial, self.timing.backoff_max, rng=self.rng)
+        expired_in_a_row = 0
+        while True:
+            delay = 0.0
+            phase = "list"
+            try:
+                if self.resource_version is None:
+                    await self._list()
+                phase = "watch"
+                delivered = await self._watch()
+                self.stats.restarted("closed")
+                if delivered:
+                    backoff.reset()
+                    expired_in_a_row = 0
+                else:
+                    # A watch that ends without one event: do not spin on a server that
+                    # closes at once.
+                    delay = backoff.next()
+            except ApiError as exc:
+                if exc.status == 410 and phase == "watch":
+                    # Expected now and then: the version is older than the server keeps.
+                    # List again at once, but back off if it keeps happening.
+                    self.stats.restarted("expired")
+                    self.resource_version = None
+                    self._trouble(f"watch expired (410 Gone): {exc}", level="info")
+                    expired_in_a_row += 1
+                    delay = 0.0 if expired_in_a_row == 1 else backoff.next()
+                else:
+                    self._failed(phase, f"API error {exc}")
+                    delay = backoff.next()
+            except aiohttp.ClientConnectorError as exc:
+                self._failed(phase, f"cannot connect: {exc}")
+                delay = backoff.next()
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                what = f"{type(exc).__name__}: {exc}"
+                if phase == "list":
+                    self._failed("list", what)
+                else:
+                    self.stats.restarted("dropped")
+                    self._trouble(f"watch connection dropped ({what})", level="info")
+                delay = backoff.next()
+            if delay:
+                await self.sleep(delay)
+
+    def _failed(self, operation: str, what: str) -> None:
+        self.stats.api_error(operation)
+        if operation == "watch":
+            self.stats.restarted("error")
+        self._trouble(f"{operation} of relay pods failed: {what}", level="warning")
+
+    def _trouble(self, what: str, *, level: str) -> None:
+        self.last_error = what
+        self.sink.health(False)
+        getattr(log, level)(
+            "kubernetes watch trouble",
+            error=what,
+            namespace=self.namespace,
+            selector=self.selector,
+        )
+
+    async def _list(self) -> None:
+        response = await self.api.list_namespaced_pod(
+            self.namespace,
+            label_selector=self.selector,
+            _preload_content=False,
+            _request_timeout=self.timing.list_timeout,
+        )
+        async with response:
+            body = await response.read()
+            if response.status != 200:
+                raise ApiError(response.status, status_message(body))
+        pod_list = json.loads(body)
+        pods = []
+        for item in pod_list.get("items") or []:
+            try:
+                pods.append(pod_info(item))
+            except PodObjectError as exc:
+                log.warning("kubernetes pod list item skipped", error=str(exc))
+        version = (pod_list.get("metadata") or {}).get("resourceVersion")
+        if not isinstance(version, str) or not version:
+            raise ValueError("pod list without metadata.resourceVersion")
+        self.sink.listed(pods)
+        self.resource_version = version
+        self.last_error = None
+        self.sink.health(True)
+
+    async def _watch(self) -> bool:
+        """Stream events until the server ends the watch; True if any event came."""
+        low, high = self.timing.watch_seconds
+        seconds = low if high <= low else int(low + (high - low) * self.rng())
+        response = await self.api.list_namespaced_pod(
+            self.namespace,
+            label_selector=self.selector,
+            watch=True,
+            resource_version=self.resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=seconds,
+            _preload_content=False,
+            _request_timeout=(self.timing.connect_timeout, seconds + self.timing.read_slack),
+        )
+        delivered = False
+        async with response:
+            if response.status != 200:
+                raise ApiError(response.status, status_message(await response.read()))
+            self.last_error = None
+            self.sink.health(True)
+            async for line in response.content:
+                if line.strip():
+                    self._event(json.loads(line))
+                    delivered = True
+        return delivered
+
+    def _event(self, event: Any) -> None:
+        kind, obj = event.get("type"), event.get("object")
+        if not isinstance(obj, dict):
+            raise ValueError(f"watch event {kind!r} without an object")
+        if kind == "ERROR":
+            raise ApiError(int(obj.get("code") or 500), str(obj.get("message") or obj))
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            try:
+                pod = pod_info(obj)
+            except PodObjectError as exc:
+                log.warning("kubernetes watch event skipped", error=str(exc), type=kind)
+            else:
+                self.sink.changed(kind, pod)
+        elif kind != "BOOKMARK":
+            raise ValueError(f"watch event of unknown type {kind!r}")
+        if isinstance(version, str) and version:
+            self.resource_version = version
+
+
+def status_message(body: bytes) -> str:
+    """The message of a ``Status`` answer, else the start of the body."""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return body[:200].decode("utf-8", "replace")
+    if isinstance(status, dict) and status.get("message"):
+        return str(status["message"])
+    return body[:200].decode("utf-8", "replace")
