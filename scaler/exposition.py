@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -198,9 +198,11 @@ def _le(bound: float) -> str:
 
 
 def make_registry(collector: FleetCollector) -> CollectorRegistry:
-    """A private registry (no process-global state) holding the fleet collector."""
+    """A private registry (no process-global state): the fleet collector, plus the
+    scaler process's own CPU, memory and file descriptors (``process_*``)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
+    ProcessCollector(registry=registry)
     return registry
 
 

@@ -33,8 +33,6 @@ EXTERNAL: Final[Mapping[str, str]] = {
     "keda_scaler_metrics_value": "KEDA operator",
     "keda_scaler_detail_errors_total": "KEDA operator",
     "keda_scaler_metrics_latency_seconds": "KEDA operator",
-    "process_cpu_seconds_total": "process collector",
-    "process_resident_memory_bytes": "process collector",
 }
 # Suffixes of cumulative series: only ever read through rate() or increase().
 COUNTER_SUFFIXES: Final = ("_total", "_bucket", "_sum", "_count")

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from prometheus_client import ProcessCollector
 
 from scaler.server import ScalerServer
 from tests.dashboards.expressions import (
@@ -224,9 +223,6 @@ async def test_dashboards_and_rules_against_a_real_prometheus(
         for server in replicas:
             await server.start()
             stack.push_async_callback(server.stop)
-        # The process collector the scaler's registry lacks (see the dashboards
-        # reference): what its CPU and memory panels read.
-        ProcessCollector(registry=replicas[0].service.registry)
         await fleet_feeder.start([f"http://{server.http_address}" for server in replicas])
         await stack.enter_async_context(
             keda_polling(str(replicas[0].grpc_address), fleet_feeder.relays)

@@ -36,7 +36,12 @@ PARSE_VALUES: Final = {
     "pod": "relay-a",
 }
 # Exported families no dashboard panel or rule shows, and why.
-NOT_CHARTED: Final[Mapping[str, str]] = {}
+NOT_CHARTED: Final[Mapping[str, str]] = {
+    "process_max_fds": "standard process metric; the scaler panel shows CPU and memory",
+    "process_open_fds": "standard process metric; the scaler panel shows CPU and memory",
+    "process_start_time_seconds": "standard process metric (restarts show in CPU and memory)",
+    "process_virtual_memory_bytes": "resident memory is what the panel shows",
+}
 
 
 def promtool_parse(expressions: Sequence[str], directory: Path) -> subprocess.CompletedProcess[str]:
