@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 tools:
 	@missing=""; for b in $(TOOL_BINARIES); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	command -v kubectl >/dev/null 2>&1 || echo "kubectl (>= 1.27, with kustomize) is missing: the manifest tests compare against 'kubectl kustomize'; install it from the Kubernetes apt repository"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing Debian packages for:$$missing"; \

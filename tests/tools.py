@@ -13,7 +13,7 @@ def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is not None:
         return path
-    message = f"{name} is not installed (make tools, or apt-get install coturn prometheus)"
+    message = f"{name} is not installed (run make tools to see how to get it)"
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message)
     pytest.skip(message)
