@@ -5,6 +5,8 @@ of the binary it is given to, with a value that flag accepts."""
 
 from __future__ import annotations
 
+import importlib
+
 import argparse
 from pathlib import PurePosixPath
 from typing import Any
@@ -61,7 +63,7 @@ RELAY_FLAGS_ANNOUNCED = (
 def relay_parser() -> FlagParser | None:
     """The relay's parser, once relay/config.py exists."""
     try:
-        from relay import config as relay_config
+        relay_config = importlib.import_module("relay.config")
     except ImportError:
         return None
     parser: FlagParser = relay_config.build_parser()
