@@ -5,9 +5,8 @@ of the binary it is given to, with a value that flag accepts."""
 
 from __future__ import annotations
 
-import importlib
-
 import argparse
+import importlib
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
