@@ -204,7 +204,8 @@ class LoadRun:
             asyncio.create_task(self._progress(started, progress), name="load-progress"),
         ]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), self.config.duration)
+            async with asyncio.timeout(self.config.duration):
+                await self._stop.wait()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

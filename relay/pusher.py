@@ -194,9 +194,9 @@ class ReportPusher:
         for target in targets:
             if target.task is not None:
                 target.task.cancel()
-        await asyncio.gather(
-            *(t.task for t in targets if t.task is not None), return_exceptions=True
-        )
+        tasks = [t.task for t in targets if t.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=final_within)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(final_within):
                 await asyncio.gather(*(self._final(t) for t in targets))
@@ -281,8 +281,11 @@ class ReportPusher:
                 await asyncio.sleep(backoff(target.failures))
             else:
                 wait = last + self.interval - loop.time()
+                # asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow a
+                # cancellation that lands as the event fires, and close() would hang.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(target.wake.wait(), max(wait, 0))
+                    async with asyncio.timeout(max(wait, 0)):
+                        await target.wake.wait()
                 spacing = last + self.batch_window - loop.time()
                 if spacing > 0:  # changes inside the window share one report
                     await asyncio.sleep(spacing)
