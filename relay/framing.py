@@ -2,7 +2,8 @@
 
 Over a stream, STUN messages are delimited by their header's length field (RFC 8489 §6.2.2)
 and ChannelData messages by theirs, padded to a multiple of 4 (RFC 8656 §12.5). The first two
-bits tell them apart: ``00`` STUN, ``01`` ChannelData (channels 0x4000..0x4FFF only). Anything
+bits tell them apart: ``00`` STUN, ``01`` ChannelData (channels 0x4000..0x4FFF only, or up to
+0x7FFF with ``channel_max=LEGACY_CHANNEL_MAX`` for RFC 5766 clients such as coturn's). Anything
 else means the stream is not TURN (or lost sync), and nothing after it can be trusted: the
 deframer raises :class:`relay.stun.StunError` so the caller closes the connection.
 
@@ -17,9 +18,11 @@ from typing import Final
 from relay import channeldata
 from relay.stun import HEADER_SIZE, MAGIC_COOKIE, MAX_MESSAGE_SIZE, StunError
 
-__all__ = ["DEFAULT_MAX_FRAME_SIZE", "StreamDeframer"]
+__all__ = ["DEFAULT_MAX_FRAME_SIZE", "LEGACY_CHANNEL_MAX", "StreamDeframer"]
 
 _COOKIE: Final = MAGIC_COOKIE.to_bytes(4, "big")
+#: RFC 5766 allowed channels up to 0x7FFF; RFC 8656 reserves 0x5000..0xFFFF.
+LEGACY_CHANNEL_MAX: Final = 0x7FFF
 #: The largest frame either format can describe (a STUN message with a 0xFFFC length).
 DEFAULT_MAX_FRAME_SIZE: Final = MAX_MESSAGE_SIZE
 
@@ -35,12 +38,21 @@ class StreamDeframer:
     every further call raises too.
     """
 
-    __slots__ = ("_buffer", "_failed", "max_frame_size")
+    __slots__ = ("_buffer", "_failed", "_last_channel_byte", "max_frame_size")
 
-    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        *,
+        channel_max: int = channeldata.CHANNEL_MAX,
+    ) -> None:
+        """``channel_max`` 0x7FFF also takes RFC 5766's channels 0x5000..0x7FFF."""
         if max_frame_size < HEADER_SIZE:
             raise ValueError(f"max_frame_size must be at least {HEADER_SIZE}")
+        if channel_max not in (channeldata.CHANNEL_MAX, LEGACY_CHANNEL_MAX):
+            raise ValueError("channel_max is 0x4FFF (RFC 8656) or 0x7FFF (RFC 5766)")
         self.max_frame_size = max_frame_size
+        self._last_channel_byte = channel_max >> 8
         self._buffer = bytearray()
         self._failed: str | None = None
 
@@ -61,7 +73,7 @@ class StreamDeframer:
         try:
             while pos < available:
                 first = buf[pos]
-                if first > 0x4F:
+                if first > self._last_channel_byte:
                     raise StunError(f"stream byte {first:#04x} starts neither STUN nor ChannelData")
                 if available - pos < 4:
                     break

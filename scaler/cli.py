@@ -17,6 +17,7 @@ USAGE = """usage: turnscale COMMAND [FLAGS]
 
 commands:
   scaler   the collector: report ingest, /metrics, KEDA gRPC and metrics-api
+  relay    a TURN/STUN relay (UDP and TCP) with auth, peer policy, quotas and drain
   run      the embedded default: a scaler on loopback, with instructions to try it
   load     open real TURN allocations against a relay fleet, for a while
 
@@ -56,6 +57,12 @@ def load_main(argv: Sequence[str]) -> None:
     load(argv)
 
 
+def relay_main(argv: Sequence[str]) -> None:
+    from relay.cli import main as relay
+
+    relay(argv)
+
+
 def embedded_main(argv: Sequence[str]) -> None:
     from scaler.embedded import main as embedded
 
@@ -64,6 +71,7 @@ def embedded_main(argv: Sequence[str]) -> None:
 
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "scaler": scaler_main,
+    "relay": relay_main,
     "run": embedded_main,
     "load": load_main,
 }

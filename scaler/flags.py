@@ -111,6 +111,7 @@ class FlagParser(argparse.ArgumentParser):
         """Parse ``argv`` over environment-variable defaults; types run on both sources."""
         environ = os.environ if environ is None else environ
         namespace = argparse.Namespace()
+        env_lists: dict[str, int] = {}
         for action in self._actions:
             long_flags = [s for s in action.option_strings if s.startswith("--")]
             if not long_flags or action.dest == "help":
@@ -119,9 +120,12 @@ class FlagParser(argparse.ArgumentParser):
             raw = environ.get(name)
             if raw is None:
                 continue
-            setattr(namespace, action.dest, _env_value(action, long_flags[0], name, raw))
+            value = _env_value(action, long_flags[0], name, raw)
+            if isinstance(value, _EnvList):
+                env_lists[action.dest] = len(value)
+            setattr(namespace, action.dest, value)
         args = self.parse_args(list(sys.argv[1:] if argv is None else argv), namespace)
-        return _replace_env_appends(self, args, namespace)
+        return _replace_env_appends(self, args, env_lists)
 
 
 def _convert(action: argparse.Action, flag: str, source: str, raw: str) -> Any:
@@ -156,16 +160,17 @@ class _EnvList(list[Any]):
 
 
 def _replace_env_appends(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, env: argparse.Namespace
+    parser: argparse.ArgumentParser, args: argparse.Namespace, env_lists: Mapping[str, int]
 ) -> argparse.Namespace:
-    # argparse appends command-line values onto the env list; the command line must win.
+    # argparse appends command-line values onto (a copy of) the env list; the command line
+    # must win, so keep only what follows the env items.
     for action in parser._actions:
         if not isinstance(action, argparse._AppendAction):
             continue
         value = getattr(args, action.dest, None)
-        from_env = getattr(env, action.dest, None)
-        if isinstance(from_env, _EnvList) and value is not None and len(value) > len(from_env):
-            setattr(args, action.dest, list(value[len(from_env) :]))
+        from_env = env_lists.get(action.dest)
+        if from_env is not None and value is not None and len(value) > from_env:
+            setattr(args, action.dest, list(value[from_env:]))
         elif value is None:
             setattr(args, action.dest, [])
         else:

@@ -1,0 +1,375 @@
+"""Allocation state (RFC 8656 §2.2, §7-§12), sans-I/O: plain values and an injected clock.
+
+An :class:`Allocation` is keyed by its 5-tuple (:class:`FiveTuple`: client transport, client
+address, listener address) and holds:
+
+* permissions (§9): peer IP -> expiry, 300 s from the last CreatePermission or ChannelBind;
+* channel bindings (§12): channel number <-> peer transport address, both directions, 600 s;
+* its own expiry (§7.2): the granted lifetime from the last Allocate or Refresh.
+
+Expiry needs no task or timer handle per object. The :class:`AllocationTable` keeps one heap
+of ``(deadline, seq, allocation)`` where each allocation's deadline is the earliest of its own
+expiry and those of its permissions and channels. One periodic sweep pops due entries: an
+allocation past its expiry is removed and returned; otherwise its lapsed permissions and
+channels are pruned and it is pushed back at its next deadline. Refreshing only moves an
+object's expiry later, so it costs no heap operation (the entry that fires early just
+reschedules); anything that makes a deadline earlier (a new permission, a shorter Refresh)
+pushes a new entry and the superseded one is skipped when it surfaces. So objects live until
+at most one sweep interval past their expiry, and the heap holds about one entry per
+allocation.
+
+Quotas: ``user_quota`` allocations per quota key (:func:`quota_key`: the user id of a REST API
+username, else the username) and ``total_quota`` in all; 0 means unlimited.
+
+Lifetimes (§7.2, §8.2, :class:`Lifetimes`): the granted lifetime is the requested one capped
+at ``max_lifetime``, and never below the default (600 s, or ``max_lifetime`` when that is
+shorter).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+from relay import turn
+
+__all__ = [
+    "Allocation",
+    "AllocationTable",
+    "Binding",
+    "FiveTuple",
+    "Lifetimes",
+    "quota_key",
+]
+
+Address = tuple[str, int]
+
+
+class FiveTuple(NamedTuple):
+    """What identifies an allocation (RFC 8656 §2.2): the client's transport protocol, the
+    client's address (``(host, port)``) and the server address it talks to."""
+
+    transport: str
+    client: Address
+    server: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetimes:
+    """Allocation lifetime policy: RFC 8656 §7.2 (Allocate) and §8.2 (Refresh)."""
+
+    max_lifetime: int = turn.MAX_LIFETIME
+    default_lifetime: int = turn.DEFAULT_LIFETIME
+
+    def __post_init__(self) -> None:
+        if self.max_lifetime < 1:
+            raise ValueError("the maximum allocation lifetime must be at least 1 s")
+        if self.default_lifetime < 1:
+            raise ValueError("the default allocation lifetime must be at least 1 s")
+
+    @property
+    def default(self) -> int:
+        """The lifetime given when none is asked for: 600 s, capped at the maximum."""
+        return min(self.default_lifetime, self.max_lifetime)
+
+    def grant(self, requested: int | None) -> int:
+        """``max(default, min(requested, max))``; the default when nothing is requested.
+
+        A requested 0 is the caller's business (Refresh deletes); here it yields the default.
+        """
+        if requested is None:
+            return self.default
+        return max(self.default, min(requested, self.max_lifetime))
+
+
+def quota_key(username: str) -> str:
+    """Whose quota an allocation counts against: the user id of a TURN REST API username
+    (``EXPIRY:USERID``, so fresh credentials of one user share a quota), else the username.
+    Static user names cannot contain ``:`` (``--user NAME:PASSWORD``)."""
+    expiry, colon, user_id = username.partition(":")
+    if colon and user_id and expiry.isdigit():
+        return user_id
+    return username
+
+
+class Binding:
+    """A channel binding: ``channel`` <-> ``peer`` until ``expiry`` (monotonic seconds)."""
+
+    __slots__ = ("channel", "expiry", "peer")
+
+    def __init__(self, channel: int, peer: Address, expiry: float) -> None:
+        self.channel = channel
+        self.peer = peer
+        self.expiry = expiry
+
+    def __repr__(self) -> str:
+        return f"Binding({self.channel:#06x}, {self.peer!r}, expiry={self.expiry:.1f})"
+
+
+class Allocation:
+    """One allocation. Plain attributes, read directly by the packet path.
+
+    ``relay`` is the relayed endpoint and ``link`` the way back to the client (a listener or
+    connection): both opaque here, owned by the I/O layer. ``peer_rx``/``peer_tx`` count
+    payload bytes received and sent on the relayed socket.
+    """
+
+    __slots__ = (
+        "allocate_response",
+        "channels",
+        "client_addr",
+        "created",
+        "dont_fragment",
+        "expiry",
+        "family",
+        "five_tuple",
+        "id",
+        "link",
+        "peer_rx",
+        "peer_tx",
+        "peers",
+        "permissions",
+        "quota_key",
+        "relay",
+        "relayed",
+        "removed",
+        "scheduled",
+        "transaction_id",
+        "username",
+    )
+
+    def __init__(
+        self,
+        five_tuple: FiveTuple,
+        username: str,
+        *,
+        relayed: Address,
+        family: int,
+        created: float,
+        lifetime: int,
+        transaction_id: bytes = b"",
+        relay: Any = None,
+        link: Any = None,
+        client_addr: Any = None,
+        allocation_id: str | None = None,
+        dont_fragment: bool = False,
+    ) -> None:
+        self.id = secrets.token_hex(8) if allocation_id is None else allocation_id
+        self.five_tuple = five_tuple
+        self.username = username
+        self.quota_key = quota_key(username)
+        self.relayed = relayed
+        self.family = family
+        self.created = created
+        self.expiry = created + lifetime
+        self.scheduled = math.inf
+        self.transaction_id = transaction_id
+        self.allocate_response = b""
+        self.relay = relay
+        self.link = link
+        #: The client address exactly as the socket reports it (IPv6: a 4-tuple).
+        self.client_addr = five_tuple.client if client_addr is None else client_addr
+        self.dont_fragment = dont_fragment
+        #: Peer IP (canonical text) -> expiry.
+        self.permissions: dict[str, float] = {}
+        #: Channel number -> binding, and peer ``(host, port)`` -> the same binding.
+        self.channels: dict[int, Binding] = {}
+        self.peers: dict[Address, Binding] = {}
+        self.peer_rx = 0
+        self.peer_tx = 0
+        self.removed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"Allocation({self.id}, {self.five_tuple.transport}, client={self.five_tuple.client},"
+            f" relayed={self.relayed}, user={self.username!r})"
+        )
+
+    @property
+    def transport(self) -> str:
+        """The client's transport: ``udp`` or ``tcp``."""
+        return self.five_tuple.transport
+
+    def remaining(self, now: float) -> int:
+        """Whole seconds until expiry (for LIFETIME in responses)."""
+        return max(0, math.ceil(self.expiry - now))
+
+
+_NEVER: Final = math.inf
+
+
+class AllocationTable:
+    """Every allocation of a relay, with quotas and heap-driven expiry. Not thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        lifetimes: Lifetimes | None = None,
+        permission_lifetime: float = turn.PERMISSION_LIFETIME,
+        channel_lifetime: float = turn.CHANNEL_LIFETIME,
+        user_quota: int = 0,
+        total_quota: int = 0,
+    ) -> None:
+        if user_quota < 0 or total_quota < 0:
+            raise ValueError("quotas must not be negative (0 means unlimited)")
+        self.lifetimes = Lifetimes() if lifetimes is None else lifetimes
+        self.permission_lifetime = permission_lifetime
+        self.channel_lifetime = channel_lifetime
+        self.user_quota = user_quota
+        self.total_quota = total_quota
+        self._by_tuple: dict[FiveTuple, Allocation] = {}
+        self._per_user: dict[str, int] = {}
+        self._by_transport: dict[str, int] = {}
+        self._heap: list[tuple[float, int, Allocation]] = []
+        self._seq = itertools.count()
+
+    # -- queries
+
+    def __len__(self) -> int:
+        return len(self._by_tuple)
+
+    def __iter__(self) -> Iterator[Allocation]:
+        return iter(list(self._by_tuple.values()))
+
+    def get(self, five_tuple: FiveTuple) -> Allocation | None:
+        """The allocation of a 5-tuple, if any."""
+        return self._by_tuple.get(five_tuple)
+
+    def count(self, transport: str) -> int:
+        """Allocations whose client uses ``transport``."""
+        return self._by_transport.get(transport, 0)
+
+    def user_count(self, key: str) -> int:
+        """Allocations counted against quota key ``key``."""
+        return self._per_user.get(key, 0)
+
+    def quota_exceeded(self, username: str) -> bool:
+        """Whether one more allocation for ``username`` would break a quota (answer 486)."""
+        if self.total_quota and len(self._by_tuple) >= self.total_quota:
+            return True
+        return bool(self.user_quota) and self.user_count(quota_key(username)) >= self.user_quota
+
+    def next_deadline(self) -> float | None:
+        """When the earliest heap entry falls due (None when there is nothing to expire)."""
+        return self._heap[0][0] if self._heap else None
+
+    @property
+    def heap_size(self) -> int:
+        """Entries in the expiry heap (about one per allocation)."""
+        return len(self._heap)
+
+    # -- changes
+
+    def add(self, allocation: Allocation) -> Allocation:
+        """Insert a new allocation (built by the caller); its 5-tuple must be free."""
+        key = allocation.five_tuple
+        if key in self._by_tuple:
+            raise ValueError(f"5-tuple {key} already has an allocation")
+        self._by_tuple[key] = allocation
+        self._per_user[allocation.quota_key] = self._per_user.get(allocation.quota_key, 0) + 1
+        transport = allocation.transport
+        self._by_transport[transport] = self._by_transport.get(transport, 0) + 1
+        self._schedule(allocation, allocation.expiry)
+        return allocation
+
+    def refresh(self, allocation: Allocation, lifetime: int, now: float) -> None:
+        """Set the allocation to expire ``lifetime`` seconds after ``now``."""
+        allocation.expiry = now + lifetime
+        self._schedule(allocation, allocation.expiry)
+
+    def remove(self, allocation: Allocation) -> bool:
+        """Delete an allocation now; False if it was already gone. Its heap entry is skipped
+        when it surfaces."""
+        if allocation.removed:
+            return False
+        allocation.removed = True
+        del self._by_tuple[allocation.five_tuple]
+        key = allocation.quota_key
+        left = self._per_user[key] - 1
+        if left:
+            self._per_user[key] = left
+        else:
+            del self._per_user[key]
+        self._by_transport[allocation.transport] -= 1
+        return True
+
+    def add_permission(self, allocation: Allocation, peer_ip: str, now: float) -> None:
+        """Install or refresh the permission for ``peer_ip`` (canonical text form)."""
+        expiry = now + self.permission_lifetime
+        allocation.permissions[peer_ip] = expiry
+        self._schedule(allocation, expiry)
+
+    def bind_channel(self, allocation: Allocation, channel: int, peer: Address, now: float) -> bool:
+        """Bind or refresh ``channel`` <-> ``peer`` (and the peer's permission).
+
+        False when the channel is bound to another peer or the peer to another channel
+        (RFC 8656 §12.2: answer 400); nothing changes then.
+        """
+        by_channel = allocation.channels.get(channel)
+        by_peer = allocation.peers.get(peer)
+        if by_channel is not by_peer:
+            return False
+        expiry = now + self.channel_lifetime
+        if by_channel is None:
+            binding = Binding(channel, peer, expiry)
+            allocation.channels[channel] = binding
+            allocation.peers[peer] = binding
+        else:
+            by_channel.expiry = expiry
+        self._schedule(allocation, expiry)
+        self.add_permission(allocation, peer[0], now)
+        return True
+
+    def expire(self, now: float) -> list[Allocation]:
+        """Remove what is due at ``now``: allocations past their lifetime are removed and
+        returned; lapsed permissions and channels of the others are pruned."""
+        expired: list[Allocation] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, allocation = heapq.heappop(heap)
+            if allocation.removed or deadline != allocation.scheduled:
+                continue  # superseded by an earlier entry, or already deleted
+            allocation.scheduled = _NEVER
+            if allocation.expiry <= now:
+                self.remove(allocation)
+                expired.append(allocation)
+                continue
+            self._schedule(allocation, self._prune(allocation, now))
+        return expired
+
+    def clear(self) -> list[Allocation]:
+        """Remove and return every allocation (shutdown)."""
+        every = list(self._by_tuple.values())
+        for allocation in every:
+            self.remove(allocation)
+        self._heap.clear()
+        return every
+
+    # -- internals
+
+    def _schedule(self, allocation: Allocation, deadline: float) -> None:
+        if deadline < allocation.scheduled:
+            allocation.scheduled = deadline
+            heapq.heappush(self._heap, (deadline, next(self._seq), allocation))
+
+    @staticmethod
+    def _prune(allocation: Allocation, now: float) -> float:
+        """Drop lapsed permissions and channels; return the allocation's next deadline."""
+        deadline = allocation.expiry
+        permissions = allocation.permissions
+        for ip in [ip for ip, expiry in permissions.items() if expiry <= now]:
+            del permissions[ip]
+        if permissions:
+            deadline = min(deadline, *permissions.values())
+        channels = allocation.channels
+        for binding in [b for b in channels.values() if b.expiry <= now]:
+            del channels[binding.channel]
+            del allocation.peers[binding.peer]
+        if channels:
+            deadline = min(deadline, *(b.expiry for b in channels.values()))
+        return deadline

@@ -1,0 +1,327 @@
+"""``turnscale relay`` configuration: one frozen object, parsed and validated at start-up.
+
+Every flag also reads ``TURNSCALE_<FLAG>`` (repeatable flags take a comma-separated list
+there). A bad value is a :class:`scaler.flags.ConfigError` naming the flag; passwords and
+secrets never appear in an error, a log line or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+from relay.credentials import parse_user, read_secret_file, read_user_file
+from relay.peer_policy import PeerRule, parse_peer_rule
+from relay.ports import DEFAULT_RANGE, parse_port_range
+from relay.turn import MAX_LIFETIME
+from scaler.flags import (
+    ConfigError,
+    FlagParser,
+    HostPort,
+    log_level,
+    non_negative_int,
+    parse_duration,
+    parse_host_port,
+)
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "Listen",
+    "RelayConfig",
+    "build_parser",
+    "default_relay_address",
+    "from_args",
+    "load",
+    "parse_listen",
+]
+
+Transport = Literal["udp", "tcp"]
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """A TURN listener: transport and address."""
+
+    transport: Transport
+    address: HostPort
+
+    def __str__(self) -> str:
+        return f"{self.transport}://{self.address}"
+
+
+DEFAULT_LISTEN: Final = ("udp://0.0.0.0:3478", "tcp://0.0.0.0:3478")
+EVENT_LOOPS: Final = ("uvloop", "asyncio")
+
+
+def parse_listen(text: str) -> Listen:
+    """``udp://HOST:PORT`` or ``tcp://HOST:PORT``; HOST is an IP literal (``[V6]`` in brackets)."""
+    match = re.fullmatch(r"(udp|tcp)://(.+)", text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not udp://HOST:PORT or tcp://HOST:PORT")
+    address = parse_host_port(match.group(2))
+    try:
+        ipaddress.ip_address(address.host)
+    except ValueError:
+        raise ValueError(f"{text!r}: the host must be an IP address, not a name") from None
+    transport: Transport = "udp" if match.group(1) == "udp" else "tcp"
+    return Listen(transport, address)
+
+
+def _ip_literal(text: str) -> str:
+    try:
+        ip = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None
+    if ip.is_unspecified or ip.is_multicast:
+        raise ValueError(f"{ip} cannot be a relay address (use the address clients reach)")
+    return str(ip)
+
+
+def _duration_seconds(text: str) -> int:
+    seconds = parse_duration(text)
+    if seconds < 1:
+        raise ValueError(f"{text!r} is shorter than 1s")
+    return int(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """Everything ``turnscale relay`` runs with. Credentials are left out of ``repr``."""
+
+    listen: tuple[Listen, ...]
+    realm: str
+    relay_address: str
+    relay_ports: tuple[int, int] = DEFAULT_RANGE
+    users: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    auth_secrets: tuple[str, ...] = field(default=(), repr=False)
+    allow_peers: tuple[PeerRule, ...] = ()
+    allow_loopback_peers: bool = False
+    max_lifetime: int = MAX_LIFETIME
+    user_quota: int = 0
+    total_quota: int = 0
+    drain_timeout: float = 300.0
+    health: HostPort = field(default_factory=lambda: HostPort("0.0.0.0", 8086))
+    log_level: str = "info"
+    event_loop: str = "uvloop"
+    legacy_channels: bool = False
+
+    @property
+    def user_names(self) -> tuple[str, ...]:
+        """The static user names (no passwords)."""
+        return tuple(name for name, _ in self.users)
+
+
+def build_parser(prog: str = "turnscale relay") -> FlagParser:
+    parser = FlagParser(
+        prog=prog,
+        description="A TURN/STUN relay (RFC 8489, RFC 8656) over UDP and TCP with long-term "
+        "credentials, a peer policy, quotas, health endpoints and graceful drain.",
+    )
+    parser.add_flag(
+        "--listen",
+        action="append",
+        type=parse_listen,
+        default=None,
+        metavar="udp://HOST:PORT|tcp://HOST:PORT",
+        help="TURN listener, repeatable (default: udp://0.0.0.0:3478 and tcp://0.0.0.0:3478)",
+    )
+    parser.add_flag("--realm", default="turnscale", help="the long-term credential realm")
+    parser.add_flag(
+        "--user",
+        action="append",
+        default=None,
+        metavar="NAME:PASSWORD",
+        help="a static user, repeatable",
+    )
+    parser.add_flag(
+        "--user-file",
+        type=Path,
+        default=None,
+        help="file of static users, one NAME:PASSWORD per line (# comments)",
+    )
+    parser.add_flag(
+        "--auth-secret",
+        action="append",
+        default=None,
+        metavar="SECRET",
+        help="TURN REST API shared secret, repeatable for rotation (the first signs new ones)",
+    )
+    parser.add_flag(
+        "--auth-secret-file",
+        type=Path,
+        default=None,
+        help="file of TURN REST API secrets, one per line (# comments)",
+    )
+    parser.add_flag(
+        "--allow-peer",
+        action="append",
+        type=parse_peer_rule,
+        default=None,
+        metavar="CIDR[:PORT[-PORT]]",
+        help="peers clients may reach, repeatable (default: any peer outside the deny set)",
+    )
+    parser.add_flag(
+        "--allow-loopback-peers",
+        action="store_true",
+        default=False,
+        help="let clients reach 127.0.0.0/8 and ::1 (local testing only)",
+    )
+    parser.add_flag(
+        "--legacy-channels",
+        action="store_true",
+        default=False,
+        help="also accept channel numbers 0x5000-0x7FFF (RFC 5766; RFC 8656 reserves them), "
+        "as coturn's turnutils_uclient picks them",
+    )
+    parser.add_flag(
+        "--relay-ports",
+        type=parse_port_range,
+        default="49152-65535",
+        metavar="MIN-MAX",
+        help="ports of relayed sockets; exhausted -> 508",
+    )
+    parser.add_flag(
+        "--relay-address",
+        type=_ip_literal,
+        default=None,
+        help="IP advertised in XOR-RELAYED-ADDRESS and bound by relayed sockets (default: the "
+        "first non-wildcard --listen host, else the host's primary IPv4 address)",
+    )
+    parser.add_flag(
+        "--max-lifetime",
+        type=_duration_seconds,
+        default="3600s",
+        help="longest allocation lifetime granted (the default 600s is capped to it)",
+    )
+    parser.add_flag(
+        "--user-quota",
+        type=non_negative_int,
+        default=0,
+        help="allocations per user (REST API: per user id), 0 = unlimited; over it -> 486",
+    )
+    parser.add_flag(
+        "--total-quota",
+        type=non_negative_int,
+        default=0,
+        help="allocations on this relay, 0 = unlimited; over it -> 486",
+    )
+    parser.add_flag(
+        "--drain-timeout",
+        type=parse_duration,
+        default="300s",
+        help="after SIGTERM, how long existing allocations may keep going",
+    )
+    parser.add_flag(
+        "--health",
+        type=parse_host_port,
+        default="0.0.0.0:8086",
+        help="health HTTP address: /live, /ready, /status",
+    )
+    parser.add_flag(
+        "--log-level", type=log_level, default="info", help="debug, info, warning or error"
+    )
+    parser.add_flag(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="uvloop",
+        help="asyncio event loop implementation",
+    )
+    return parser
+
+
+def load(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> RelayConfig:
+    """Parse flags over ``TURNSCALE_*`` variables; raise :class:`ConfigError` naming the flag."""
+    return from_args(build_parser().parse_flags(argv, environ))
+
+
+def default_relay_address(listen: Sequence[Listen]) -> str:
+    """The first listener host that is not a wildcard; else the address the host would use to
+    reach the internet (a UDP ``connect`` picks a route and sends nothing); else 127.0.0.1."""
+    for item in listen:
+        if not ipaddress.ip_address(item.address.host).is_unspecified:
+            return item.address.host
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only routing, no packet
+            host: str = probe.getsockname()[0]
+            if not ipaddress.ip_address(host).is_unspecified:
+                return host
+    except OSError:
+        pass
+    return "127.0.0.1"
+
+
+def _check_bindable(address: str) -> None:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((address, 0))
+    except OSError as exc:
+        raise ConfigError(
+            f"--relay-address {address}: relayed sockets cannot bind it ({exc.strerror})"
+        ) from None
+
+
+def from_args(args: argparse.Namespace) -> RelayConfig:
+    listen = tuple(args.listen) or tuple(parse_listen(text) for text in DEFAULT_LISTEN)
+    seen: set[tuple[str, str, int]] = set()
+    for item in listen:
+        key = (item.transport, item.address.host, item.address.port)
+        if key in seen and item.address.port != 0:
+            raise ConfigError(f"--listen {item} is given twice")
+        seen.add(key)
+    realm = args.realm.strip()
+    if not realm:
+        raise ConfigError("--realm must not be empty")
+    users: list[tuple[str, str]] = []
+    try:
+        for number, text in enumerate(args.user, 1):
+            users.append(parse_user(text, f"--user #{number}"))
+        if args.user_file is not None:
+            users.extend(read_user_file(args.user_file))
+        secrets = [text for text in args.auth_secret]
+        if any(not s.strip() or s != s.strip() for s in secrets):
+            raise ValueError("--auth-secret: a secret is empty or has surrounding white space")
+        if args.auth_secret_file is not None:
+            secrets.extend(read_secret_file(args.auth_secret_file))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    names = [name for name, _ in users]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigError(f"--user / --user-file: user {duplicates[0]!r} is given twice")
+    if not users and not secrets:
+        raise ConfigError(
+            "no credentials: give --user NAME:PASSWORD, --user-file, --auth-secret or "
+            "--auth-secret-file (a relay without authentication is an open relay)"
+        )
+    relay_address = args.relay_address or default_relay_address(listen)
+    _check_bindable(relay_address)
+    if args.drain_timeout < 0:
+        raise ConfigError("--drain-timeout must not be negative")
+    return RelayConfig(
+        listen=listen,
+        realm=realm,
+        relay_address=relay_address,
+        relay_ports=args.relay_ports,
+        users=tuple(users),
+        auth_secrets=tuple(secrets),
+        allow_peers=tuple(args.allow_peer),
+        allow_loopback_peers=args.allow_loopback_peers,
+        max_lifetime=args.max_lifetime,
+        user_quota=args.user_quota,
+        total_quota=args.total_quota,
+        drain_timeout=args.drain_timeout,
+        health=args.health,
+        log_level=args.log_level,
+        event_loop=args.event_loop,
+        legacy_channels=args.legacy_channels,
+    )

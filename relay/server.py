@@ -1,0 +1,363 @@
+"""Running the relay: bind listeners, expire state, drain on SIGTERM, shut down in order.
+
+:class:`RelayServer` wires the pure parts (:mod:`relay.allocation`, :mod:`relay.handler`,
+:mod:`relay.auth`, :mod:`relay.peer_policy`) to the sockets of :mod:`relay.transports` and the
+health endpoints of :mod:`relay.health`. It is the handler's :class:`relay.handler.Lifecycle`:
+every allocation created or deleted passes through it (listener index, relayed socket,
+counters and events in :class:`relay.stats.RelayStats`, one summary log line at the end).
+
+One task expires allocations, permissions and channels (:meth:`RelayServer.sweep`, every
+``sweep_interval`` seconds) and closes TCP connections idle without an allocation.
+
+Drain (:func:`serve`): the first SIGTERM or SIGINT makes the relay not ready and refuses new
+allocations (403) while existing ones keep working; it exits when none are left or after
+``--drain-timeout`` (the rest are deleted with reason ``drained``). A second signal exits at
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from relay import health
+from relay.allocation import Allocation, AllocationTable, Lifetimes
+from relay.auth import Authenticator
+from relay.channeldata import CHANNEL_MAX
+from relay.config import Listen, RelayConfig
+from relay.credentials import CombinedCredentials
+from relay.framing import LEGACY_CHANNEL_MAX
+from relay.handler import RelayEndpoint, RequestHandler, family_of
+from relay.peer_policy import PeerPolicy
+from relay.ports import PortPool
+from relay.stats import RelayStats
+from relay.transports import (
+    TCP_IDLE_TIMEOUT,
+    RelaySockets,
+    TcpConnection,
+    UdpListener,
+    bind_udp,
+)
+from scaler import logs
+from scaler.flags import HostPort
+from scaler.wire import DeleteReason
+
+__all__ = ["RelayServer", "StartupError", "serve"]
+
+log = logs.get("relay")
+
+#: Seconds between expiry sweeps: objects outlive their lifetime by at most this much.
+SWEEP_INTERVAL = 1.0
+
+
+class StartupError(Exception):
+    """A listener or the health endpoint could not be bound; the message says which."""
+
+
+class _NoRelays:
+    """The relay factory before :meth:`RelayServer.start`: no ports yet."""
+
+    def open(self, family: int, *, even_port: bool, dont_fragment: bool) -> RelayEndpoint | None:
+        return None
+
+    def reserve_pair(
+        self, family: int, *, dont_fragment: bool, now: float
+    ) -> tuple[RelayEndpoint, bytes] | None:
+        return None
+
+    def claim(
+        self, token: bytes, family: int, *, dont_fragment: bool, now: float
+    ) -> RelayEndpoint | None:
+        return None
+
+
+def _bind_tcp(address: HostPort, what: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    try:
+        return socket.create_server((address.host, address.port), family=family, backlog=1024)
+    except OSError as exc:
+        raise StartupError(f"{what} {address}: {exc.strerror or exc}") from None
+
+
+def _address(host_port: tuple[str, int]) -> str:
+    host, port = host_port[0], host_port[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class RelayServer:
+    """One relay process's listeners, state and health endpoints."""
+
+    def __init__(
+        self,
+        config: RelayConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sweep_interval: float = SWEEP_INTERVAL,
+        tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.wall = wall
+        self.sweep_interval = sweep_interval
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.stats = RelayStats(started_at=wall(), started_monotonic=clock())
+        self.table = AllocationTable(
+            lifetimes=Lifetimes(max_lifetime=config.max_lifetime),
+            user_quota=config.user_quota,
+            total_quota=config.total_quota,
+        )
+        self.policy = PeerPolicy(config.allow_peers, allow_loopback=config.allow_loopback_peers)
+        store = CombinedCredentials(config.realm, config.users, config.auth_secrets)
+        self.handler = RequestHandler(
+            table=self.table,
+            authenticator=Authenticator(store),
+            policy=self.policy,
+            relays=_NoRelays(),
+            lifecycle=self,
+            relay_family=family_of(config.relay_address),
+            channel_max=LEGACY_CHANNEL_MAX if config.legacy_channels else CHANNEL_MAX,
+        )
+        self.ports = PortPool(*config.relay_ports)
+        self.udp_listeners: list[UdpListener] = []
+        self.connections: set[TcpConnection] = set()
+        #: Bound TURN listeners (port 0 resolved), in --listen order.
+        self.listeners: list[Listen] = []
+        self.health_address: HostPort | None = None
+        self._tcp_servers: list[asyncio.Server] = []
+        self._runner: web.AppRunner | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._drained: asyncio.Event | None = None
+        self._serving = False
+
+    # -- lifecycle of the process
+
+    @property
+    def serving(self) -> bool:
+        """Whether the listeners are up (and not yet stopped)."""
+        return self._serving
+
+    async def start(self) -> None:
+        """Bind every listener and the health endpoint; raise :class:`StartupError` if one
+        cannot be bound (nothing is left open then)."""
+        loop = asyncio.get_running_loop()
+        self._drained = asyncio.Event()
+        self.handler.relays = RelaySockets(self.config.relay_address, self.ports, loop, self.stats)
+        try:
+            for item in self.config.listen:
+                if item.transport == "udp":
+                    try:
+                        sock = bind_udp(item.address.host, item.address.port)
+                    except OSError as exc:
+                        raise StartupError(f"--listen {item}: {exc.strerror or exc}") from None
+                    listener = UdpListener(sock, self.handler, self.stats, self.clock, self.wall)
+                    listener.start(loop)
+                    self.udp_listeners.append(listener)
+                    host, port = listener.local
+                else:
+                    tcp_sock = _bind_tcp(item.address, "--listen tcp://")
+                    server = await loop.create_server(self._tcp_protocol, sock=tcp_sock)
+                    self._tcp_servers.append(server)
+                    host, port = tcp_sock.getsockname()[:2]
+                self.listeners.append(Listen(item.transport, HostPort(host, port)))
+            health_sock = _bind_tcp(self.config.health, "--health")
+            host, port = health_sock.getsockname()[:2]
+            self.health_address = HostPort(host, port)
+            state = health.HealthState(self.stats, lambda: self._serving)
+            self._runner = web.AppRunner(
+                health.create_app(state), access_log=None, shutdown_timeout=2.0
+            )
+            await self._runner.setup()
+            await web.SockSite(self._runner, health_sock).start()
+        except BaseException:
+            await self._close_listeners()
+            raise
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="relay-sweeper")
+        self._serving = True
+        config = self.config
+        log.info(
+            "relay serving",
+            listen=[str(item) for item in self.listeners],
+            health=str(self.health_address),
+            relay_address=config.relay_address,
+            relay_ports=f"{config.relay_ports[0]}-{config.relay_ports[1]}",
+            realm=config.realm,
+            users=len(config.users),
+            auth_secrets=len(config.auth_secrets),
+            allow_peers=[str(rule) for rule in config.allow_peers],
+            allow_loopback_peers=config.allow_loopback_peers,
+            legacy_channels=config.legacy_channels,
+            max_lifetime=config.max_lifetime,
+            user_quota=config.user_quota,
+            total_quota=config.total_quota,
+            event_loop=type(loop).__module__.split(".")[0],
+        )
+
+    def begin_drain(self) -> None:
+        """Turn not ready and refuse new allocations; existing ones keep working."""
+        if self.stats.draining:
+            return
+        self.handler.draining = True
+        self.stats.set_draining(True)
+        log.info(
+            "relay draining",
+            allocations=len(self.table),
+            drain_timeout=self.config.drain_timeout,
+        )
+        self._check_drained()
+
+    async def wait_drained(self) -> None:
+        """Return once draining and no allocation is left."""
+        assert self._drained is not None, "start() first"
+        await self._drained.wait()
+
+    def close_allocations(self, reason: DeleteReason = "drained") -> int:
+        """Delete every allocation for ``reason``; returns how many there were."""
+        count = 0
+        for allocation in self.table:
+            if self.handler.delete(allocation, reason):
+                count += 1
+        return count
+
+    async def stop(self) -> None:
+        """Close listeners, delete what is left (reason ``drained``), stop health."""
+        self._serving = False
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        closed = self.close_allocations("drained")
+        if isinstance(self.handler.relays, RelaySockets):
+            self.handler.relays.close()
+        await self._close_listeners()
+        log.info(
+            "relay stopped",
+            closed_allocations=closed,
+            connections_total=dict(self.stats.connections),
+            uptime=round(self.stats.uptime(self.clock()), 3),
+        )
+
+    async def _close_listeners(self) -> None:
+        for server in self._tcp_servers:
+            server.close()
+        for connection in list(self.connections):
+            connection.abort()
+        for listener in self.udp_listeners:
+            listener.close()
+        self.udp_listeners.clear()
+        for server in self._tcp_servers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+        self._tcp_servers.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- periodic work
+
+    def sweep(self) -> None:
+        """Expire what is due and close TCP connections idle without an allocation."""
+        now = self.clock()
+        self.handler.expire(now)
+        if isinstance(self.handler.relays, RelaySockets):
+            self.handler.relays.expire_reservations(now)
+        timeout = self.tcp_idle_timeout
+        for connection in list(self.connections):
+            since = connection.idle_since
+            if since is not None and now - since > timeout:
+                connection.close()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                self.sweep()
+            except Exception:  # keep expiring whatever one allocation did
+                log.exception("expiry sweep failed")
+
+    def _tcp_protocol(self) -> TcpConnection:
+        return TcpConnection(self.handler, self.stats, self.connections, self.clock, self.wall)
+
+    # -- relay.handler.Lifecycle
+
+    def allocation_created(self, allocation: Allocation) -> None:
+        allocation.link.attach(allocation)
+        allocation.relay.attach(allocation)
+        self.stats.allocation_created(allocation.id, allocation.transport, self.wall())
+
+    def allocation_deleted(self, allocation: Allocation, reason: DeleteReason) -> None:
+        allocation.link.detach(allocation)
+        allocation.relay.close()
+        duration = max(0.0, self.clock() - allocation.created)
+        self.stats.allocation_deleted(
+            allocation.id,
+            allocation.transport,
+            self.wall(),
+            reason=reason,
+            duration=duration,
+            bytes_received=allocation.peer_rx,
+            bytes_sent=allocation.peer_tx,
+        )
+        log.info(
+            "allocation ended",
+            allocation=allocation.id,
+            transport=allocation.transport,
+            client=_address(allocation.five_tuple.client),
+            relayed=_address(allocation.relayed),
+            user=allocation.username,
+            reason=reason,
+            duration=round(duration, 3),
+            bytes_received=allocation.peer_rx,
+            bytes_sent=allocation.peer_tx,
+            permissions=len(allocation.permissions),
+            channels=len(allocation.channels),
+        )
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self.stats.draining and not len(self.table) and self._drained is not None:
+            self._drained.set()
+
+
+async def serve(config: RelayConfig, server: RelayServer | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain (see the module docstring) and stop."""
+    server = RelayServer(config) if server is None else server
+    loop = asyncio.get_running_loop()
+    first = asyncio.Event()
+    second = asyncio.Event()
+
+    def on_signal() -> None:
+        if first.is_set():
+            second.set()
+        first.set()
+
+    await server.start()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
+    try:
+        await first.wait()
+        server.begin_drain()
+        drained = asyncio.ensure_future(server.wait_drained())
+        interrupted = asyncio.ensure_future(second.wait())
+        done, pending = await asyncio.wait(
+            {drained, interrupted},
+            timeout=config.drain_timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for task in pending:
+            task.cancel()
+        outcome = (
+            "drained" if drained in done else "second signal" if interrupted in done else "timeout"
+        )
+        log.info("drain finished", outcome=outcome, allocations_left=len(server.table))
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await server.stop()

@@ -1,0 +1,193 @@
+"""The relay's counters and allocation lifecycle events, as plain state for the report pusher.
+
+What each number means (the report wire contract, DESIGN.md, builds on these):
+
+* ``allocations[transport]``: allocations alive now, by the client's transport (``udp``,
+  ``tcp``). A gauge.
+* ``connections_total[transport]``: ``tcp`` counts TCP connections accepted on the TURN
+  listeners (with or without an allocation); ``udp`` counts client 5-tuples that got an
+  allocation (UDP has no connections; a 5-tuple that only sends Binding requests or fails
+  authentication is not counted). Cumulative since the process started.
+* ``bytes_received_total`` / ``bytes_sent_total``, by side: ``client`` is every byte read from
+  or written to the TURN listeners (UDP datagram payloads, TCP stream bytes: STUN, ChannelData
+  and everything else, headers included); ``peer`` is the UDP payload bytes received on and
+  sent from relayed sockets (a datagram from a peer without a permission is counted, then
+  dropped). Cumulative.
+* Events: one :class:`scaler.wire.AllocationCreated` and one
+  :class:`scaler.wire.AllocationDeleted` per allocation, in a bounded buffer (the oldest are
+  dropped and counted in ``events_dropped`` if nobody takes them). An allocation's
+  ``bytes_received`` / ``bytes_sent`` are its relayed socket's payload bytes (its share of the
+  ``peer`` side). Deletion reasons: ``refresh_zero`` (Refresh with LIFETIME 0), ``expired``
+  (not refreshed in time), ``drained`` (closed at the end of a drain or at shutdown),
+  ``error`` (the client's TCP connection closed without deleting it first).
+
+The packet path adds to the four byte counters (plain int attributes); nothing else here runs
+per packet. :meth:`RelayStats.snapshot` (with :attr:`RelayStats.draining`, together the pusher's
+``StateSource``) and :meth:`RelayStats.take_events` are what the pusher reads;
+:meth:`RelayStats.subscribe` tells it when an allocation changed or draining began (the
+contract wants a report within 50 ms), and :meth:`RelayStats.subscribe_events` hands it each
+event as it happens (``stats.subscribe(pusher.changed)``,
+``stats.subscribe_events(pusher.record)``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from scaler import wire
+
+__all__ = ["DEFAULT_EVENT_BUFFER", "RelayStats"]
+
+#: Events kept for the pusher: two report's worth.
+DEFAULT_EVENT_BUFFER: Final = 2 * wire.MAX_EVENTS
+
+TRANSPORTS: Final = ("udp", "tcp")
+
+
+class RelayStats:
+    """Counters, gauges and lifecycle events of one relay process."""
+
+    __slots__ = (
+        "_event_listeners",
+        "_listeners",
+        "allocations",
+        "client_rx",
+        "client_tx",
+        "connections",
+        "draining",
+        "events",
+        "events_dropped",
+        "peer_rx",
+        "peer_tx",
+        "started_at",
+        "started_monotonic",
+    )
+
+    def __init__(
+        self,
+        *,
+        event_buffer: int = DEFAULT_EVENT_BUFFER,
+        started_at: float | None = None,
+        started_monotonic: float | None = None,
+    ) -> None:
+        self.started_at = time.time() if started_at is None else started_at
+        self.started_monotonic = (
+            time.monotonic() if started_monotonic is None else started_monotonic
+        )
+        self.allocations: dict[str, int] = dict.fromkeys(TRANSPORTS, 0)
+        self.connections: dict[str, int] = dict.fromkeys(TRANSPORTS, 0)
+        self.client_rx = 0
+        self.client_tx = 0
+        self.peer_rx = 0
+        self.peer_tx = 0
+        self.draining = False
+        self.events: deque[wire.Event] = deque(maxlen=event_buffer)
+        self.events_dropped = 0
+        self._listeners: list[Callable[[], None]] = []
+        self._event_listeners: list[Callable[[wire.Event], None]] = []
+
+    # -- what the relay calls
+
+    def connection_accepted(self, transport: str) -> None:
+        """A TCP connection was accepted on a TURN listener."""
+        self.connections[transport] = self.connections.get(transport, 0) + 1
+
+    def allocation_created(self, allocation_id: str, transport: str, at: float) -> None:
+        """An allocation exists from ``at`` (unix seconds); a UDP one is a new 5-tuple."""
+        self.allocations[transport] = self.allocations.get(transport, 0) + 1
+        if transport == "udp":
+            self.connections["udp"] += 1
+        self._event(
+            wire.AllocationCreated(at=at, allocation=allocation_id, transport=transport)  # type: ignore[arg-type]
+        )
+
+    def allocation_deleted(
+        self,
+        allocation_id: str,
+        transport: str,
+        at: float,
+        *,
+        reason: wire.DeleteReason,
+        duration: float,
+        bytes_received: int,
+        bytes_sent: int,
+    ) -> None:
+        """An allocation ended at ``at`` after ``duration`` seconds, for ``reason``."""
+        self.allocations[transport] = max(0, self.allocations.get(transport, 0) - 1)
+        self._event(
+            wire.AllocationDeleted(
+                at=at,
+                allocation=allocation_id,
+                transport=transport,  # type: ignore[arg-type]
+                reason=reason,
+                duration=max(0.0, duration),
+                bytes_received=bytes_received,
+                bytes_sent=bytes_sent,
+            )
+        )
+
+    def set_draining(self, draining: bool = True) -> None:
+        """The relay started (or stopped) draining: a change worth reporting at once."""
+        self.draining = draining
+        self._notify()
+
+    # -- what the pusher calls
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` (synchronously, keep it cheap: e.g. ``asyncio.Event.set``) on
+        every allocation change and drain; returns a function that unsubscribes."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def subscribe_events(self, callback: Callable[[wire.Event], None]) -> Callable[[], None]:
+        """Also hand every new event to ``callback`` (e.g. ``ReportPusher.record``), as it
+        happens and synchronously; the buffer keeps it too. Returns an unsubscribe function."""
+        self._event_listeners.append(callback)
+        return lambda: (
+            self._event_listeners.remove(callback) if callback in self._event_listeners else None
+        )
+
+    def snapshot(self) -> wire.RelayState:
+        """The authoritative state for a report: gauges now, totals since start."""
+        return wire.RelayState(
+            allocations=dict(self.allocations),  # type: ignore[arg-type]
+            connections_total=dict(self.connections),  # type: ignore[arg-type]
+            bytes_received_total={"client": self.client_rx, "peer": self.peer_rx},
+            bytes_sent_total={"client": self.client_tx, "peer": self.peer_tx},
+        )
+
+    def take_events(self, limit: int = wire.MAX_EVENTS) -> list[wire.Event]:
+        """Remove and return up to ``limit`` of the oldest buffered events."""
+        events = self.events
+        count = min(limit, len(events))
+        return [events.popleft() for _ in range(count)]
+
+    def return_events(self, events: list[wire.Event]) -> None:
+        """Put events back at the front (a push failed), as far as the buffer has room."""
+        room = (self.events.maxlen or len(events)) - len(self.events)
+        keep = events[-room:] if room > 0 else []
+        self.events_dropped += len(events) - len(keep)
+        self.events.extendleft(reversed(keep))
+
+    def uptime(self, now_monotonic: float | None = None) -> float:
+        """Seconds since the relay started."""
+        now = time.monotonic() if now_monotonic is None else now_monotonic
+        return max(0.0, now - self.started_monotonic)
+
+    # -- internals
+
+    def _event(self, event: wire.Event) -> None:
+        events = self.events
+        if events.maxlen is not None and len(events) == events.maxlen:
+            self.events_dropped += 1
+        events.append(event)
+        for callback in list(self._event_listeners):
+            callback(event)
+        self._notify()
+
+    def _notify(self) -> None:
+        for callback in list(self._listeners):
+            callback()

@@ -1,0 +1,184 @@
+"""Relays for tests: in-process on loopback with port 0, or as a ``python -m relay`` process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from relay.config import Listen, RelayConfig
+from relay.server import RelayServer
+from scaler.flags import HostPort
+
+USER, PASSWORD = "alice", "wonderland"
+SECRET = "rest-api-secret"
+REALM = "turnscale.test"
+
+
+def relay_config(**overrides: Any) -> RelayConfig:
+    """Loopback listeners on port 0, one static user and one REST secret, loopback peers on."""
+    base = RelayConfig(
+        listen=(
+            Listen("udp", HostPort("127.0.0.1", 0)),
+            Listen("tcp", HostPort("127.0.0.1", 0)),
+        ),
+        realm=REALM,
+        relay_address="127.0.0.1",
+        users=((USER, PASSWORD), ("bob", "builder")),
+        auth_secrets=(SECRET,),
+        allow_loopback_peers=True,
+        health=HostPort("127.0.0.1", 0),
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def running(config: RelayConfig, **kwargs: Any) -> AsyncIterator[RelayServer]:
+    server = RelayServer(config, **kwargs)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def address(server: RelayServer, transport: str) -> tuple[str, int]:
+    """The bound address of the server's first ``transport`` listener."""
+    for item in server.listeners:
+        if item.transport == transport:
+            return (item.address.host, item.address.port)
+    raise LookupError(transport)
+
+
+#: How long :func:`until` polls before giving up.
+UNTIL_TIMEOUT = 5.0
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` every 20 ms, for at most :data:`UNTIL_TIMEOUT` seconds."""
+    deadline = time.monotonic() + UNTIL_TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def free_port_pair(host: str = "127.0.0.1") -> int:
+    """An even port P with P and P+1 free for UDP right now (outside the ephemeral range)."""
+    for port in range(20000, 30000, 2):
+        socks = []
+        try:
+            for candidate in (port, port + 1):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind((host, candidate))
+            return port
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free UDP port pair")
+
+
+class RelayProcess:
+    """``python -m relay`` with loopback listeners; learns its addresses from the JSON log.
+
+    A thread reads stderr all along (so the relay never blocks on a full pipe) and keeps the
+    parsed lines; :meth:`wait_for` waits for an event with a deadline.
+    """
+
+    def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "relay",
+            *("--listen", "udp://127.0.0.1:0", "--listen", "tcp://127.0.0.1:0"),
+            *("--health", "127.0.0.1:0", "--realm", REALM),
+            *("--user", f"{USER}:{PASSWORD}", "--allow-loopback-peers"),
+            *flags,
+        ]
+        self.process = subprocess.Popen(
+            argv,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: list[dict[str, Any]] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.serving = self.wait_for("relay serving")
+        udp = next(item for item in self.serving["listen"] if item.startswith("udp://"))
+        tcp = next(item for item in self.serving["listen"] if item.startswith("tcp://"))
+        self.udp = _host_port(udp.removeprefix("udp://"))
+        self.tcp = _host_port(tcp.removeprefix("tcp://"))
+        self.health = f"http://{self.serving['health']}"
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            try:
+                entry: dict[str, Any] = json.loads(line)
+            except ValueError:
+                entry = {"event": "unparsed", "line": line}
+            with self._changed:
+                self.lines.append(entry)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        with self._changed:
+            return [entry for entry in self.lines if entry.get("event") == event]
+
+    def wait_for(self, event: str, timeout: float = 15.0) -> dict[str, Any]:
+        """The first log line with ``event``, waiting at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for entry in self.lines:
+                    if entry.get("event") == event:
+                        return entry
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (
+                    self.process.poll() is not None and not self._reader.is_alive()
+                ):
+                    raise AssertionError(f"relay never logged {event!r}: {self.lines[-5:]}")
+                self._changed.wait(min(remaining, 0.5))
+
+    def wait(self, timeout: float = 15.0) -> int:
+        """Wait for the process to exit (and its log to be read); its exit status."""
+        status = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return status
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        self._reader.join(timeout=5)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@contextlib.contextmanager
+def relay_process(*flags: str, env: dict[str, str] | None = None) -> Iterator[RelayProcess]:
+    relay = RelayProcess(*flags, env=env)
+    try:
+        yield relay
+    finally:
+        relay.stop()
