@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from relay import reporting
 from relay.credentials import parse_user, read_secret_file, read_user_file
 from relay.peer_policy import PeerRule, parse_peer_rule
 from relay.ports import DEFAULT_RANGE, parse_port_range
+from relay.reporting import ReportingConfig
 from relay.turn import MAX_LIFETIME
 from scaler.flags import (
     ConfigError,
@@ -110,6 +112,7 @@ class RelayConfig:
     log_level: str = "info"
     event_loop: str = "uvloop"
     legacy_channels: bool = False
+    reporting: ReportingConfig = field(default_factory=ReportingConfig)
 
     @property
     def user_names(self) -> tuple[str, ...]:
@@ -232,6 +235,7 @@ def build_parser(prog: str = "turnscale relay") -> FlagParser:
         default="uvloop",
         help="asyncio event loop implementation",
     )
+    reporting.add_flags(parser)
     return parser
 
 
@@ -324,4 +328,5 @@ def from_args(args: argparse.Namespace) -> RelayConfig:
         log_level=args.log_level,
         event_loop=args.event_loop,
         legacy_channels=args.legacy_channels,
+        reporting=reporting.from_args(args),
     )

@@ -36,6 +36,7 @@ from relay.framing import LEGACY_CHANNEL_MAX
 from relay.handler import RelayEndpoint, RequestHandler, family_of
 from relay.peer_policy import PeerPolicy
 from relay.ports import PortPool
+from relay.reporting import make_pusher
 from relay.stats import RelayStats
 from relay.transports import (
     TCP_IDLE_TIMEOUT,
@@ -135,6 +136,7 @@ class RelayServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._drained: asyncio.Event | None = None
         self._serving = False
+        self.pusher = make_pusher(config.reporting, self.stats)
 
     # -- lifecycle of the process
 
@@ -179,6 +181,8 @@ class RelayServer:
             await self._close_listeners()
             raise
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="relay-sweeper")
+        if self.pusher is not None:
+            await self.pusher.start()  # the first report goes out at once
         self._serving = True
         config = self.config
         log.info(
@@ -197,6 +201,10 @@ class RelayServer:
             user_quota=config.user_quota,
             total_quota=config.total_quota,
             event_loop=type(loop).__module__.split(".")[0],
+            scalers=list(config.reporting.scalers),
+            pod=config.reporting.pod,
+            namespace=config.reporting.namespace,
+            gateway=config.reporting.gateway,
         )
 
     def begin_drain(self) -> None:
@@ -237,6 +245,8 @@ class RelayServer:
         if isinstance(self.handler.relays, RelaySockets):
             self.handler.relays.close()
         await self._close_listeners()
+        if self.pusher is not None:
+            await self.pusher.close()  # the last report: zero allocations
         log.info(
             "relay stopped",
             closed_allocations=closed,

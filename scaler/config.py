@@ -213,16 +213,16 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
     )
 
 
-def read_token(path: Path) -> str:
+def read_token(path: Path, flag: str = "--token-file") -> str:
     """Read a bearer token from a mounted Secret file; surrounding whitespace is not part of it."""
     try:
         token = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--token-file: cannot read {str(path)!r}: {exc}") from None
+        raise ConfigError(f"{flag}: cannot read {str(path)!r}: {exc}") from None
     if not token:
-        raise ConfigError(f"--token-file: {str(path)!r} is empty")
+        raise ConfigError(f"{flag}: {str(path)!r} is empty")
     if any(ch.isspace() for ch in token):
-        raise ConfigError(f"--token-file: the token in {str(path)!r} contains white space")
+        raise ConfigError(f"{flag}: the token in {str(path)!r} contains white space")
     return token
 
 

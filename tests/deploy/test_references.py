@@ -6,13 +6,13 @@ of the binary it is given to, with a value that flag accepts."""
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from relay import config as relay_config
 from scaler import config as scaler_config
 from scaler.flags import ConfigError, FlagParser, env_name
 from scaler.keda.metadata import KEYS, parse_trigger
@@ -35,38 +35,6 @@ from tests.deploy.manifests import (
 RELAY = "stunner-gateway"  # the relay Deployment, its LoadBalancer Service, the gateway
 SCALER = "turnscale-scaler"
 HEADLESS = "turnscale-scaler-headless"
-# The relay's flags as its issues announce them (the server, then the report pusher).
-# Variables are checked against the relay's own parser (relay/config.py) where it has
-# the flag, and against this list for flags it does not have yet.
-RELAY_FLAGS_ANNOUNCED = (
-    "--listen",
-    "--realm",
-    "--user",
-    "--user-file",
-    "--auth-secret",
-    "--auth-secret-file",
-    "--allow-peer",
-    "--relay-ports",
-    "--relay-address",
-    "--health",
-    "--drain-timeout",
-    "--log-level",
-    "--scaler",
-    "--scaler-token-file",
-    "--pod",
-    "--namespace",
-    "--gateway",
-)
-
-
-def relay_parser() -> FlagParser | None:
-    """The relay's parser, once relay/config.py exists."""
-    try:
-        relay_config = importlib.import_module("relay.config")
-    except ImportError:
-        return None
-    parser: FlagParser = relay_config.build_parser()
-    return parser
 
 
 @pytest.fixture(scope="module")
@@ -320,15 +288,13 @@ def test_scaler_variables_are_scaler_flags_with_good_values(everything: list[Obj
 def test_relay_variables_are_relay_flags_with_good_values(everything: list[Obj]) -> None:
     relay = one(everything, "Deployment", RELAY)
     container_env = env(container(relay))
-    parser = relay_parser()
-    known = flags(parser) if parser is not None else {}
-    announced = {env_name(flag) for flag in RELAY_FLAGS_ANNOUNCED}
-    assert set(container_env) <= set(known) | announced, set(container_env) - set(known)
-    if parser is not None:
-        try:
-            parser.parse_flags([], literal_env(container_env, known))
-        except ConfigError as exc:
-            pytest.fail(f"the relay refuses its environment: {exc}")
+    parser = relay_config.build_parser()
+    known = flags(parser)
+    assert set(container_env) <= set(known), set(container_env) - set(known)
+    try:
+        parser.parse_flags([], literal_env(container_env, known))
+    except ConfigError as exc:
+        pytest.fail(f"the relay refuses its environment: {exc}")
     assert container_env["TURNSCALE_POD"] == {"fieldRef": "metadata.name"}
     assert container_env["TURNSCALE_NAMESPACE"] == {"fieldRef": "metadata.namespace"}
     assert container_env["TURNSCALE_GATEWAY"] == {

@@ -1,0 +1,65 @@
+"""The relay's reporting flags: where reports go and the identity they carry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relay import config
+from relay.reporting import default_pod
+from scaler.flags import ConfigError
+
+BASE = ["--user", "a:b", "--relay-address", "127.0.0.1"]
+
+
+def test_defaults_report_nowhere_as_the_hostname() -> None:
+    reporting = config.load(BASE, environ={}).reporting
+    assert reporting.scalers == ()
+    assert reporting.pod == default_pod()
+    assert (reporting.namespace, reporting.gateway, reporting.interval) == (
+        "default",
+        "stunner-gateway",
+        5.0,
+    )
+
+
+def test_downward_api_variables_set_the_identity(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    env = {
+        "TURNSCALE_POD": "stunner-6f7c9-xk2p",
+        "TURNSCALE_NAMESPACE": "stunner",
+        "TURNSCALE_GATEWAY": "udp-gateway",
+        "TURNSCALE_SCALER": "http://a.stunner.svc:8080,http://b:8080",
+        "TURNSCALE_SCALER_TOKEN_FILE": str(token),
+        "TURNSCALE_REPORT_INTERVAL": "2s",
+    }
+    reporting = config.load(BASE, environ=env).reporting
+    assert reporting.scalers == ("http://a.stunner.svc:8080", "http://b:8080")
+    assert (reporting.pod, reporting.namespace, reporting.gateway) == (
+        "stunner-6f7c9-xk2p",
+        "stunner",
+        "udp-gateway",
+    )
+    assert reporting.token == "s3cret"
+    assert "s3cret" not in repr(reporting)
+    assert reporting.interval == 2.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["--scaler", "scaler:8080"], "--scaler"),
+        (["--scaler", "ftp://scaler"], "--scaler"),
+        (["--scaler", "http://scaler:99999"], "--scaler"),
+        (["--pod", "Relay_1"], "--pod"),
+        (["--namespace", "a.b"], "--namespace"),
+        (["--gateway", "-gw"], "--gateway"),
+        (["--report-interval", "0s"], "--report-interval"),
+        (["--scaler-token-file", "/nonexistent"], "--scaler-token-file"),
+    ],
+)
+def test_bad_reporting_flags_name_the_flag(argv: list[str], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        config.load([*BASE, *argv], environ={})
