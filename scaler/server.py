@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -16,6 +14,7 @@ from scaler.flags import HostPort
 from scaler.http import create_app
 from scaler.keda.grpc_server import GrpcFrontEnd, TlsFiles
 from scaler.service import ScalerService
+from scaler.signals import stop_requested
 
 if TYPE_CHECKING:
     from scaler.kube.integration import KubeIntegration
@@ -107,12 +106,8 @@ class ScalerServer:
 async def serve(config: ScalerConfig) -> None:
     """Serve until SIGTERM or SIGINT."""
     server = ScalerServer(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await server.start()
     try:
-        await stop.wait()
+        await stop_requested()
     finally:
         await server.stop()
