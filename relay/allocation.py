@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from relay import turn
+from relay.peer_policy import PeerPolicy
 
 __all__ = [
     "Allocation",
@@ -138,6 +139,7 @@ class Allocation:
         "relay",
         "relayed",
         "removed",
+        "retained",
         "scheduled",
         "transaction_id",
         "username",
@@ -183,6 +185,9 @@ class Allocation:
         self.peer_rx = 0
         self.peer_tx = 0
         self.removed = False
+        #: Peer IP -> the policy that let it in, for peers a newer policy no longer lists
+        #: but this allocation holds a permission for (see RequestHandler.set_policy).
+        self.retained: dict[str, PeerPolicy] | None = None
 
     def __repr__(self) -> str:
         return (

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import resource
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
-from relay.config import load
+from relay.config import RelayConfig, load
 from scaler import logs
 from scaler.flags import ConfigError, fail
 
@@ -33,13 +34,18 @@ def main(argv: Sequence[str]) -> None:
     raise_file_limit()
     from relay.server import StartupError, serve
 
+    run: Callable[[RelayConfig], Coroutine[Any, Any, None]] = serve
+    if config.gateway is not None:
+        from relay.gateway.run import serve_files
+
+        run = serve_files
     try:
         if config.event_loop == "uvloop":
             from scaler.cli import run_async
 
-            run_async(lambda: serve(config))
+            run_async(lambda: run(config))
         else:
-            asyncio.run(serve(config))
+            asyncio.run(run(config))
     except StartupError as error:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         raise SystemExit(1) from None

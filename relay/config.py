@@ -8,6 +8,7 @@ secrets never appear in an error, a log line or a ``repr``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import re
 import socket
@@ -18,6 +19,8 @@ from typing import Final, Literal
 
 from relay import reporting
 from relay.credentials import parse_user, read_secret_file, read_user_file
+from relay.gateway import options as gateway_options
+from relay.gateway.options import GatewayOptions
 from relay.peer_policy import PeerRule, parse_peer_rule
 from relay.ports import DEFAULT_RANGE, parse_port_range
 from relay.reporting import ReportingConfig
@@ -104,6 +107,8 @@ class RelayConfig:
     auth_secrets: tuple[str, ...] = field(default=(), repr=False)
     allow_peers: tuple[PeerRule, ...] = ()
     allow_loopback_peers: bool = False
+    #: Only ``allow_peers`` are reachable, even when there are none (Gateway API routes).
+    peers_exclusive: bool = False
     max_lifetime: int = MAX_LIFETIME
     user_quota: int = 0
     total_quota: int = 0
@@ -113,6 +118,8 @@ class RelayConfig:
     event_loop: str = "uvloop"
     legacy_channels: bool = False
     reporting: ReportingConfig = field(default_factory=ReportingConfig)
+    #: Set with ``--config``: the Gateway API objects the relay was configured from.
+    gateway: GatewayOptions | None = None
 
     @property
     def user_names(self) -> tuple[str, ...]:
@@ -134,7 +141,9 @@ def build_parser(prog: str = "turnscale relay") -> FlagParser:
         metavar="udp://HOST:PORT|tcp://HOST:PORT",
         help="TURN listener, repeatable (default: udp://0.0.0.0:3478 and tcp://0.0.0.0:3478)",
     )
-    parser.add_flag("--realm", default="turnscale", help="the long-term credential realm")
+    parser.add_flag(
+        "--realm", default=None, help="the long-term credential realm (default: turnscale)"
+    )
     parser.add_flag(
         "--user",
         action="append",
@@ -236,6 +245,7 @@ def build_parser(prog: str = "turnscale relay") -> FlagParser:
         help="asyncio event loop implementation",
     )
     reporting.add_flags(parser)
+    gateway_options.add_flags(parser)
     return parser
 
 
@@ -275,6 +285,56 @@ def _check_bindable(address: str) -> None:
 
 
 def from_args(args: argparse.Namespace) -> RelayConfig:
+    report_to = reporting.from_args(args)
+    gateway = gateway_options.from_args(args, report_to.namespace)
+    if gateway is not None:
+        settings = gateway.settings
+        host = HostPort(gateway.listener_address, 0)
+        listen = tuple(
+            Listen(
+                "udp" if item.transport == "udp" else "tcp",
+                dataclasses.replace(host, port=item.port),
+            )
+            for item in settings.listeners
+        )
+        users, secrets, allow_peers = gateway_options.relay_fields(settings)
+        realm = settings.realm
+        report_to = dataclasses.replace(report_to, gateway=settings.name)
+    else:
+        listen, realm, flag_users, flag_secrets = _flag_credentials(args)
+        users, secrets = tuple(flag_users), tuple(flag_secrets)
+        allow_peers = tuple(args.allow_peer)
+    relay_address = args.relay_address or default_relay_address(listen)
+    _check_bindable(relay_address)
+    if args.drain_timeout < 0:
+        raise ConfigError("--drain-timeout must not be negative")
+    return RelayConfig(
+        listen=listen,
+        realm=realm,
+        relay_address=relay_address,
+        relay_ports=args.relay_ports,
+        users=tuple(users),
+        auth_secrets=tuple(secrets),
+        allow_peers=allow_peers,
+        allow_loopback_peers=args.allow_loopback_peers,
+        peers_exclusive=gateway is not None,
+        max_lifetime=args.max_lifetime,
+        user_quota=args.user_quota,
+        total_quota=args.total_quota,
+        drain_timeout=args.drain_timeout,
+        health=args.health,
+        log_level=args.log_level,
+        event_loop=args.event_loop,
+        legacy_channels=args.legacy_channels,
+        reporting=report_to,
+        gateway=gateway,
+    )
+
+
+def _flag_credentials(
+    args: argparse.Namespace,
+) -> tuple[tuple[Listen, ...], str, list[tuple[str, str]], list[str]]:
+    """``--listen``, ``--realm``, ``--user*`` and ``--auth-secret*``, checked."""
     listen = tuple(args.listen) or tuple(parse_listen(text) for text in DEFAULT_LISTEN)
     seen: set[tuple[str, str, int]] = set()
     for item in listen:
@@ -282,7 +342,7 @@ def from_args(args: argparse.Namespace) -> RelayConfig:
         if key in seen and item.address.port != 0:
             raise ConfigError(f"--listen {item} is given twice")
         seen.add(key)
-    realm = args.realm.strip()
+    realm = (args.realm if args.realm is not None else "turnscale").strip()
     if not realm:
         raise ConfigError("--realm must not be empty")
     users: list[tuple[str, str]] = []
@@ -305,28 +365,7 @@ def from_args(args: argparse.Namespace) -> RelayConfig:
     if not users and not secrets:
         raise ConfigError(
             "no credentials: give --user NAME:PASSWORD, --user-file, --auth-secret or "
-            "--auth-secret-file (a relay without authentication is an open relay)"
+            "--auth-secret-file (a relay without authentication is an open relay), or the "
+            "Gateway API objects with --config"
         )
-    relay_address = args.relay_address or default_relay_address(listen)
-    _check_bindable(relay_address)
-    if args.drain_timeout < 0:
-        raise ConfigError("--drain-timeout must not be negative")
-    return RelayConfig(
-        listen=listen,
-        realm=realm,
-        relay_address=relay_address,
-        relay_ports=args.relay_ports,
-        users=tuple(users),
-        auth_secrets=tuple(secrets),
-        allow_peers=tuple(args.allow_peer),
-        allow_loopback_peers=args.allow_loopback_peers,
-        max_lifetime=args.max_lifetime,
-        user_quota=args.user_quota,
-        total_quota=args.total_quota,
-        drain_timeout=args.drain_timeout,
-        health=args.health,
-        log_level=args.log_level,
-        event_loop=args.event_loop,
-        legacy_channels=args.legacy_channels,
-        reporting=reporting.from_args(args),
-    )
+    return listen, realm, users, secrets

@@ -38,6 +38,13 @@ What it answers, in the order RFC 8656 gives:
 * Send indications (§11.2) are relayed when a permission exists and the policy permits the
   peer's address and port; anything wrong drops them silently, as indications have no answer.
 
+The peer policy can be replaced while the relay runs (:meth:`RequestHandler.set_policy`, when
+routes or their endpoints change). A peer the new policy no longer lists stays reachable, on
+the ports the old one allowed, for the allocations that hold a permission for it (so a call
+set up through a media server that is going away keeps working): they may refresh that
+permission, bind channels to it and send to it until they let the permission lapse. Every
+other allocation gets the new policy at once.
+
 Error responses after a successful authentication carry MESSAGE-INTEGRITY (clients discard
 unsigned ones, RFC 8489 §9.2.5); FINGERPRINT is added when the request had one.
 """
@@ -185,7 +192,7 @@ class RequestHandler:
         cls = message.cls
         if cls is MessageClass.INDICATION:
             if message.method == turn.SEND:
-                self._send_indication(message, link, client)
+                self._send_indication(message, link, client, now)
             return None
         if cls is not MessageClass.REQUEST:
             return None  # responses are not for a server
@@ -251,8 +258,27 @@ class RequestHandler:
             self.lifecycle.allocation_deleted(allocation, "expired")
         return expired
 
+    def set_policy(self, policy: PeerPolicy) -> None:
+        """Apply a new peer policy now; peers it drops stay reachable for allocations that
+        hold a permission for them (see the module docstring)."""
+        old = self.policy
+        self.policy = policy
+        self._permit_cache.clear()
+        for allocation in self.table:
+            before = allocation.retained or {}
+            kept: dict[str, PeerPolicy] = {}
+            for host in allocation.permissions:
+                if policy.permits_host(host):
+                    continue
+                granted = before.get(host)
+                if granted is None and old.permits_host(host):
+                    granted = old
+                if granted is not None:
+                    kept[host] = granted
+            allocation.retained = kept or None
+
     def permits(self, peer: Address) -> bool:
-        """The peer policy for a data destination, cached (the policy never changes)."""
+        """The peer policy for a data destination, cached (cleared when the policy changes)."""
         cache = self._permit_cache
         allowed = cache.get(peer)
         if allowed is None:
@@ -261,6 +287,31 @@ class RequestHandler:
                 cache.clear()
             cache[peer] = allowed
         return allowed
+
+    @staticmethod
+    def _retained(allocation: Allocation, host: str, port: int | None, now: float) -> bool:
+        """Whether ``host`` (canonical) is a peer a former policy let this allocation reach
+        and it still holds a live permission for."""
+        retained = allocation.retained
+        if not retained:
+            return False
+        granted = retained.get(host)
+        if granted is None or allocation.permissions.get(host, 0.0) <= now:
+            return False
+        return granted.permits_host(host) if port is None else granted.permits(host, port)
+
+    def _reachable(self, allocation: Allocation, host: str, port: int | None, now: float) -> bool:
+        """The policy's answer for ``host`` (and ``port``), or a retained permission's."""
+        allowed = (
+            self.policy.permits_host(host) if port is None else self.policy.permits(host, port)
+        )
+        if allowed or not allocation.retained:
+            return allowed
+        try:
+            canonical = canonical_ip(host)
+        except (OSError, ValueError):
+            return False
+        return self._retained(allocation, canonical, port, now)
 
     # -- responses
 
@@ -405,7 +456,7 @@ class RequestHandler:
             return self._error(message, 400, key)
         hosts: list[str] = []
         for peer in peers:
-            if not self.policy.permits_host(peer.host):
+            if not self._reachable(allocation, peer.host, None, now):
                 return self._error(message, 403, key)
             checked = self._peer(allocation, peer)
             if isinstance(checked, int):
@@ -425,7 +476,7 @@ class RequestHandler:
         channel = turn.decode_channel_number(channel_value)
         if not CHANNEL_MIN <= channel <= self.channel_max:
             return self._error(message, 400, key)
-        if not self.policy.permits(peer.host, peer.port):
+        if not self._reachable(allocation, peer.host, peer.port, now):
             return self._error(message, 403, key)
         checked = self._peer(allocation, peer)
         if isinstance(checked, int):
@@ -434,7 +485,7 @@ class RequestHandler:
             return self._error(message, 400, key)
         return self._signed(message, MessageBuilder.success(message), key)
 
-    def _send_indication(self, message: Message, link: Link, client: Any) -> None:
+    def _send_indication(self, message: Message, link: Link, client: Any, now: float) -> None:
         allocation = self.table.get(FiveTuple(link.transport, (client[0], client[1]), link.local))
         if allocation is None or message.unknown_comprehension_required(turn.KNOWN_ATTRIBUTES):
             return
@@ -448,5 +499,5 @@ class RequestHandler:
         checked = self._peer(allocation, peer)
         if isinstance(checked, int) or checked[0] not in allocation.permissions:
             return
-        if self.permits(checked):
+        if self.permits(checked) or self._retained(allocation, checked[0], checked[1], now):
             allocation.relay.send(data, checked)

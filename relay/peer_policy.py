@@ -19,8 +19,10 @@ Rules:
    normalised. An allow entry lifts it only where the entry lies entirely inside a denied range
    (``127.0.0.1:9000`` opens that; ``0.0.0.0/0`` does not open loopback).
    ``allow_loopback=True`` (local testing only) lifts it for 127.0.0.0/8 and ::1.
-3. Without allow entries every other peer is permitted; with them, only peers (and ports) that
-   match an entry. Extra ``deny`` networks (e.g. the relay's own addresses) are absolute.
+3. Without allow entries every other peer is permitted (unless ``exclusive``: then none is,
+   which is what an allow-list built from Gateway API routes with no backends must mean);
+   with them, only peers (and ports) that match an entry. Extra ``deny`` networks (e.g. the
+   relay's own addresses) are absolute.
 
 Private ranges (10/8, 172.16/12, 192.168/16, fc00::/7, 100.64/10) are NOT denied by default,
 because the media servers a relay exists to reach usually live there; restrict them with allow
@@ -233,7 +235,15 @@ def _inside(n: int, ranges: tuple[tuple[int, int], ...]) -> bool:
 class PeerPolicy:
     """Decides whether a client may reach a peer; see the module docstring for the rules."""
 
-    __slots__ = ("_default", "_hard", "_loopback", "_rules", "allow_loopback", "rules")
+    __slots__ = (
+        "_default",
+        "_hard",
+        "_loopback",
+        "_rules",
+        "allow_loopback",
+        "exclusive",
+        "rules",
+    )
 
     def __init__(
         self,
@@ -241,6 +251,7 @@ class PeerPolicy:
         *,
         allow_loopback: bool = False,
         deny: Iterable[str | IPNetwork] = (),
+        exclusive: bool = False,
     ) -> None:
         if isinstance(allow, str):
             raise TypeError("allow must be a list of entries, not one string")
@@ -248,6 +259,8 @@ class PeerPolicy:
             r if isinstance(r, PeerRule) else parse_peer_rule(r) for r in allow
         )
         self.allow_loopback = allow_loopback
+        #: Only the allow entries are reachable, even when there are none.
+        self.exclusive = exclusive
         default = [ip_network(n) for n in DEFAULT_DENY]
         hard: list[IPNetwork] = []
         for d in deny:
@@ -271,7 +284,8 @@ class PeerPolicy:
 
     def __repr__(self) -> str:
         allow = ", ".join(str(r) for r in self.rules)
-        return f"PeerPolicy(allow=[{allow}], allow_loopback={self.allow_loopback})"
+        exclusive = ", exclusive=True" if self.exclusive else ""
+        return f"PeerPolicy(allow=[{allow}], allow_loopback={self.allow_loopback}{exclusive})"
 
     def permits(self, ip: str | IPAddress, port: int) -> bool:
         """Whether a client may exchange data with ``ip``:``port`` (Send, ChannelBind, Data)."""
@@ -294,7 +308,7 @@ class PeerPolicy:
             return True
         denied = _inside(n, self._default[version])
         if not self._rules:
-            return not denied
+            return not denied and not self.exclusive
         for r_version, lo, hi, port_min, port_max, lifts in self._rules:
             if (
                 r_version == version

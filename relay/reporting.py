@@ -15,6 +15,8 @@ from scaler import wire
 from scaler.config import read_token
 from scaler.flags import ConfigError, FlagParser, parse_duration
 
+DEFAULT_GATEWAY = "stunner-gateway"
+
 
 @dataclass(frozen=True, slots=True)
 class ReportingConfig:
@@ -61,7 +63,10 @@ def add_flags(parser: FlagParser) -> None:
     )
     parser.add_flag("--namespace", default="default", help="this relay's namespace in reports")
     parser.add_flag(
-        "--gateway", default="stunner-gateway", help="the relay fleet this relay belongs to"
+        "--gateway",
+        default=None,
+        help="the relay fleet (Gateway) this relay belongs to (default: stunner-gateway; with "
+        "--config, the Gateway's name)",
     )
     parser.add_flag(
         "--report-interval",
@@ -75,7 +80,8 @@ def from_args(args: argparse.Namespace) -> ReportingConfig:
     pod = args.pod or default_pod()
     _check_name("--pod", pod, wire.DNS_SUBDOMAIN, 253)
     _check_name("--namespace", args.namespace, wire.DNS_LABEL, 63)
-    _check_name("--gateway", args.gateway, wire.DNS_SUBDOMAIN, 253)
+    gateway = args.gateway or DEFAULT_GATEWAY
+    _check_name("--gateway", gateway, wire.DNS_SUBDOMAIN, 253)
     if not 0 < args.report_interval <= 60:
         raise ConfigError("--report-interval must be more than 0s and at most 60s")
     token = None
@@ -86,7 +92,7 @@ def from_args(args: argparse.Namespace) -> ReportingConfig:
         token=token,
         pod=pod,
         namespace=args.namespace,
-        gateway=args.gateway,
+        gateway=gateway,
         interval=args.report_interval,
     )
 

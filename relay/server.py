@@ -28,7 +28,7 @@ from aiohttp import web
 
 from relay import health
 from relay.allocation import Allocation, AllocationTable, Lifetimes
-from relay.auth import Authenticator
+from relay.auth import Authenticator, CredentialStore
 from relay.channeldata import CHANNEL_MAX
 from relay.config import Listen, RelayConfig
 from relay.credentials import CombinedCredentials
@@ -114,7 +114,11 @@ class RelayServer:
             user_quota=config.user_quota,
             total_quota=config.total_quota,
         )
-        self.policy = PeerPolicy(config.allow_peers, allow_loopback=config.allow_loopback_peers)
+        self.policy = PeerPolicy(
+            config.allow_peers,
+            allow_loopback=config.allow_loopback_peers,
+            exclusive=config.peers_exclusive,
+        )
         store = CombinedCredentials(config.realm, config.users, config.auth_secrets)
         self.handler = RequestHandler(
             table=self.table,
@@ -269,6 +273,20 @@ class RelayServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    # -- live configuration (routes, endpoints, credentials): no allocation is dropped
+
+    def set_peer_policy(self, policy: PeerPolicy) -> None:
+        """Use ``policy`` for new permissions, channels and sends from now on; peers it drops
+        stay reachable for allocations holding a permission for them
+        (:meth:`relay.handler.RequestHandler.set_policy`)."""
+        self.policy = policy
+        self.handler.set_policy(policy)
+
+    def set_credentials(self, store: CredentialStore) -> None:
+        """Authenticate requests against ``store`` (and its realm) from now on. Existing
+        allocations stay; their next Refresh must pass the new credentials."""
+        self.handler.auth.store = store
 
     # -- periodic work
 

@@ -1,0 +1,172 @@
+"""``turnscale relay --config FILE...``: the flags, and the relay settings they lead to.
+
+With ``--config`` the Gateway API objects replace the flags that say the same thing:
+``--listen`` (the Gateway's listeners, bound on ``--listener-address``), ``--realm``,
+``--user*`` and ``--auth-secret*`` (the GatewayConfig), ``--allow-peer`` (the routes).
+Giving one of those too is an error rather than a guess at which wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from relay.gateway.translate import EphemeralAuth, GatewaySettings, Key, StaticAuth
+from relay.peer_policy import PeerRule
+from scaler.flags import ConfigError, FlagParser, parse_duration
+from scaler.wire import DNS_LABEL, DNS_SUBDOMAIN
+
+__all__ = ["GatewayOptions", "add_flags", "from_args"]
+
+DEFAULT_SECRETS_DIR: Final = Path("/etc/turnscale/gateway-secrets")
+#: Flags the Gateway API objects replace, and the argparse attribute that tells they were given.
+REPLACED: Final = (
+    ("--listen", "listen"),
+    ("--realm", "realm"),
+    ("--user", "user"),
+    ("--user-file", "user_file"),
+    ("--auth-secret", "auth_secret"),
+    ("--auth-secret-file", "auth_secret_file"),
+    ("--allow-peer", "allow_peer"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayOptions:
+    """How the relay takes its configuration from Gateway API objects."""
+
+    files: tuple[Path, ...]
+    settings: GatewaySettings
+    secrets_dir: Path = DEFAULT_SECRETS_DIR
+    listener_address: str = "0.0.0.0"
+    resolve_interval: float = 10.0
+    gateway_config: Key | None = field(default=None)
+
+
+def _listener_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+
+
+def _object_ref(text: str) -> tuple[str, str]:
+    namespace, slash, name = text.strip().rpartition("/")
+    if (slash and re.fullmatch(DNS_LABEL, namespace) is None) or re.fullmatch(
+        DNS_SUBDOMAIN, name
+    ) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME or NAMESPACE/NAME")
+    return namespace, name
+
+
+def add_flags(parser: FlagParser) -> None:
+    parser.add_flag(
+        "--config",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="Gateway API YAML (Gateway, UDPRoute, GatewayConfig, StaticService, GatewayClass), "
+        "repeatable: the relay's listeners, credentials and peers come from these objects",
+    )
+    parser.add_flag(
+        "--gateway-config",
+        type=_object_ref,
+        default=None,
+        metavar="[NAMESPACE/]NAME",
+        help="the GatewayConfig to use (default: the GatewayClass's parametersRef, else the "
+        "only one in the Gateway's namespace)",
+    )
+    parser.add_flag(
+        "--secrets-dir",
+        type=Path,
+        default=str(DEFAULT_SECRETS_DIR),
+        help="where Secret references are read with --config: DIR/NAMESPACE/NAME/KEY (each "
+        "Secret mounted as a volume at DIR/NAMESPACE/NAME)",
+    )
+    parser.add_flag(
+        "--listener-address",
+        type=_listener_address,
+        default="0.0.0.0",
+        help="the address the Gateway's listeners bind",
+    )
+    parser.add_flag(
+        "--resolve-interval",
+        type=parse_duration,
+        default="10s",
+        help="how often routed Services are looked up again (NAME.NAMESPACE.svc)",
+    )
+
+
+def from_args(args: argparse.Namespace, namespace: str) -> GatewayOptions | None:
+    """None without ``--config``; else the objects loaded and translated (ConfigError names
+    the file, object and field of the first problem; nothing is half-applied)."""
+    if not args.config:
+        return None
+    for flag, attribute in REPLACED:
+        if getattr(args, attribute, None):
+            raise ConfigError(
+                f"{flag} cannot be combined with --config: the Gateway API objects say it"
+            )
+    if not 0 < args.resolve_interval <= 3600:
+        raise ConfigError("--resolve-interval must be more than 0s and at most 1h")
+    from relay.gateway.files import SecretsDir, load_catalog
+    from relay.gateway.objects import GatewayError
+    from relay.gateway.translate import translate
+
+    files = tuple(args.config)
+    try:
+        catalog = load_catalog(files, namespace)
+        gateway = _choose_gateway(catalog.gateways, args.gateway, namespace)
+        config_ref = None
+        if args.gateway_config is not None:
+            config_ref = (args.gateway_config[0] or gateway[0], args.gateway_config[1])
+        settings = translate(catalog, gateway, SecretsDir(args.secrets_dir), config=config_ref)
+    except GatewayError as exc:
+        raise ConfigError(f"--config: {exc}") from None
+    if settings.problems:
+        raise ConfigError(f"--config: {settings.problems[0]}")
+    return GatewayOptions(
+        files=files,
+        settings=settings,
+        secrets_dir=args.secrets_dir,
+        listener_address=args.listener_address,
+        resolve_interval=args.resolve_interval,
+        gateway_config=config_ref,
+    )
+
+
+def _choose_gateway(gateways: Mapping[Key, object], name: str | None, namespace: str) -> Key:
+    from relay.gateway.objects import GatewayError
+
+    keys = sorted(gateways)
+    if name is not None:
+        named = [key for key in keys if key[1] == name]
+        if len(named) > 1:
+            named = [key for key in named if key[0] == namespace]
+            if len(named) != 1:
+                raise GatewayError(
+                    f"Gateway {name} (--gateway) is in several namespaces: choose one with "
+                    "--namespace"
+                )
+        if not named:
+            raise GatewayError(f"Gateway {name} (--gateway): not found")
+        return named[0]
+    if len(keys) != 1:
+        found = ", ".join(f"{ns}/{n}" for ns, n in keys) or "none"
+        raise GatewayError(f"expected one Gateway, found {found}: choose one with --gateway")
+    return keys[0]
+
+
+def relay_fields(
+    settings: GatewaySettings,
+) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], tuple[PeerRule, ...]]:
+    """``(users, auth_secrets, allow_peers)`` for :class:`relay.config.RelayConfig`."""
+    auth = settings.auth
+    users = ((auth.username, auth.password),) if isinstance(auth, StaticAuth) else ()
+    secrets = (auth.secret,) if isinstance(auth, EphemeralAuth) else ()
+    return users, secrets, settings.static_peers

@@ -1,0 +1,77 @@
+"""A relay configured from Gateway API files: the server plus its Service lookups.
+
+:class:`FileGateway` owns the :class:`relay.server.RelayServer` built from the translated
+settings and the :class:`relay.gateway.peers.ServiceResolver` that keeps its peer policy in
+step with the routed Services' addresses; :func:`serve_files` runs both until the relay's
+drain ends (:func:`relay.server.serve`).
+"""
+
+from __future__ import annotations
+
+from relay.config import RelayConfig
+from relay.gateway.peers import Peers, Resolve, ServiceResolver, resolve_dns
+from relay.server import RelayServer, serve
+from scaler import logs
+
+__all__ = ["FileGateway", "serve_files"]
+
+log = logs.get("relay.gateway")
+
+
+class FileGateway:
+    """The relay and its Service lookups, from ``config.gateway`` (set by ``--config``)."""
+
+    def __init__(
+        self, config: RelayConfig, *, resolve: Resolve = resolve_dns, **server_options: object
+    ) -> None:
+        options = config.gateway
+        if options is None:
+            raise ValueError("FileGateway needs a config loaded with --config")
+        settings = options.settings
+        self.server = RelayServer(config, **server_options)  # type: ignore[arg-type]
+        self.peers = Peers(
+            settings.static_peers,
+            settings.services,
+            allow_loopback=config.allow_loopback_peers,
+        )
+        self.resolver = ServiceResolver(
+            self.peers, self._peers_changed, interval=options.resolve_interval, resolve=resolve
+        )
+        log.info(
+            "gateway configuration loaded",
+            files=[str(path) for path in options.files],
+            gateway=f"{settings.namespace}/{settings.name}",
+            gateway_config=f"{settings.config[0]}/{settings.config[1]}",
+            listeners=[f"{item.name}={item.transport}:{item.port}" for item in settings.listeners],
+            routes=[f"{route.namespace}/{route.name}" for route in settings.routes],
+            services=[backend.dns_name for backend in settings.services],
+            static_peers=[str(rule) for rule in settings.static_peers],
+        )
+
+    def _peers_changed(self) -> None:
+        policy = self.peers.policy()
+        self.server.set_peer_policy(policy)
+        log.info(
+            "peers changed",
+            addresses={
+                f"{name}.{namespace}.svc": sorted(found)
+                for (namespace, name), found in sorted(self.peers.addresses.items())
+            },
+        )
+
+    async def start(self) -> None:
+        """Start looking the Services up (the first lookups go out at once)."""
+        self.resolver.start()
+
+    async def stop(self) -> None:
+        await self.resolver.stop()
+
+
+async def serve_files(config: RelayConfig) -> None:
+    """Serve the relay of ``--config`` until SIGTERM/SIGINT and its drain."""
+    gateway = FileGateway(config)
+    await gateway.start()
+    try:
+        await serve(config, gateway.server)
+    finally:
+        await gateway.stop()
