@@ -11,7 +11,9 @@ snapshot cannot carry) wait in a bounded buffer per scaler address.
   own task, so one slow or dead replica never delays the others.
 - A report is retried as-is (same ``seq``) until a definitive answer, with
   exponential backoff and jitter. If an attempt was applied but its answer lost,
-  the retry is a harmless duplicate: events are counted once.
+  the retry is a harmless duplicate: events are counted once. Retries are never
+  further apart than the heartbeat ``interval``, so a scaler that comes back is
+  exact again within one interval.
 - The packet path never waits on any of this: the relay calls
   :meth:`ReportPusher.changed` and :meth:`ReportPusher.record`, which only touch
   memory and set an event.
@@ -73,9 +75,11 @@ class Identity:
         )
 
 
-def backoff(failures: int, rng: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with full jitter: up to 0.1 s, 0.2 s, ... capped at 5 s."""
-    ceiling = min(BACKOFF_FIRST * 2.0 ** max(failures - 1, 0), BACKOFF_MAX)
+def backoff(
+    failures: int, rng: Callable[[], float] = random.random, ceiling: float = BACKOFF_MAX
+) -> float:
+    """Exponential backoff with jitter: up to 0.1 s, 0.2 s, ... capped at ``ceiling``."""
+    ceiling = min(BACKOFF_FIRST * 2.0 ** max(failures - 1, 0), ceiling)
     return float(ceiling * (0.5 + rng() / 2))
 
 
@@ -278,7 +282,10 @@ class ReportPusher:
         target.wake.set()  # a new scaler address gets the full state at once
         while True:
             if target.failures:
-                await asyncio.sleep(backoff(target.failures))
+                # Never slower than the heartbeat: a scaler that comes back is exact
+                # again within one report interval, however long it was away.
+                ceiling = min(BACKOFF_MAX, self.interval)
+                await asyncio.sleep(backoff(target.failures, ceiling=ceiling))
             else:
                 wait = last + self.interval - loop.time()
                 # asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow a

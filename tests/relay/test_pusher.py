@@ -80,6 +80,10 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     assert backoff(1, lambda: 0.0) == pytest.approx(0.05)
     assert backoff(4, lambda: 1.0) == pytest.approx(0.8)
     assert backoff(40, lambda: 1.0) == 5.0
+    # A pusher caps it at its report interval (tests/e2e: a restarted scaler is exact
+    # again within one interval, however long it was away).
+    assert backoff(40, lambda: 1.0, ceiling=0.5) == 0.5
+    assert backoff(1, lambda: 1.0, ceiling=0.5) == pytest.approx(0.1)
 
 
 async def test_changes_reach_every_scaler_behind_one_name(start_scaler: Any) -> None:
