@@ -1,10 +1,11 @@
 """The world around a scaler for the end-to-end test with a real Prometheus.
 
-- A :class:`FleetFeeder` makes the scaler carry a relay fleet. Today that is
-  :class:`ReportFeeder`: real ``POST /v1/reports`` built with ``tests/reports.py``
-  the way a relay's pusher sends them (full state, growing counters, allocation
-  events, heartbeats, to every scaler replica). A feeder running real relays with
-  real TURN allocations can replace it: it only has to satisfy the protocol.
+- A :class:`FleetFeeder` makes the scaler carry a relay fleet. The test uses
+  :class:`tests.dashboards.relay_feeder.RelayFeeder`: real relays with real TURN
+  allocations. :class:`ReportFeeder` here fakes the same fleet with
+  ``POST /v1/reports`` built with ``tests/reports.py`` the way a relay's pusher sends
+  them (full state, growing counters, allocation events, heartbeats, to every scaler
+  replica), for when relays cannot run: either satisfies the protocol.
 - :func:`keda_polling` calls the scaler's gRPC external scaler as KEDA's operator does.
 - :func:`external_exporters` serves the series others export in a cluster
   (kube-state-metrics, KEDA's operator) with their real label sets.

@@ -1,10 +1,10 @@
 """End to end with the real Prometheus: every panel shows data, every rule evaluates.
 
 Two real scaler replicas (HTTP and gRPC on loopback, port 0) take the reports of a
-fleet (the ``fleet_feeder`` fixture) and KEDA's gRPC calls. The Debian
-``prometheus`` scrapes them every second with ``honor_labels: true``, beside
-loopback stand-ins for kube-state-metrics and KEDA's operator, and evaluates the
-generated rule files. The test then:
+fleet of real relays carrying real TURN allocations (the ``fleet_feeder`` fixture) and
+KEDA's gRPC calls. The Debian ``prometheus`` scrapes them every second with
+``honor_labels: true``, beside loopback stand-ins for kube-state-metrics and KEDA's
+operator, and evaluates the generated rule files. The test then:
 
 1. with both replicas up (every relay exported twice): the recording rules count
    each relay once;
@@ -46,12 +46,12 @@ from tests.dashboards.fleet import (
     FleetFeeder,
     Prometheus,
     PrometheusError,
-    ReportFeeder,
     external_exporters,
     keda_polling,
     prometheus_config,
     running_prometheus,
 )
+from tests.dashboards.relay_feeder import RelayFeeder
 from tests.scaler.helpers import scaler_config
 from tests.tools import require_tool
 
@@ -99,15 +99,16 @@ EXPECTED_ALERTS: Final = {
 
 @pytest.fixture
 async def fleet_feeder() -> AsyncIterator[FleetFeeder]:
-    """What makes the scalers carry a relay fleet.
-
-    Reports built with tests/reports.py, as a relay's pusher sends them. When relays
-    with real TURN allocations can run in-process, a feeder starting them (and TURN
-    clients) replaces this one; the test only relies on :class:`FleetFeeder`.
+    """What makes the scalers carry a relay fleet: real relays (``python -m relay``)
+    holding real TURN allocations (aioice clients) with traffic, a draining one (SIGTERM)
+    and a stale one (SIGSTOP); see tests/dashboards/relay_feeder.py. The test only relies
+    on :class:`FleetFeeder` (``ReportFeeder`` in fleet.py fakes the same fleet with reports).
     """
-    feeder = ReportFeeder()
-    yield feeder
-    await feeder.stop()
+    feeder = RelayFeeder()
+    try:
+        yield feeder
+    finally:
+        await feeder.stop()
 
 
 async def eventually(
