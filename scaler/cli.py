@@ -20,6 +20,7 @@ commands:
   relay    a TURN/STUN relay (UDP and TCP) with auth, peer policy, quotas and drain
   run      the embedded default: a scaler on loopback, with instructions to try it
   load     open real TURN allocations against a relay fleet, for a while
+  auth     the in-cluster ICE credential endpoint (GET /ice) for a Gateway
 
 'turnscale COMMAND --help' lists a command's flags; each also reads TURNSCALE_<FLAG>.
 """
@@ -63,6 +64,12 @@ def relay_main(argv: Sequence[str]) -> None:
     relay(argv)
 
 
+def auth_main(argv: Sequence[str]) -> None:
+    from relay.gateway.ice_server import main as auth
+
+    auth(argv)
+
+
 def embedded_main(argv: Sequence[str]) -> None:
     from scaler.embedded import main as embedded
 
@@ -74,6 +81,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "relay": relay_main,
     "run": embedded_main,
     "load": load_main,
+    "auth": auth_main,
 }
 
 

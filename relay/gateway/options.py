@@ -64,14 +64,15 @@ def _object_ref(text: str) -> tuple[str, str]:
     return namespace, name
 
 
-def add_flags(parser: FlagParser) -> None:
+def add_source_flags(parser: FlagParser) -> None:
+    """Where the Gateway API objects come from (the relay's and ``turnscale auth``'s)."""
     parser.add_flag(
         "--config",
         action="append",
         type=Path,
         metavar="FILE",
         help="Gateway API YAML (Gateway, UDPRoute, GatewayConfig, StaticService, GatewayClass), "
-        "repeatable: the relay's listeners, credentials and peers come from these objects",
+        "repeatable: listeners, credentials and peers come from these objects",
     )
     parser.add_flag(
         "--gateway-config",
@@ -88,6 +89,11 @@ def add_flags(parser: FlagParser) -> None:
         help="where Secret references are read with --config: DIR/NAMESPACE/NAME/KEY (each "
         "Secret mounted as a volume at DIR/NAMESPACE/NAME)",
     )
+
+
+def add_flags(parser: FlagParser) -> None:
+    """The relay's: the sources, and how listeners bind and Services are looked up."""
+    add_source_flags(parser)
     parser.add_flag(
         "--listener-address",
         type=_listener_address,
@@ -102,6 +108,29 @@ def add_flags(parser: FlagParser) -> None:
     )
 
 
+def load_settings(
+    args: argparse.Namespace, gateway_name: str | None, namespace: str
+) -> tuple[GatewaySettings, Key | None]:
+    """The settings of ``--config`` (and the ``--gateway-config`` key); ConfigError names the
+    file, object and field of the first problem, a route's included."""
+    from relay.gateway.files import SecretsDir, load_catalog
+    from relay.gateway.objects import GatewayError
+    from relay.gateway.translate import translate
+
+    try:
+        catalog = load_catalog(tuple(args.config), namespace)
+        gateway = _choose_gateway(catalog.gateways, gateway_name, namespace)
+        config_ref = None
+        if args.gateway_config is not None:
+            config_ref = (args.gateway_config[0] or gateway[0], args.gateway_config[1])
+        settings = translate(catalog, gateway, SecretsDir(args.secrets_dir), config=config_ref)
+    except GatewayError as exc:
+        raise ConfigError(f"--config: {exc}") from None
+    if settings.problems:
+        raise ConfigError(f"--config: {settings.problems[0]}")
+    return settings, config_ref
+
+
 def from_args(args: argparse.Namespace, namespace: str) -> GatewayOptions | None:
     """None without ``--config``; else the objects loaded and translated (ConfigError names
     the file, object and field of the first problem; nothing is half-applied)."""
@@ -114,22 +143,8 @@ def from_args(args: argparse.Namespace, namespace: str) -> GatewayOptions | None
             )
     if not 0 < args.resolve_interval <= 3600:
         raise ConfigError("--resolve-interval must be more than 0s and at most 1h")
-    from relay.gateway.files import SecretsDir, load_catalog
-    from relay.gateway.objects import GatewayError
-    from relay.gateway.translate import translate
-
     files = tuple(args.config)
-    try:
-        catalog = load_catalog(files, namespace)
-        gateway = _choose_gateway(catalog.gateways, args.gateway, namespace)
-        config_ref = None
-        if args.gateway_config is not None:
-            config_ref = (args.gateway_config[0] or gateway[0], args.gateway_config[1])
-        settings = translate(catalog, gateway, SecretsDir(args.secrets_dir), config=config_ref)
-    except GatewayError as exc:
-        raise ConfigError(f"--config: {exc}") from None
-    if settings.problems:
-        raise ConfigError(f"--config: {settings.problems[0]}")
+    settings, config_ref = load_settings(args, args.gateway, namespace)
     return GatewayOptions(
         files=files,
         settings=settings,

@@ -1,0 +1,194 @@
+"""``turnscale auth``: the ICE credential endpoint application backends call in-cluster.
+
+It reads the same Gateway API objects as the relays (``--config FILE...``, Secrets from
+``--secrets-dir``) and answers, on ``--http`` (default ``0.0.0.0:8087``):
+
+* ``GET /ice?service=turn&username=U&ttl=S``: an RTCConfiguration-style JSON object with
+  freshly minted TURN credentials (:mod:`relay.gateway.ice`); 400 ``{"error": ...}`` for a
+  bad query, 503 while no gateway configuration is known;
+* ``GET /healthz`` (alive) and ``GET /readyz`` (200 once a configuration is known).
+
+It holds the gateway's shared secret, so it is a separate small service reached through a
+ClusterIP Service only: never through the relays' TURN LoadBalancer, and not on the scaler,
+which every relay and Prometheus talk to and which has no business with TURN secrets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from relay.gateway import options as gateway_options
+from relay.gateway.ice import IceError, ice_configuration
+from relay.gateway.translate import GatewaySettings
+from scaler import logs
+from scaler.flags import ConfigError, FlagParser, HostPort, fail, log_level, parse_host_port
+
+__all__ = ["AuthConfig", "IceState", "create_app", "load", "main", "serve"]
+
+PROGRAM: Final = "turnscale auth"
+log = logs.get("relay.ice")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Everything ``turnscale auth`` runs with (the shared secret is in ``settings``)."""
+
+    http: HostPort
+    settings: GatewaySettings
+    addresses: tuple[str, ...]
+    files: tuple[Path, ...] = ()
+    log_level: str = "info"
+
+
+@dataclass(slots=True)
+class IceState:
+    """What ``/ice`` mints from; live mode replaces ``settings`` as the objects change."""
+
+    settings: GatewaySettings | None
+    addresses: tuple[str, ...] = ()
+    #: Unix seconds.
+    clock: Callable[[], float] = field(default=time.time)
+
+    def public_addresses(self) -> tuple[str, ...]:
+        if self.addresses or self.settings is None:
+            return self.addresses
+        return self.settings.addresses
+
+
+STATE: Final = web.AppKey("ice", IceState)
+
+
+def _public_address(text: str) -> str:
+    value = text.strip()
+    if not value or any(c in value for c in "/?# []"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address or host name")
+    return value
+
+
+def build_parser() -> FlagParser:
+    parser = FlagParser(
+        prog=PROGRAM,
+        description="The ICE credential endpoint: GET /ice mints TURN credentials for the "
+        "Gateway described by the Gateway API objects. Serve it in-cluster only.",
+    )
+    parser.add_flag("--http", type=parse_host_port, default="0.0.0.0:8087", help="HTTP address")
+    gateway_options.add_source_flags(parser)
+    parser.add_flag(
+        "--gateway", default=None, help="the Gateway (default: the only one in the files)"
+    )
+    parser.add_flag("--namespace", default="default", help="namespace of objects that name none")
+    parser.add_flag(
+        "--public-address",
+        action="append",
+        type=_public_address,
+        metavar="HOST",
+        help="address clients reach the Gateway at, repeatable (default: the Gateway's "
+        "spec.addresses)",
+    )
+    parser.add_flag(
+        "--log-level", type=log_level, default="info", help="debug, info, warning or error"
+    )
+    return parser
+
+
+def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> AuthConfig:
+    """Parse flags over ``TURNSCALE_*`` variables; ConfigError names the flag or object."""
+    args = build_parser().parse_flags(argv, environ)
+    if not args.config:
+        raise ConfigError("--config is required: the Gateway API objects of the gateway")
+    settings, _ = gateway_options.load_settings(args, args.gateway, args.namespace)
+    addresses = tuple(args.public_address) or settings.addresses
+    if not addresses:
+        raise ConfigError(
+            f"no public address for Gateway {settings.namespace}/{settings.name}: give "
+            "--public-address or the Gateway's spec.addresses"
+        )
+    return AuthConfig(
+        http=args.http,
+        settings=settings,
+        addresses=tuple(args.public_address),
+        files=tuple(args.config),
+        log_level=args.log_level,
+    )
+
+
+async def get_ice(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    headers = {"Cache-Control": "no-store"}
+    if state.settings is None:
+        return web.json_response(
+            {"error": "no gateway configuration yet"}, status=503, headers=headers
+        )
+    try:
+        body = ice_configuration(
+            state.settings, state.public_addresses(), request.query, state.clock()
+        )
+    except IceError as exc:
+        return web.json_response({"error": str(exc)}, status=400, headers=headers)
+    return web.json_response(body, headers=headers)
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def get_readyz(request: web.Request) -> web.Response:
+    ready = request.app[STATE].settings is not None
+    return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+
+def create_app(state: IceState) -> web.Application:
+    app = web.Application()
+    app[STATE] = state
+    app.router.add_get("/ice", get_ice)
+    app.router.add_get("/healthz", get_healthz)
+    app.router.add_get("/readyz", get_readyz)
+    return app
+
+
+async def serve(config: AuthConfig) -> None:
+    """Serve ``/ice`` until SIGTERM or SIGINT."""
+    state = IceState(config.settings, config.addresses)
+    runner = web.AppRunner(create_app(state), access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.http.host, config.http.port)
+        await site.start()
+        settings = config.settings
+        log.info(
+            "ice endpoint serving",
+            http=str(config.http),
+            gateway=f"{settings.namespace}/{settings.name}",
+            addresses=list(state.public_addresses()),
+            auth="ephemeral" if hasattr(settings.auth, "secret") else "static",
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str]) -> None:
+    try:
+        config = load(argv)
+    except ConfigError as error:
+        fail(PROGRAM, error)
+    logs.configure(config.log_level)
+    try:
+        asyncio.run(serve(config))
+    except OSError as error:
+        print(f"{PROGRAM}: error: cannot serve on {config.http}: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
