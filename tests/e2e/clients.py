@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -127,7 +127,9 @@ class Clients:
 
 
 @contextlib.asynccontextmanager
-async def clients_of(relay_udp: Address, relay_tcp: Address | None = None) -> Any:
+async def clients_of(
+    relay_udp: Address, relay_tcp: Address | None = None
+) -> AsyncIterator[Clients]:
     """``async with clients_of(relay.udp, relay.tcp) as clients``: deletes leftovers on exit
     (bounded, a dead relay does not hold the test up)."""
     clients = Clients(relay_udp, relay_tcp)
