@@ -53,6 +53,7 @@ async def status(request: web.Request) -> web.Response:
             "connections_total": snapshot.connections_total,
             "bytes_received_total": snapshot.bytes_received_total,
             "bytes_sent_total": snapshot.bytes_sent_total,
+            "reporting": dict(stats.reporting()) if stats.reporting else None,
         }
     )
 

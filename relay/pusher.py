@@ -218,6 +218,7 @@ class ReportPusher:
     def status(self) -> dict[str, object]:
         return {
             "seq": self._seq,
+            "events_dropped": self.events_dropped,
             "scalers": {
                 target.endpoint.url: {
                     "reports_sent": target.sent,

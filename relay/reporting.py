@@ -120,4 +120,5 @@ def make_pusher(config: ReportingConfig, stats: RelayStats) -> ReportPusher | No
     )
     stats.subscribe(pusher.changed)
     stats.subscribe_events(pusher.record)
+    stats.reporting = pusher.status
     return pusher

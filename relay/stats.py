@@ -14,8 +14,8 @@ What each number means (the report wire contract, DESIGN.md, builds on these):
   sent from relayed sockets (a datagram from a peer without a permission is counted, then
   dropped). Cumulative.
 * Events: one :class:`scaler.wire.AllocationCreated` and one
-  :class:`scaler.wire.AllocationDeleted` per allocation, in a bounded buffer (the oldest are
-  dropped and counted in ``events_dropped`` if nobody takes them). An allocation's
+  :class:`scaler.wire.AllocationDeleted` per allocation, handed to every event subscriber as
+  it happens (the pusher buffers them per scaler address; nothing is kept here). An allocation's
   ``bytes_received`` / ``bytes_sent`` are its relayed socket's payload bytes (its share of the
   ``peer`` side). Deletion reasons: ``refresh_zero`` (Refresh with LIFETIME 0), ``expired``
   (not refreshed in time), ``drained`` (closed at the end of a drain or at shutdown),
@@ -23,7 +23,7 @@ What each number means (the report wire contract, DESIGN.md, builds on these):
 
 The packet path adds to the four byte counters (plain int attributes); nothing else here runs
 per packet. :meth:`RelayStats.snapshot` (with :attr:`RelayStats.draining`, together the pusher's
-``StateSource``) and :meth:`RelayStats.take_events` are what the pusher reads;
+``StateSource``) is what the pusher reads;
 :meth:`RelayStats.subscribe` tells it when an allocation changed or draining began (the
 contract wants a report within 50 ms), and :meth:`RelayStats.subscribe_events` hands it each
 event as it happens (``stats.subscribe(pusher.changed)``,
@@ -33,16 +33,12 @@ event as it happens (``stats.subscribe(pusher.changed)``,
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from scaler import wire
 
-__all__ = ["DEFAULT_EVENT_BUFFER", "RelayStats"]
-
-#: Events kept for the pusher: two report's worth.
-DEFAULT_EVENT_BUFFER: Final = 2 * wire.MAX_EVENTS
+__all__ = ["RelayStats"]
 
 TRANSPORTS: Final = ("udp", "tcp")
 
@@ -58,10 +54,9 @@ class RelayStats:
         "client_tx",
         "connections",
         "draining",
-        "events",
-        "events_dropped",
         "peer_rx",
         "peer_tx",
+        "reporting",
         "started_at",
         "started_monotonic",
     )
@@ -69,7 +64,6 @@ class RelayStats:
     def __init__(
         self,
         *,
-        event_buffer: int = DEFAULT_EVENT_BUFFER,
         started_at: float | None = None,
         started_monotonic: float | None = None,
     ) -> None:
@@ -84,8 +78,9 @@ class RelayStats:
         self.peer_rx = 0
         self.peer_tx = 0
         self.draining = False
-        self.events: deque[wire.Event] = deque(maxlen=event_buffer)
-        self.events_dropped = 0
+        #: The pusher's status (per scaler: reports, failures, events waiting and dropped),
+        #: shown on /status; None while the relay reports nowhere.
+        self.reporting: Callable[[], Mapping[str, object]] | None = None
         self._listeners: list[Callable[[], None]] = []
         self._event_listeners: list[Callable[[wire.Event], None]] = []
 
@@ -159,19 +154,6 @@ class RelayStats:
             bytes_sent_total={"client": self.client_tx, "peer": self.peer_tx},
         )
 
-    def take_events(self, limit: int = wire.MAX_EVENTS) -> list[wire.Event]:
-        """Remove and return up to ``limit`` of the oldest buffered events."""
-        events = self.events
-        count = min(limit, len(events))
-        return [events.popleft() for _ in range(count)]
-
-    def return_events(self, events: list[wire.Event]) -> None:
-        """Put events back at the front (a push failed), as far as the buffer has room."""
-        room = (self.events.maxlen or len(events)) - len(self.events)
-        keep = events[-room:] if room > 0 else []
-        self.events_dropped += len(events) - len(keep)
-        self.events.extendleft(reversed(keep))
-
     def uptime(self, now_monotonic: float | None = None) -> float:
         """Seconds since the relay started."""
         now = time.monotonic() if now_monotonic is None else now_monotonic
@@ -180,10 +162,6 @@ class RelayStats:
     # -- internals
 
     def _event(self, event: wire.Event) -> None:
-        events = self.events
-        if events.maxlen is not None and len(events) == events.maxlen:
-            self.events_dropped += 1
-        events.append(event)
         for callback in list(self._event_listeners):
             callback(event)
         self._notify()

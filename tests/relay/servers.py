@@ -17,6 +17,7 @@ from typing import Any
 
 from relay.config import Listen, RelayConfig
 from relay.server import RelayServer
+from scaler import wire
 from scaler.flags import HostPort
 
 USER, PASSWORD = "alice", "wonderland"
@@ -41,14 +42,21 @@ def relay_config(**overrides: Any) -> RelayConfig:
     return dataclasses.replace(base, **overrides)
 
 
+#: Every allocation event of each running server, by id(server), as a subscriber sees them.
+RECORDED: dict[int, list[wire.Event]] = {}
+
+
 @contextlib.asynccontextmanager
 async def running(config: RelayConfig, **kwargs: Any) -> AsyncIterator[RelayServer]:
     server = RelayServer(config, **kwargs)
+    recorded = RECORDED[id(server)] = []
+    server.stats.subscribe_events(recorded.append)
     await server.start()
     try:
         yield server
     finally:
         await server.stop()
+        del RECORDED[id(server)]
 
 
 def address(server: RelayServer, transport: str) -> tuple[str, int]:

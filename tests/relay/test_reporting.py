@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from relay import config
-from relay.reporting import default_pod
+from relay.reporting import ReportingConfig, default_pod
 from scaler.flags import ConfigError
+from tests.net import free_port
+from tests.relay.servers import relay_config, running
 
 BASE = ["--user", "a:b", "--relay-address", "127.0.0.1"]
 
@@ -63,3 +68,33 @@ def test_downward_api_variables_set_the_identity(tmp_path: Path) -> None:
 def test_bad_reporting_flags_name_the_flag(argv: list[str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         config.load([*BASE, *argv], environ={})
+
+
+async def test_status_shows_what_the_pusher_could_not_deliver() -> None:
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    reporting = ReportingConfig(scalers=(unreachable,), pod="relay-a", interval=0.1)
+    async with (
+        running(relay_config(reporting=reporting)) as server,
+        aiohttp.ClientSession() as http,
+    ):
+        url = f"http://{server.health_address}/status"
+        status: dict[str, Any] = {}
+
+        async def failing() -> bool:
+            async with http.get(url) as response:
+                status.update(await response.json())
+            scalers = status["reporting"]["scalers"]
+            return bool(scalers) and next(iter(scalers.values()))["failing"] >= 2
+
+        for _ in range(200):
+            if await failing():
+                break
+            await asyncio.sleep(0.02)
+        assert status["reporting"]["events_dropped"] == 0
+        assert next(iter(status["reporting"]["scalers"])) == f"{unreachable}/v1/reports"
+    async with (
+        running(relay_config()) as quiet,
+        aiohttp.ClientSession() as http,
+        http.get(f"http://{quiet.health_address}/status") as response,
+    ):
+        assert (await response.json())["reporting"] is None
