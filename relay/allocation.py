@@ -125,6 +125,7 @@ class Allocation:
         "channels",
         "client_addr",
         "created",
+        "credentials",
         "dont_fragment",
         "expiry",
         "family",
@@ -188,6 +189,10 @@ class Allocation:
         #: Peer IP -> the policy that let it in, for peers a newer policy no longer lists
         #: but this allocation holds a permission for (see RequestHandler.set_policy).
         self.retained: dict[str, PeerPolicy] | None = None
+        #: The credential store this allocation was authenticated with (a
+        #: relay.auth.CredentialStore): it stays valid for this allocation's requests after
+        #: the relay's credentials change (see RequestHandler.handle).
+        self.credentials: Any = None
 
     def __repr__(self) -> str:
         return (

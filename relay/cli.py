@@ -36,9 +36,9 @@ def main(argv: Sequence[str]) -> None:
 
     run: Callable[[RelayConfig], Coroutine[Any, Any, None]] = serve
     if config.gateway is not None:
-        from relay.gateway.run import serve_files
+        from relay.gateway.run import serve_files, serve_live
 
-        run = serve_files
+        run = serve_live if config.gateway.kubernetes is not None else serve_files
     try:
         if config.event_loop == "uvloop":
             from scaler.cli import run_async

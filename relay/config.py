@@ -287,6 +287,7 @@ def _check_bindable(address: str) -> None:
 def from_args(args: argparse.Namespace) -> RelayConfig:
     report_to = reporting.from_args(args)
     gateway = gateway_options.from_args(args, report_to.namespace)
+    relay_address = args.relay_address
     if gateway is not None:
         settings = gateway.settings
         host = HostPort(gateway.listener_address, 0)
@@ -295,16 +296,18 @@ def from_args(args: argparse.Namespace) -> RelayConfig:
                 "udp" if item.transport == "udp" else "tcp",
                 dataclasses.replace(host, port=item.port),
             )
-            for item in settings.listeners
+            for item in (settings.listeners if settings is not None else ())
         )
         users, secrets, allow_peers = gateway_options.relay_fields(settings)
-        realm = settings.realm
-        report_to = dataclasses.replace(report_to, gateway=settings.name)
+        realm = settings.realm if settings is not None else "turnscale"
+        if settings is not None:
+            report_to = dataclasses.replace(report_to, gateway=settings.name)
+        relay_address = relay_address or default_relay_address([Listen("udp", host)])
     else:
         listen, realm, flag_users, flag_secrets = _flag_credentials(args)
         users, secrets = tuple(flag_users), tuple(flag_secrets)
         allow_peers = tuple(args.allow_peer)
-    relay_address = args.relay_address or default_relay_address(listen)
+    relay_address = relay_address or default_relay_address(listen)
     _check_bindable(relay_address)
     if args.drain_timeout < 0:
         raise ConfigError("--drain-timeout must not be negative")

@@ -38,6 +38,11 @@ What it answers, in the order RFC 8656 gives:
 * Send indications (§11.2) are relayed when a permission exists and the policy permits the
   peer's address and port; anything wrong drops them silently, as indications have no answer.
 
+The credentials can be replaced while the relay runs (a rotated secret or password): a new
+Allocate needs the new ones, and the requests of an existing allocation (Refresh,
+CreatePermission, ChannelBind) are also accepted under the credentials it was created with,
+so a call in progress is not cut by a rotation.
+
 The peer policy can be replaced while the relay runs (:meth:`RequestHandler.set_policy`, when
 routes or their endpoints change). A peer the new policy no longer lists stays reachable, on
 the ports the old one allowed, for the allocations that hold a permission for it (so a call
@@ -56,7 +61,7 @@ from typing import Any, Final, Protocol
 
 from relay import stun, turn
 from relay.allocation import Address, Allocation, AllocationTable, FiveTuple
-from relay.auth import Authenticator
+from relay.auth import Authenticator, AuthResult, AuthStatus
 from relay.channeldata import CHANNEL_MAX, CHANNEL_MIN
 from relay.peer_policy import PeerPolicy
 from relay.stun import FAMILY_IPV4, FAMILY_IPV6, Message, MessageBuilder, MessageClass, StunError
@@ -211,6 +216,8 @@ class RequestHandler:
         if method not in _TURN_METHODS:
             return turn.error_response(message, 400).encode(fingerprint=fingerprint)
         result = self.auth.check(message, address, wall)
+        if result.status is AuthStatus.UNAUTHORIZED and method != turn.ALLOCATE:
+            result = self._former_credentials(message, link, address, wall, result)
         if not result.ok or result.key is None or result.username is None:
             code = result.error_code or 401
             builder = turn.error_response(message, code)
@@ -243,6 +250,18 @@ class RequestHandler:
             return self._channel_bind(message, allocation, key, now)
         except StunError:
             return self._error(message, 400, key)
+
+    def _former_credentials(
+        self, message: Message, link: Link, address: Address, wall: float, result: AuthResult
+    ) -> AuthResult:
+        """``result``, or the check under the credentials the 5-tuple's allocation was created
+        with when the relay's have changed since."""
+        allocation = self.table.get(FiveTuple(link.transport, address, link.local))
+        if allocation is None or allocation.credentials in (None, self.auth.store):
+            return result
+        former = Authenticator(allocation.credentials, self.auth.nonces)
+        checked = former.check(message, address, wall)
+        return checked if checked.ok or checked.status is AuthStatus.STALE_NONCE else result
 
     def delete(self, allocation: Allocation, reason: DeleteReason) -> bool:
         """Delete an allocation for ``reason`` (connection closed, drain); False if gone."""
@@ -409,6 +428,7 @@ class RequestHandler:
             client_addr=client,
             dont_fragment=dont_fragment,
         )
+        allocation.credentials = self.auth.store
         self.table.add(allocation)
         builder = (
             MessageBuilder.success(message)

@@ -22,7 +22,7 @@ import contextlib
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
@@ -136,10 +136,14 @@ class RelayServer:
         self.listeners: list[Listen] = []
         self.health_address: HostPort | None = None
         self._tcp_servers: list[asyncio.Server] = []
+        #: Open listeners by the Listen they were asked for: the socket's owner, bound address.
+        self._open: dict[Listen, tuple[UdpListener | asyncio.Server, Listen]] = {}
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._drained: asyncio.Event | None = None
         self._serving = False
+        #: False until a configuration that comes later (live mode) is applied: not ready.
+        self.configured = True
         self.pusher = make_pusher(config.reporting, self.stats)
 
     # -- lifecycle of the process
@@ -157,25 +161,12 @@ class RelayServer:
         self.handler.relays = RelaySockets(self.config.relay_address, self.ports, loop, self.stats)
         try:
             for item in self.config.listen:
-                if item.transport == "udp":
-                    try:
-                        sock = bind_udp(item.address.host, item.address.port)
-                    except OSError as exc:
-                        raise StartupError(f"--listen {item}: {exc.strerror or exc}") from None
-                    listener = UdpListener(sock, self.handler, self.stats, self.clock, self.wall)
-                    listener.start(loop)
-                    self.udp_listeners.append(listener)
-                    host, port = listener.local
-                else:
-                    tcp_sock = _bind_tcp(item.address, "--listen tcp://")
-                    server = await loop.create_server(self._tcp_protocol, sock=tcp_sock)
-                    self._tcp_servers.append(server)
-                    host, port = tcp_sock.getsockname()[:2]
-                self.listeners.append(Listen(item.transport, HostPort(host, port)))
+                self._open[item] = await self._open_listener(item)
+                self.listeners.append(self._open[item][1])
             health_sock = _bind_tcp(self.config.health, "--health")
             host, port = health_sock.getsockname()[:2]
             self.health_address = HostPort(host, port)
-            state = health.HealthState(self.stats, lambda: self._serving)
+            state = health.HealthState(self.stats, lambda: self._serving and self.configured)
             self._runner = web.AppRunner(
                 health.create_app(state), access_log=None, shutdown_timeout=2.0
             )
@@ -210,6 +201,50 @@ class RelayServer:
             namespace=config.reporting.namespace,
             gateway=config.reporting.gateway,
         )
+
+    async def _open_listener(self, item: Listen) -> tuple[UdpListener | asyncio.Server, Listen]:
+        loop = asyncio.get_running_loop()
+        handle: UdpListener | asyncio.Server
+        if item.transport == "udp":
+            try:
+                sock = bind_udp(item.address.host, item.address.port)
+            except OSError as exc:
+                raise StartupError(f"--listen {item}: {exc.strerror or exc}") from None
+            handle = UdpListener(sock, self.handler, self.stats, self.clock, self.wall)
+            handle.start(loop)
+            self.udp_listeners.append(handle)
+            host, port = handle.local
+        else:
+            tcp_sock = _bind_tcp(item.address, "--listen tcp://")
+            handle = await loop.create_server(self._tcp_protocol, sock=tcp_sock)
+            self._tcp_servers.append(handle)
+            host, port = tcp_sock.getsockname()[:2]
+        return handle, Listen(item.transport, HostPort(host, port))
+
+    async def set_listeners(self, listen: Sequence[Listen]) -> None:
+        """Open the listeners of ``listen`` not open yet and close those not in it; the others
+        are untouched. A closed UDP listener takes its allocations with it (reason
+        ``drained``); a closed TCP listener stops accepting, its connections go on. Raises
+        :class:`StartupError` for a listener that cannot be bound (the rest is applied)."""
+        wanted = list(dict.fromkeys(listen))
+        try:
+            for item in [item for item in self._open if item not in wanted]:
+                handle, bound = self._open.pop(item)
+                if isinstance(handle, UdpListener):
+                    for allocation in [a for a in self.table if a.link is handle]:
+                        self.handler.delete(allocation, "drained")
+                    handle.close()
+                    self.udp_listeners.remove(handle)
+                else:
+                    handle.close()
+                    self._tcp_servers.remove(handle)
+                log.info("listener closed", listen=str(bound))
+            for item in wanted:
+                if item not in self._open:
+                    self._open[item] = await self._open_listener(item)
+                    log.info("listener opened", listen=str(self._open[item][1]))
+        finally:
+            self.listeners = [self._open[item][1] for item in wanted if item in self._open]
 
     def begin_drain(self) -> None:
         """Turn not ready and refuse new allocations; existing ones keep working."""
@@ -266,6 +301,7 @@ class RelayServer:
         for listener in self.udp_listeners:
             listener.close()
         self.udp_listeners.clear()
+        self._open.clear()
         for server in self._tcp_servers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
@@ -354,8 +390,13 @@ class RelayServer:
             self._drained.set()
 
 
-async def serve(config: RelayConfig, server: RelayServer | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, then drain (see the module docstring) and stop."""
+async def serve(
+    config: RelayConfig,
+    server: RelayServer | None = None,
+    started: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain (see the module docstring) and stop;
+    ``started`` runs once the server is up."""
     server = RelayServer(config) if server is None else server
     loop = asyncio.get_running_loop()
     first = asyncio.Event()
@@ -367,6 +408,12 @@ async def serve(config: RelayConfig, server: RelayServer | None = None) -> None:
         first.set()
 
     await server.start()
+    if started is not None:
+        try:
+            await started()
+        except BaseException:
+            await server.stop()
+            raise
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
     try:

@@ -1,7 +1,15 @@
-"""A fake Kubernetes API server (aiohttp) for pods: list, watch, get and patch.
+"""A fake Kubernetes API server (aiohttp): list, watch, get and patch, for pods and the
+kinds the relay's live mode reads (:data:`RESOURCES`: Secrets, EndpointSlices, Gateways,
+GatewayClasses, UDPRoutes, GatewayConfigs, StaticServices).
 
-Faithful to the parts of the API the scaler uses, so the real kubernetes-asyncio
-client can be driven against it over loopback:
+Faithful to the parts of the API the scaler and the relay use, so the real
+kubernetes-asyncio client can be driven against it over loopback. What is said of pods
+below holds for every kind, at its own path (``/apis/GROUP/VERSION/...``; cluster-scoped
+kinds without ``namespaces/NS``; every namespaced kind also across all namespaces at
+``.../PLURAL``). Also: ``fieldSelector`` on ``metadata.name`` and ``metadata.namespace``;
+``PATCH .../NAME/status`` (Gateways, UDPRoutes) changes only ``status``, and a spec change
+through :meth:`FakeKubeApi.apply` moves ``metadata.generation`` on, as for CRDs with a
+status subresource.
 
 - ``GET /api/v1/namespaces/{ns}/pods``: a ``PodList`` with ``metadata.resourceVersion``
   (a consistent read); ``labelSelector`` filters (equality, inequality, existence, set).
@@ -31,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import json
 import re
 import ssl
@@ -48,6 +57,52 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 NAMESPACED_PODS = "/api/v1/namespaces/{namespace}/pods"
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str  # "" for the core group
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+    status: bool = False  # has a status subresource
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def prefix(self) -> str:
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+
+PODS = Resource("", "v1", "pods", "Pod")
+SECRETS = Resource("", "v1", "secrets", "Secret")
+ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways", "Gateway", status=True)
+GATEWAY_CLASSES = Resource(
+    "gateway.networking.k8s.io",
+    "v1",
+    "gatewayclasses",
+    "GatewayClass",
+    namespaced=False,
+    status=True,
+)
+UDP_ROUTES = Resource("stunner.l7mp.io", "v1", "udproutes", "UDPRoute", status=True)
+GATEWAY_CONFIGS = Resource("stunner.l7mp.io", "v1", "gatewayconfigs", "GatewayConfig")
+STATIC_SERVICES = Resource("stunner.l7mp.io", "v1", "staticservices", "StaticService")
+RESOURCES = (
+    PODS,
+    SECRETS,
+    ENDPOINT_SLICES,
+    GATEWAYS,
+    GATEWAY_CLASSES,
+    UDP_ROUTES,
+    GATEWAY_CONFIGS,
+    STATIC_SERVICES,
+)
+BY_KIND = {resource.kind: resource for resource in RESOURCES}
 
 
 def status(code: int, reason: str, message: str) -> JsonObj:
@@ -153,6 +208,22 @@ def check_selector(selector: str) -> None:
             raise BadSelector(f"unable to parse requirement: {text!r}")
 
 
+def field_selector_matches(selector: str, obj: JsonObj) -> bool:
+    """``metadata.name`` and ``metadata.namespace`` with ``=``, ``==`` or ``!=`` (checked)."""
+    metadata = obj["metadata"]
+    for requirement in filter(None, (part.strip() for part in selector.split(","))):
+        match = re.fullmatch(
+            r"(metadata\.name|metadata\.namespace)\s*(!=|==|=)\s*(\S*)", requirement
+        )
+        if match is None:
+            raise BadSelector(f'field label not supported: "{requirement}"')
+        field_name, operator, value = match.groups()
+        actual = metadata.get(field_name.partition(".")[2], "")
+        if (actual == value) == (operator == "!="):
+            return False
+    return True
+
+
 # ---- patches ----------------------------------------------------------------------
 
 
@@ -201,33 +272,43 @@ class Change:
     type: str  # ADDED, MODIFIED, DELETED
     old: JsonObj | None
     new: JsonObj
+    resource: Resource = PODS
 
 
 @dataclass(eq=False)
 class Watcher:
-    namespace: str
+    namespace: str  # "" for every namespace
     selector: str
     queue: asyncio.Queue[JsonObj | None] = field(default_factory=asyncio.Queue)
     request: web.Request | None = None
+    resource: Resource = PODS
+    fields: str = ""
 
     def offer(self, change: Change) -> None:
-        event = watch_event_for(change, self.namespace, self.selector)
+        if change.resource != self.resource:
+            return
+        event = watch_event_for(change, self.namespace, self.selector, self.fields)
         if event is not None:
             self.queue.put_nowait(event)
 
 
-def _matches(obj: JsonObj | None, namespace: str, selector: str) -> bool:
+def _matches(obj: JsonObj | None, namespace: str, selector: str, fields: str = "") -> bool:
     if obj is None:
         return False
     metadata = obj["metadata"]
-    return metadata["namespace"] == namespace and selector_matches(
-        selector, metadata.get("labels") or {}
+    return (
+        (not namespace or metadata.get("namespace", "") == namespace)
+        and selector_matches(selector, metadata.get("labels") or {})
+        and field_selector_matches(fields, obj)
     )
 
 
-def watch_event_for(change: Change, namespace: str, selector: str) -> JsonObj | None:
-    """What a watcher with this namespace and selector sees of a change."""
-    was, now = _matches(change.old, namespace, selector), _matches(change.new, namespace, selector)
+def watch_event_for(
+    change: Change, namespace: str, selector: str, fields: str = ""
+) -> JsonObj | None:
+    """What a watcher with this namespace and selectors sees of a change."""
+    was = _matches(change.old, namespace, selector, fields)
+    now = _matches(change.new, namespace, selector, fields)
     if change.type == "DELETED":
         return {"type": "DELETED", "object": change.new} if was else None
     if was and now:
@@ -257,7 +338,8 @@ class FakeKubeApi:
         self.token = token
         self.bookmark_interval = bookmark_interval
         self.tls = tls
-        self.pods: dict[tuple[str, str], JsonObj] = {}
+        self.objects: dict[Resource, dict[tuple[str, str], JsonObj]] = {r: {} for r in RESOURCES}
+        self.pods: dict[tuple[str, str], JsonObj] = self.objects[PODS]
         self.resource_version = 1000
         self.changes: list[Change] = []
         # Watches from a version older than this answer 410 Gone.
@@ -279,9 +361,8 @@ class FakeKubeApi:
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_get(NAMESPACED_PODS, self._list_or_watch)
-        app.router.add_get(NAMESPACED_PODS + "/{name}", self._get)
-        app.router.add_patch(NAMESPACED_PODS + "/{name}", self._patch)
+        for resource in RESOURCES:
+            self._route(app, resource)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         context = None
@@ -293,6 +374,21 @@ class FakeKubeApi:
         server = site._server
         assert isinstance(server, asyncio.base_events.Server)
         self.port = server.sockets[0].getsockname()[1]
+
+    def _route(self, app: web.Application, resource: Resource) -> None:
+        def bind(handler: Any, **extra: Any) -> Any:
+            return functools.partial(handler, resource=resource, **extra)
+
+        collections = [f"{resource.prefix}/{resource.plural}"]
+        if resource.namespaced:
+            collections.insert(0, f"{resource.prefix}/namespaces/{{namespace}}/{resource.plural}")
+        for collection in collections:
+            app.router.add_get(collection, bind(self._list_or_watch))
+        item = collections[0] + "/{name}"
+        app.router.add_get(item, bind(self._get))
+        app.router.add_patch(item, bind(self._patch))
+        if resource.status:
+            app.router.add_patch(item + "/status", bind(self._patch, status_only=True))
 
     async def stop(self) -> None:
         """Stop serving (connections refused until :meth:`start` again, same port)."""
@@ -326,8 +422,11 @@ class FakeKubeApi:
         self.resource_version += 1
         return self.resource_version
 
-    def _record(self, kind: str, old: JsonObj | None, new: JsonObj) -> None:
-        change = Change(int(new["metadata"]["resourceVersion"]), kind, old, copy.deepcopy(new))
+    def _record(
+        self, kind: str, old: JsonObj | None, new: JsonObj, resource: Resource = PODS
+    ) -> None:
+        version = int(new["metadata"]["resourceVersion"])
+        change = Change(version, kind, old, copy.deepcopy(new), resource)
         self.changes.append(change)
         for watcher in list(self.watchers):
             watcher.offer(change)
@@ -396,6 +495,57 @@ class FakeKubeApi:
         found: dict[str, str] = self.pods[(namespace, name)]["metadata"].get("annotations", {})
         return dict(found)
 
+    def apply(self, obj: Mapping[str, Any]) -> JsonObj:
+        """Create or replace an object of any kind in :data:`RESOURCES` (like ``kubectl
+        apply``): ADDED or MODIFIED; a spec change moves ``metadata.generation`` on, a
+        change of nothing writes nothing. ``status`` is kept from the stored object."""
+        resource = BY_KIND[obj["kind"]]
+        new = copy.deepcopy(dict(obj))
+        new["apiVersion"] = new.get("apiVersion") or resource.api_version
+        metadata = new.setdefault("metadata", {})
+        if resource.namespaced:
+            metadata.setdefault("namespace", "default")
+        else:
+            metadata.pop("namespace", None)
+        key = (metadata.get("namespace", ""), metadata["name"])
+        table = self.objects[resource]
+        old = table.get(key)
+        if old is None:
+            metadata.update(
+                uid=str(uuid.uuid4()), generation=1, creationTimestamp="2026-01-01T00:00:00Z"
+            )
+        else:
+            for kept in ("uid", "generation", "creationTimestamp", "resourceVersion"):
+                metadata[kept] = old["metadata"][kept]
+            if resource.status:
+                new.pop("status", None)
+                if "status" in old:
+                    new["status"] = copy.deepcopy(old["status"])
+            if new == old:
+                return copy.deepcopy(old)
+            if {k: v for k, v in new.items() if k not in ("metadata", "status")} != {
+                k: v for k, v in old.items() if k not in ("metadata", "status")
+            }:
+                metadata["generation"] = old["metadata"]["generation"] + 1
+        metadata["resourceVersion"] = str(self._bump())
+        table[key] = new
+        self._record("ADDED" if old is None else "MODIFIED", old, new, resource)
+        return copy.deepcopy(new)
+
+    def delete(self, kind: str, name: str, namespace: str = "stunner") -> None:
+        """Delete an object of any kind: DELETED."""
+        resource = BY_KIND[kind]
+        key = (namespace if resource.namespaced else "", name)
+        old = self.objects[resource].pop(key)
+        final = copy.deepcopy(old)
+        final["metadata"]["resourceVersion"] = str(self._bump())
+        self._record("DELETED", old, final, resource)
+
+    def get(self, kind: str, name: str, namespace: str = "stunner") -> JsonObj | None:
+        resource = BY_KIND[kind]
+        found = self.objects[resource].get((namespace if resource.namespaced else "", name))
+        return copy.deepcopy(found) if found is not None else None
+
     # ---- faults ---------------------------------------------------------------
 
     def fail_next(self, operation: str, status: int = 500, count: int = 1) -> None:
@@ -433,7 +583,9 @@ class FakeKubeApi:
     def _authorized(self, request: web.Request) -> bool:
         return request.headers.get("Authorization") == f"Bearer {self.token}"
 
-    async def _list_or_watch(self, request: web.Request) -> web.StreamResponse:
+    async def _list_or_watch(
+        self, request: web.Request, resource: Resource = PODS
+    ) -> web.StreamResponse:
         try:
             watching = go_bool(request.query, "watch")
             bookmarks = go_bool(request.query, "allowWatchBookmarks")
@@ -447,43 +599,54 @@ class FakeKubeApi:
         if fault is not None:
             return fault
         selector = request.query.get("labelSelector", "")
+        fields = request.query.get("fieldSelector", "")
         try:
             check_selector(selector)
+            field_selector_matches(fields, {"metadata": {}})
         except BadSelector as exc:
             return status_response(400, str(exc))
-        namespace = request.match_info["namespace"]
+        namespace = request.match_info.get("namespace", "")
         if watching:
             self.watch_queries.append(dict(request.query))
-            return await self._watch(request, namespace, selector, bookmarks)
+            return await self._watch(
+                request, namespace, selector, bookmarks, resource=resource, fields=fields
+            )
         items = [
-            copy.deepcopy(pod)
-            for (ns, _), pod in sorted(self.pods.items())
-            if _matches(pod, namespace, selector)
+            copy.deepcopy(obj)
+            for _, obj in sorted(self.objects[resource].items())
+            if _matches(obj, namespace, selector, fields)
         ]
         return web.json_response(
             {
-                "kind": "PodList",
-                "apiVersion": "v1",
+                "kind": f"{resource.kind}List",
+                "apiVersion": resource.api_version,
                 "metadata": {"resourceVersion": str(self.resource_version)},
                 "items": items,
             }
         )
 
     async def _watch(
-        self, request: web.Request, namespace: str, selector: str, bookmarks: bool
+        self,
+        request: web.Request,
+        namespace: str,
+        selector: str,
+        bookmarks: bool,
+        *,
+        resource: Resource = PODS,
+        fields: str = "",
     ) -> web.StreamResponse:
         query = request.query
         timeout = float(query.get("timeoutSeconds", "1800"))
         since = query.get("resourceVersion", "")
-        watcher = Watcher(namespace, selector, request=request)
+        watcher = Watcher(namespace, selector, request=request, resource=resource, fields=fields)
         response = web.StreamResponse(
             status=200, headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
         )
         await response.prepare(request)
         if since in ("", "0"):
-            for pod in sorted(self.pods.values(), key=lambda p: p["metadata"]["name"]):
-                if _matches(pod, namespace, selector):
-                    watcher.queue.put_nowait({"type": "ADDED", "object": copy.deepcopy(pod)})
+            for _, obj in sorted(self.objects[resource].items(), key=lambda item: item[0][::-1]):
+                if _matches(obj, namespace, selector, fields):
+                    watcher.queue.put_nowait({"type": "ADDED", "object": copy.deepcopy(obj)})
         elif int(since) < self.oldest_version:
             gone = status(410, "Expired", f"too old resource version: {since}")
             await self._write(response, {"type": "ERROR", "object": gone})
@@ -505,7 +668,7 @@ class FakeKubeApi:
                     event = await asyncio.wait_for(watcher.queue.get(), wait)
                 except TimeoutError:
                     if bookmarks and loop.time() < deadline:
-                        await self._write(response, self._bookmark())
+                        await self._write(response, self._bookmark(resource))
                     continue
                 if event is None:
                     return response  # dropped: the transport is gone
@@ -520,12 +683,12 @@ class FakeKubeApi:
             self.watchers.discard(watcher)
         return response
 
-    def _bookmark(self) -> JsonObj:
+    def _bookmark(self, resource: Resource = PODS) -> JsonObj:
         return {
             "type": "BOOKMARK",
             "object": {
-                "kind": "Pod",
-                "apiVersion": "v1",
+                "kind": resource.kind,
+                "apiVersion": resource.api_version,
                 "metadata": {"resourceVersion": str(self.resource_version)},
             },
         }
@@ -534,36 +697,39 @@ class FakeKubeApi:
     async def _write(response: web.StreamResponse, event: JsonObj) -> None:
         await response.write(json.dumps(event).encode() + b"\n")
 
-    async def _get(self, request: web.Request) -> web.Response:
+    async def _get(self, request: web.Request, resource: Resource = PODS) -> web.Response:
         self.requests["get"] = self.requests.get("get", 0) + 1
         if not self._authorized(request):
             return status_response(401, "Unauthorized")
         fault = self._fault("get")
         if fault is not None:
             return fault
-        key = (request.match_info["namespace"], request.match_info["name"])
-        pod = self.pods.get(key)
-        if pod is None:
-            return status_response(404, f'pods "{key[1]}" not found')
-        return web.json_response(pod)
+        key = (request.match_info.get("namespace", ""), request.match_info["name"])
+        found = self.objects[resource].get(key)
+        if found is None:
+            return status_response(404, f'{resource.plural} "{key[1]}" not found')
+        return web.json_response(found)
 
-    async def _patch(self, request: web.Request) -> web.Response:
+    async def _patch(
+        self, request: web.Request, resource: Resource = PODS, status_only: bool = False
+    ) -> web.Response:
         self.requests["patch"] = self.requests.get("patch", 0) + 1
         if not self._authorized(request):
             return status_response(401, "Unauthorized")
         fault = self._fault("patch")
         if fault is not None:
             return fault
-        key = (request.match_info["namespace"], request.match_info["name"])
+        key = (request.match_info.get("namespace", ""), request.match_info["name"])
         content_type = request.content_type
         try:
             body = json.loads(await request.read())
         except ValueError as exc:
             return status_response(400, f"body is not JSON: {exc}")
         self.patches.append((key[0], key[1], content_type, body))
-        old = self.pods.get(key)
+        table = self.objects[resource]
+        old = table.get(key)
         if old is None:
-            return status_response(404, f'pods "{key[1]}" not found')
+            return status_response(404, f'{resource.plural} "{key[1]}" not found')
         try:
             if content_type in (MERGE_PATCH, STRATEGIC_MERGE_PATCH):
                 if not isinstance(body, dict):
@@ -583,12 +749,20 @@ class FakeKubeApi:
         for frozen in ("name", "namespace", "uid"):
             if pod["metadata"].get(frozen) != old["metadata"].get(frozen):
                 return status_response(422, f"metadata.{frozen}: field is immutable")
+        if status_only:  # the status subresource: everything but status is ignored
+            pod = {**copy.deepcopy(old), "status": pod.get("status")}
+            if pod["status"] is None:
+                del pod["status"]
+        elif resource.status:  # the main resource: status changes are ignored
+            pod = {k: v for k, v in pod.items() if k != "status"}
+            if "status" in old:
+                pod["status"] = copy.deepcopy(old["status"])
         pod["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if pod == old:
             return web.json_response(old)  # a no-op patch writes nothing
         pod["metadata"]["resourceVersion"] = str(self._bump())
-        self.pods[key] = pod
-        self._record("MODIFIED", old, pod)
+        table[key] = pod
+        self._record("MODIFIED", old, pod, resource)
         return web.json_response(pod)
 
 

@@ -1,6 +1,7 @@
-"""``turnscale relay --config FILE...``: the flags, and the relay settings they lead to.
+"""``turnscale relay --config FILE...`` or ``--kubernetes``: the flags, and the relay settings
+they lead to.
 
-With ``--config`` the Gateway API objects replace the flags that say the same thing:
+With either, the Gateway API objects replace the flags that say the same thing:
 ``--listen`` (the Gateway's listeners, bound on ``--listener-address``), ``--realm``,
 ``--user*`` and ``--auth-secret*`` (the GatewayConfig), ``--allow-peer`` (the routes).
 Giving one of those too is an error rather than a guess at which wins.
@@ -14,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from relay.gateway.translate import EphemeralAuth, GatewaySettings, Key, StaticAuth
 from relay.peer_policy import PeerRule
@@ -41,11 +42,15 @@ class GatewayOptions:
     """How the relay takes its configuration from Gateway API objects."""
 
     files: tuple[Path, ...]
-    settings: GatewaySettings
+    #: The objects of ``--config``, translated at start-up; None with ``--kubernetes``.
+    settings: GatewaySettings | None
     secrets_dir: Path = DEFAULT_SECRETS_DIR
     listener_address: str = "0.0.0.0"
     resolve_interval: float = 10.0
+    #: ``--gateway-config``; an empty namespace means the Gateway's.
     gateway_config: Key | None = field(default=None)
+    #: ``--kubernetes``: where the API is (scaler.kube.settings.KubeSettings).
+    kubernetes: Any = None
 
 
 def _listener_address(text: str) -> str:
@@ -106,6 +111,20 @@ def add_flags(parser: FlagParser) -> None:
         default="10s",
         help="how often routed Services are looked up again (NAME.NAMESPACE.svc)",
     )
+    parser.add_flag(
+        "--kubernetes",
+        action="store_true",
+        default=False,
+        help="take the Gateway API objects live from the Kubernetes API (the Gateway "
+        "--namespace/--gateway) and keep up with their changes",
+    )
+    parser.add_flag(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="credentials for --kubernetes (default: the pod's service account, else "
+        "$KUBECONFIG or ~/.kube/config)",
+    )
 
 
 def load_settings(
@@ -134,15 +153,26 @@ def load_settings(
 def from_args(args: argparse.Namespace, namespace: str) -> GatewayOptions | None:
     """None without ``--config``; else the objects loaded and translated (ConfigError names
     the file, object and field of the first problem; nothing is half-applied)."""
-    if not args.config:
+    if not args.config and not args.kubernetes:
         return None
+    source = "--kubernetes" if args.kubernetes else "--config"
+    if args.config and args.kubernetes:
+        raise ConfigError("--config cannot be combined with --kubernetes: choose one source")
     for flag, attribute in REPLACED:
         if getattr(args, attribute, None):
             raise ConfigError(
-                f"{flag} cannot be combined with --config: the Gateway API objects say it"
+                f"{flag} cannot be combined with {source}: the Gateway API objects say it"
             )
     if not 0 < args.resolve_interval <= 3600:
         raise ConfigError("--resolve-interval must be more than 0s and at most 1h")
+    if args.kubernetes:
+        return GatewayOptions(
+            files=(),
+            settings=None,
+            listener_address=args.listener_address,
+            gateway_config=args.gateway_config,
+            kubernetes=_kube_settings(args.kubeconfig, namespace),
+        )
     files = tuple(args.config)
     settings, config_ref = load_settings(args, args.gateway, namespace)
     return GatewayOptions(
@@ -152,6 +182,21 @@ def from_args(args: argparse.Namespace, namespace: str) -> GatewayOptions | None
         listener_address=args.listener_address,
         resolve_interval=args.resolve_interval,
         gateway_config=config_ref,
+    )
+
+
+def _kube_settings(kubeconfig: Path | None, namespace: str) -> Any:
+    import os
+
+    from scaler.kube.selector import parse_selector
+    from scaler.kube.settings import DEFAULT_SELECTOR, resolve
+
+    return resolve(
+        kubeconfig=kubeconfig,
+        relay_selector=parse_selector(DEFAULT_SELECTOR),  # unused by the relay
+        relay_namespace=namespace,
+        deletion_cost_interval=0,
+        environ=os.environ,
     )
 
 
@@ -178,9 +223,13 @@ def _choose_gateway(gateways: Mapping[Key, object], name: str | None, namespace:
 
 
 def relay_fields(
-    settings: GatewaySettings,
+    settings: GatewaySettings | None,
 ) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], tuple[PeerRule, ...]]:
-    """``(users, auth_secrets, allow_peers)`` for :class:`relay.config.RelayConfig`."""
+    """``(users, auth_secrets, allow_peers)`` for :class:`relay.config.RelayConfig`: none
+    yet in live mode (no credential works and no peer is reachable until the objects are
+    read)."""
+    if settings is None:
+        return (), (), ()
     auth = settings.auth
     users = ((auth.username, auth.password),) if isinstance(auth, StaticAuth) else ()
     secrets = (auth.secret,) if isinstance(auth, EphemeralAuth) else ()

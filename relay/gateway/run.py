@@ -1,19 +1,20 @@
-"""A relay configured from Gateway API files: the server plus its Service lookups.
+"""A relay configured from Gateway API objects: from files, or live from Kubernetes.
 
 :class:`FileGateway` owns the :class:`relay.server.RelayServer` built from the translated
 settings and the :class:`relay.gateway.peers.ServiceResolver` that keeps its peer policy in
 step with the routed Services' addresses; :func:`serve_files` runs both until the relay's
-drain ends (:func:`relay.server.serve`).
+drain ends (:func:`relay.server.serve`). :func:`serve_live` does the same with a
+:class:`relay.gateway.live.LiveGateway` watching the Kubernetes API.
 """
 
 from __future__ import annotations
 
 from relay.config import RelayConfig
 from relay.gateway.peers import Peers, Resolve, ServiceResolver, resolve_dns
-from relay.server import RelayServer, serve
+from relay.server import RelayServer, StartupError, serve
 from scaler import logs
 
-__all__ = ["FileGateway", "serve_files"]
+__all__ = ["FileGateway", "serve_files", "serve_live"]
 
 log = logs.get("relay.gateway")
 
@@ -25,7 +26,7 @@ class FileGateway:
         self, config: RelayConfig, *, resolve: Resolve = resolve_dns, **server_options: object
     ) -> None:
         options = config.gateway
-        if options is None:
+        if options is None or options.settings is None:
             raise ValueError("FileGateway needs a config loaded with --config")
         settings = options.settings
         self.server = RelayServer(config, **server_options)  # type: ignore[arg-type]
@@ -75,3 +76,25 @@ async def serve_files(config: RelayConfig) -> None:
         await serve(config, gateway.server)
     finally:
         await gateway.stop()
+
+
+async def serve_live(config: RelayConfig) -> None:
+    """Serve the relay of ``--kubernetes`` until SIGTERM/SIGINT and its drain."""
+    from relay.gateway.kube import Apis
+    from relay.gateway.live import LiveGateway
+    from scaler.kube.client import ClientSetupError, connect
+
+    options = config.gateway
+    assert options is not None and options.kubernetes is not None, "--kubernetes"
+    try:
+        kube = await connect(options.kubernetes)
+    except ClientSetupError as exc:
+        raise StartupError(str(exc)) from None
+    server = RelayServer(config)
+    live = LiveGateway(server, options, Apis(kube.api_client))
+    log.info("watching the gateway", server=kube.server, gateway=f"{live.key[0]}/{live.key[1]}")
+    try:
+        await serve(config, server, started=live.start)
+    finally:
+        await live.stop()
+        await kube.close()

@@ -1,11 +1,14 @@
-"""List, then watch, the relay pods; restart cleanly, forever, with backoff on trouble.
+"""List, then watch, Kubernetes objects; restart cleanly, forever, with backoff on trouble.
 
-The pattern of client-go's reflector: a list gives every pod and a resourceVersion; a
+:class:`Reflector` is the loop for any kind (the relay's Gateway API watches use it);
+:class:`PodWatcher` watches the relay pods for the scaler.
+
+The pattern of client-go's reflector: a list gives every object and a resourceVersion; a
 watch from that version streams each change after it (with bookmarks that move the
 version on in quiet times). A watch that ends (the server's timeout, a dropped
 connection) resumes from the last version seen; ``410 Gone`` (the version is older
 than the server keeps) means list again. API errors back off exponentially, with
-jitter. Nothing here raises out of :meth:`PodWatcher.run` but cancellation.
+jitter. Nothing here raises out of :meth:`Reflector.run` but cancellation.
 
 The requests go through kubernetes-asyncio's ``CoreV1Api.list_namespaced_pod`` (its
 configuration, credentials, URL and query building). The stream is read here rather
@@ -32,14 +35,18 @@ from scaler.kube.stats import KubeStats
 log = logs.get("scaler.kube")
 
 
-class PodEvents(Protocol):
-    """Where the watcher delivers what it learns."""
+class Health(Protocol):
+    """Hears whether a watch is in sync with the API."""
+
+    def health(self, up: bool) -> None: ...
+
+
+class PodEvents(Health, Protocol):
+    """Where the pod watcher delivers what it learns."""
 
     def listed(self, pods: list[PodInfo]) -> None: ...
 
     def changed(self, event_type: str, pod: PodInfo) -> None: ...
-
-    def health(self, up: bool) -> None: ...
 
 
 class ApiError(Exception):
@@ -90,29 +97,43 @@ DEFAULT_TIMING: Final = WatchTiming()
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class PodWatcher:
+class Reflector:
+    """List, then watch, one kind of object; subclasses say which and where it goes.
+
+    ``_request(**query)`` makes the list (and, with ``watch=True``, the watch) request;
+    ``_listed`` and ``_changed`` take the raw objects; ``what`` names them in logs.
+    """
+
+    what = "objects"
+
     def __init__(
         self,
-        api: Any,  # kubernetes_asyncio.client.CoreV1Api
-        namespace: str,
-        selector: str,
-        sink: PodEvents,
+        sink: Health,
         stats: KubeStats,
         *,
         timing: WatchTiming = DEFAULT_TIMING,
         sleep: Sleep = asyncio.sleep,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        self.api = api
-        self.namespace = namespace
-        self.selector = selector
-        self.sink = sink
+        self.health_sink = sink
         self.stats = stats
         self.timing = timing
         self.sleep = sleep
         self.rng = rng
         self.resource_version: str | None = None
         self.last_error: str | None = None
+
+    async def _request(self, **query: Any) -> Any:
+        raise NotImplementedError
+
+    def _listed(self, items: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _changed(self, event_type: str, obj: Any) -> None:
+        raise NotImplementedError
+
+    def _log_context(self) -> dict[str, str]:
+        return {}
 
     async def run(self) -> None:
         backoff = Backoff(self.timing.backoff_initial, self.timing.backoff_max, rng=self.rng)
@@ -163,51 +184,35 @@ class PodWatcher:
         self.stats.api_error(operation)
         if operation == "watch":
             self.stats.restarted("error")
-        self._trouble(f"{operation} of relay pods failed: {what}", level="warning")
+        self._trouble(f"{operation} of {self.what} failed: {what}", level="warning")
 
     def _trouble(self, what: str, *, level: str) -> None:
         self.last_error = what
-        self.sink.health(False)
-        getattr(log, level)(
-            "kubernetes watch trouble",
-            error=what,
-            namespace=self.namespace,
-            selector=self.selector,
-        )
+        self.health_sink.health(False)
+        getattr(log, level)("kubernetes watch trouble", error=what, **self._log_context())
 
     async def _list(self) -> None:
-        response = await self.api.list_namespaced_pod(
-            self.namespace,
-            label_selector=self.selector,
-            _preload_content=False,
-            _request_timeout=self.timing.list_timeout,
+        response = await self._request(
+            _preload_content=False, _request_timeout=self.timing.list_timeout
         )
         async with response:
             body = await response.read()
             if response.status != 200:
                 raise ApiError(response.status, status_message(body))
-        pod_list = json.loads(body)
-        pods = []
-        for item in pod_list.get("items") or []:
-            try:
-                pods.append(pod_info(item))
-            except PodObjectError as exc:
-                log.warning("kubernetes pod list item skipped", error=str(exc))
-        version = (pod_list.get("metadata") or {}).get("resourceVersion")
+        listing = json.loads(body)
+        version = (listing.get("metadata") or {}).get("resourceVersion")
         if not isinstance(version, str) or not version:
-            raise ValueError("pod list without metadata.resourceVersion")
-        self.sink.listed(pods)
+            raise ValueError(f"{self.what} list without metadata.resourceVersion")
+        self._listed(list(listing.get("items") or []))
         self.resource_version = version
         self.last_error = None
-        self.sink.health(True)
+        self.health_sink.health(True)
 
     async def _watch(self) -> bool:
         """Stream events until the server ends the watch; True if any event came."""
         low, high = self.timing.watch_seconds
         seconds = low if high <= low else int(low + (high - low) * self.rng())
-        response = await self.api.list_namespaced_pod(
-            self.namespace,
-            label_selector=self.selector,
+        response = await self._request(
             watch=True,
             resource_version=self.resource_version,
             allow_watch_bookmarks=True,
@@ -220,7 +225,7 @@ class PodWatcher:
             if response.status != 200:
                 raise ApiError(response.status, status_message(await response.read()))
             self.last_error = None
-            self.sink.health(True)
+            self.health_sink.health(True)
             async for line in response.content:
                 if line.strip():
                     self._event(json.loads(line))
@@ -235,16 +240,60 @@ class PodWatcher:
             raise ApiError(int(obj.get("code") or 500), str(obj.get("message") or obj))
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if kind in ("ADDED", "MODIFIED", "DELETED"):
-            try:
-                pod = pod_info(obj)
-            except PodObjectError as exc:
-                log.warning("kubernetes watch event skipped", error=str(exc), type=kind)
-            else:
-                self.sink.changed(kind, pod)
+            self._changed(kind, obj)
         elif kind != "BOOKMARK":
             raise ValueError(f"watch event of unknown type {kind!r}")
         if isinstance(version, str) and version:
             self.resource_version = version
+
+
+class PodWatcher(Reflector):
+    """The relay pods (``list_namespaced_pod`` with a label selector), as PodInfo."""
+
+    what = "relay pods"
+
+    def __init__(
+        self,
+        api: Any,  # kubernetes_asyncio.client.CoreV1Api
+        namespace: str,
+        selector: str,
+        sink: PodEvents,
+        stats: KubeStats,
+        *,
+        timing: WatchTiming = DEFAULT_TIMING,
+        sleep: Sleep = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(sink, stats, timing=timing, sleep=sleep, rng=rng)
+        self.api = api
+        self.namespace = namespace
+        self.selector = selector
+        self.sink = sink
+
+    async def _request(self, **query: Any) -> Any:
+        return await self.api.list_namespaced_pod(
+            self.namespace, label_selector=self.selector, **query
+        )
+
+    def _listed(self, items: list[Any]) -> None:
+        pods = []
+        for item in items:
+            try:
+                pods.append(pod_info(item))
+            except PodObjectError as exc:
+                log.warning("kubernetes pod list item skipped", error=str(exc))
+        self.sink.listed(pods)
+
+    def _changed(self, event_type: str, obj: Any) -> None:
+        try:
+            pod = pod_info(obj)
+        except PodObjectError as exc:
+            log.warning("kubernetes watch event skipped", error=str(exc), type=event_type)
+        else:
+            self.sink.changed(event_type, pod)
+
+    def _log_context(self) -> dict[str, str]:
+        return {"namespace": self.namespace, "selector": self.selector}
 
 
 def status_message(body: bytes) -> str:

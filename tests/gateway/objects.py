@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import random
+import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -145,3 +147,19 @@ def write_secret(root: Path, namespace: str, name: str, keys: Mapping[str, str])
     for key in keys:
         (directory / key).symlink_to(f"..data/{key}")
     return directory
+
+
+def turn_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on ``host`` right now, below the ephemeral range and
+    the relays' relayed ports (where other tests' sockets come and go)."""
+    start = random.randrange(20000, 32000)
+    for offset in range(12000):
+        port = 20000 + (start - 20000 + offset) % 12000
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            try:
+                udp.bind((host, port))
+                tcp.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no port free for UDP and TCP")

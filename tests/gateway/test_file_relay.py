@@ -28,9 +28,15 @@ from relay import config as relay_config
 from relay.auth import RestCredentials
 from relay.config import RelayConfig
 from relay.gateway.run import FileGateway
-from tests.gateway.objects import by_kind, changed, example, write_secret, write_yaml
+from tests.gateway.objects import (
+    by_kind,
+    changed,
+    example,
+    turn_port,
+    write_secret,
+    write_yaml,
+)
 from tests.gateway.test_peers import FakeDns
-from tests.net import free_port
 from tests.relay.turn_client import echo_peer
 from tests.waiting import eventually
 
@@ -58,7 +64,7 @@ def write_config(directory: Path) -> list[str]:
     documents = example()
     gateway = by_kind(documents, "Gateway")
     documents[documents.index(gateway)] = changed(
-        changed(gateway, "spec.listeners.0.port", free_port()), "spec.listeners.1.port", free_port()
+        changed(gateway, "spec.listeners.0.port", turn_port()), "spec.listeners.1.port", turn_port()
     )
     path = write_yaml(directory / "gateway.yaml", documents)
     secrets = directory / "secrets"

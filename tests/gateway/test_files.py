@@ -63,6 +63,7 @@ def test_the_issue_example(secrets_dir: Path) -> None:
     assert loaded.gateway is not None
     assert loaded.gateway.files == (EXAMPLE,)
     settings = loaded.gateway.settings
+    assert settings is not None
     assert settings.auth == EphemeralAuth(SECRET, 86400, "stunner")
     assert settings.services == (ServiceBackend("apps", "media-server"),)
     assert SECRET not in repr(loaded)
@@ -268,7 +269,8 @@ def test_choosing_the_gateway(tmp_path: Path, secrets_dir: Path) -> None:
         "--namespace",
         "stunner",
     )
-    assert chosen.gateway is not None and chosen.gateway.settings.namespace == "stunner"
+    assert chosen.gateway is not None and chosen.gateway.settings is not None
+    assert chosen.gateway.settings.namespace == "stunner"
     refused(
         "--config",
         twins,
@@ -286,7 +288,7 @@ def test_documents_without_namespace_take_the_relay_namespace(tmp_path: Path) ->
         for d in (gateway(), static_config(), route({"name": "sfu"}))
     ]
     loaded = load("--config", bad_file(tmp_path, documents), "--namespace", "team-a")
-    assert loaded.gateway is not None
+    assert loaded.gateway is not None and loaded.gateway.settings is not None
     assert loaded.gateway.settings.services == (ServiceBackend("team-a", "sfu"),)
 
 

@@ -1,13 +1,15 @@
-"""Replacing the peer policy while allocations live: new permissions follow the new policy,
-a peer it drops stays reachable for the allocations already holding a permission for it."""
+"""Replacing the peer policy and the credentials while allocations live: new permissions
+follow the new policy, a peer it drops stays reachable for the allocations already holding a
+permission for it; new allocations need the new credentials, existing ones keep theirs."""
 
 from __future__ import annotations
 
 from relay import turn
 from relay.allocation import Address
+from relay.credentials import CombinedCredentials
 from relay.peer_policy import PeerPolicy
 from relay.stun import MessageClass
-from tests.relay.test_handler import PEER, Client, code, make_handler
+from tests.relay.test_handler import PEER, REALM, Client, code, make_handler
 
 OTHER_CLIENT = ("198.51.100.8", 40001)
 CHANNEL = [(turn.CHANNEL_NUMBER, turn.encode_channel_number(0x4000))]
@@ -80,3 +82,22 @@ def test_an_exclusive_policy_without_rules_permits_nothing() -> None:
     assert PeerPolicy([]).permits("192.0.2.1", 1)
     assert PeerPolicy([], allow_loopback=True, exclusive=True).permits("127.0.0.1", 1)
     assert "exclusive=True" in repr(PeerPolicy([], exclusive=True))
+
+
+def test_existing_allocations_keep_the_credentials_they_were_created_with() -> None:
+    handler, _, _ = make_handler()
+    call = Client(handler, "alice", "wonderland")
+    assert code(call.allocate()) == 200
+    handler.auth.store = CombinedCredentials(REALM, [("alice", "rotated")])
+    assert code(call.request(turn.REFRESH)) == 200
+    assert code(call.request(turn.CREATE_PERMISSION, peers=(PEER,))) == 200
+    newcomer = Client(handler, "alice", "wonderland", client=OTHER_CLIENT)
+    assert code(newcomer.allocate()) == 401
+    rotated = Client(handler, "alice", "rotated", client=OTHER_CLIENT)
+    assert code(rotated.allocate()) == 200
+    # The same user's new password works on the old allocation too.
+    assert code(Client(handler, "alice", "rotated").request(turn.REFRESH)) == 200
+    # And a stale nonce under the former credentials is 438, so the client retries.
+    stale = call.builder(turn.REFRESH)
+    nonce = handler.auth.nonces.issue(call.client, call.wall - 3600)
+    assert code(call.send(call.signed(stale, nonce))) == 438

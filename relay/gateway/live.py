@@ -1,0 +1,335 @@
+"""``turnscale relay --kubernetes``: the relay follows its Gateway API objects as they change.
+
+The relay's Gateway is ``--namespace``/``--gateway``. :class:`LiveGateway` keeps
+:class:`relay.gateway.kube.Watches` on everything it depends on and, after every change,
+translates the objects again (:func:`relay.gateway.translate.translate`, the same as file
+mode) and applies the difference to the running :class:`relay.server.RelayServer`:
+
+* listeners: only those added, removed or changed are opened or closed;
+* credentials (realm, user, shared secret): swapped; allocations stay, and their next
+  Refresh must pass the new credentials;
+* peers: the StaticService prefixes and the ready endpoints of each routed Service's
+  EndpointSlices; a peer that leaves stays reachable for the allocations already talking
+  to it (:meth:`relay.handler.RequestHandler.set_policy`).
+
+A configuration that cannot be used (an invalid Gateway or GatewayConfig, a missing
+Secret) changes nothing: the relay keeps the last good one (or, before any, serves no
+listener and is not ready). The Gateway's ``Accepted`` and ``Programmed`` conditions and each
+attached UDPRoute's ``Accepted`` and ``ResolvedRefs`` say what happened, with a reason when
+refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from relay.config import Listen
+from relay.credentials import CombinedCredentials
+from relay.gateway.kube import (
+    Apis,
+    Scope,
+    Watches,
+    endpoint_addresses,
+    endpoints_scope,
+    secret_scope,
+)
+from relay.gateway.objects import GATEWAY_GROUP, GatewayError, describe, parse
+from relay.gateway.options import GatewayOptions, relay_fields
+from relay.gateway.peers import Peers
+from relay.gateway.status import (
+    DEFAULT_CONTROLLER,
+    Condition,
+    gateway_reason,
+    gateway_status,
+    route_status,
+    unchanged,
+)
+from relay.gateway.translate import Catalog, GatewaySettings, translate
+from relay.peer_policy import PeerRule
+from relay.server import RelayServer, StartupError
+from scaler import logs
+from scaler.flags import HostPort
+from scaler.kube.watch import DEFAULT_TIMING, WatchTiming
+
+__all__ = ["LiveGateway", "LiveSecrets"]
+
+log = logs.get("relay.gateway")
+
+GATEWAY_KINDS = ("Gateway", "GatewayClass", "UDPRoute", "GatewayConfig", "StaticService")
+Raw = dict[str, Any]
+
+
+class LiveSecrets:
+    """Secrets from the watches, for :func:`translate`; remembers which were asked for."""
+
+    def __init__(self, secrets: Mapping[tuple[str, str], Raw]) -> None:
+        self.secrets = secrets
+        self.requested: set[tuple[str, str]] = set()
+
+    def secret(self, namespace: str, name: str) -> Mapping[str, str]:
+        self.requested.add((namespace, name))
+        found = self.secrets.get((namespace, name))
+        if found is None:
+            raise LookupError("not found (or the relay may not read it)")
+        keys = {}
+        for key, value in (found.get("data") or {}).items():
+            try:
+                keys[str(key)] = base64.b64decode(str(value), validate=True).decode("utf-8")
+            except (binascii.Error, ValueError):
+                raise LookupError(f"key {key!r} is not base64 of UTF-8 text") from None
+        return keys
+
+
+class LiveGateway:
+    """Applies the Gateway API objects to ``server`` as they change (module docstring)."""
+
+    def __init__(
+        self,
+        server: RelayServer,
+        options: GatewayOptions,
+        apis: Apis,
+        *,
+        timing: WatchTiming = DEFAULT_TIMING,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.server = server
+        self.options = options
+        self.apis = apis
+        self.clock = clock
+        reporting = server.config.reporting
+        self.key = (reporting.namespace, reporting.gateway)
+        self.watches = Watches(apis, self._changed, timing=timing)
+        #: What is applied (None before the first good configuration).
+        self.settings: GatewaySettings | None = None
+        #: Why the objects are refused now, or None.
+        self.error: GatewayError | None = None
+        self.listen: list[Listen] = []
+        self.listener_error: str | None = None
+        self.rules: list[PeerRule] | None = None
+        self.reconciles = 0
+        self._credentials: tuple[str, object] | None = None
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._logged: str | None = None
+
+    async def start(self) -> None:
+        """Start the watches and the loop that applies what they see."""
+        self.server.configured = False
+        namespace = self.key[0]
+        self.watches.start(Scope("Gateway", namespace))
+        for kind in ("GatewayClass", "UDPRoute", "GatewayConfig", "StaticService"):
+            self.watches.start(Scope(kind))
+        self._task = asyncio.create_task(self._run(), name="live-gateway")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.watches.close()
+
+    def _changed(self) -> None:
+        self._dirty.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self.reconcile()
+            except Exception:  # one bad round must not stop the next
+                log.exception("applying the gateway configuration failed")
+
+    # -- one round
+
+    async def reconcile(self) -> None:
+        """Translate what the watches hold and apply it (nothing before they all listed)."""
+        if not self.watches.synced(GATEWAY_KINDS):
+            return
+        self.reconciles += 1
+        objects, invalid = [], []
+        for kind in GATEWAY_KINDS:
+            for raw in self.watches.objects(kind).values():
+                try:
+                    objects.append(parse(raw, "default"))
+                except GatewayError as exc:
+                    invalid.append((raw, exc))
+        secrets = LiveSecrets(self.watches.objects("Secret"))
+        settings: GatewaySettings | None = None
+        error: GatewayError | None = None
+        gateway_raw = self.watches.objects("Gateway").get(self.key)
+        own = [exc for raw, exc in invalid if raw is gateway_raw]
+        if own:
+            error = own[0]
+        else:
+            try:
+                settings = translate(
+                    Catalog.of(objects), self.key, secrets, config=self._config_ref()
+                )
+            except GatewayError as exc:
+                error = exc
+        await self.watches.follow("Secret", (secret_scope(*key) for key in secrets.requested))
+        self.error = error
+        if settings is None:
+            assert error is not None
+            self._log_once("gateway configuration refused", str(error), error=str(error))
+        else:
+            await self.watches.follow(
+                "EndpointSlice", (endpoints_scope(b.namespace, b.name) for b in settings.services)
+            )
+            await self._apply(settings)
+        await self._write_status(settings, error, gateway_raw, invalid)
+
+    def _config_ref(self) -> tuple[str, str] | None:
+        ref = self.options.gateway_config
+        if ref is None:
+            return None
+        return (ref[0] or self.key[0], ref[1])
+
+    def _log_once(self, event: str, what: str, **fields: Any) -> None:
+        if what != self._logged:
+            self._logged = what
+            log.warning(event, gateway=f"{self.key[0]}/{self.key[1]}", **fields)
+
+    async def _apply(self, settings: GatewaySettings) -> None:
+        server = self.server
+        host = HostPort(self.options.listener_address, 0)
+        listen = [
+            Listen("udp" if item.transport == "udp" else "tcp", HostPort(host.host, item.port))
+            for item in settings.listeners
+        ]
+        if listen != self.listen or self.listener_error is not None:
+            try:
+                await server.set_listeners(listen)
+                self.listener_error = None
+            except StartupError as exc:
+                self.listener_error = str(exc)
+                log.warning("listener cannot be bound", error=str(exc))
+            self.listen = listen
+        credentials = (settings.realm, settings.auth)
+        if credentials != self._credentials:
+            users, secrets, _ = relay_fields(settings)
+            server.set_credentials(CombinedCredentials(settings.realm, users, secrets))
+            self._credentials = credentials
+        peers = Peers(
+            settings.static_peers,
+            settings.services,
+            allow_loopback=server.config.allow_loopback_peers,
+        )
+        slices = list(self.watches.objects("EndpointSlice").values())
+        peers.update(
+            {
+                (b.namespace, b.name): endpoint_addresses(
+                    [
+                        s
+                        for s in slices
+                        if (s.get("metadata") or {}).get("namespace") == b.namespace
+                    ],
+                    b.name,
+                )
+                for b in settings.services
+            }
+        )
+        rules = peers.rules()
+        if rules != self.rules:
+            server.set_peer_policy(peers.policy())
+            self.rules = rules
+        if settings != self.settings:
+            log.info(
+                "gateway configuration applied",
+                gateway=f"{settings.namespace}/{settings.name}",
+                gateway_config=f"{settings.config[0]}/{settings.config[1]}",
+                listeners=[str(item) for item in server.listeners],
+                routes=[f"{r.namespace}/{r.name}" for r in settings.routes if r.accepted],
+                services=[b.dns_name for b in settings.services],
+            )
+        self.settings = settings
+        self._logged = None
+        server.configured = True
+
+    # -- status
+
+    async def _write_status(
+        self,
+        settings: GatewaySettings | None,
+        error: GatewayError | None,
+        gateway_raw: Raw | None,
+        invalid: list[tuple[Raw, GatewayError]],
+    ) -> None:
+        now = self.clock()
+        if gateway_raw is not None:
+            if error is not None:
+                reason = gateway_reason(error.reason)
+                wanted = [
+                    Condition("Accepted", False, reason, str(error)),
+                    Condition("Programmed", False, "Invalid", "the configuration is refused"),
+                ]
+            else:
+                programmed = (
+                    Condition("Programmed", True, "Programmed", "every listener is bound")
+                    if self.listener_error is None
+                    else Condition("Programmed", False, "Invalid", self.listener_error)
+                )
+                wanted = [Condition("Accepted", True, "Accepted"), programmed]
+            await self._patch("Gateway", gateway_raw, gateway_status(gateway_raw, wanted, now))
+        if settings is None:
+            return
+        controller = self._controller()
+        routes = self.watches.objects("UDPRoute")
+        for verdict in settings.routes:
+            raw = routes.get((verdict.namespace, verdict.name))
+            if raw is None:
+                continue
+            wanted = [
+                Condition("Accepted", verdict.accepted, verdict.reason, verdict.message),
+                Condition(
+                    "ResolvedRefs",
+                    verdict.resolved,
+                    verdict.resolved_reason,
+                    verdict.resolved_message,
+                ),
+            ]
+            await self._patch("UDPRoute", raw, route_status(raw, self.key, wanted, now, controller))
+        for raw, exc in invalid:
+            if raw.get("kind") == "UDPRoute" and self._names_gateway(raw):
+                wanted = [
+                    Condition("Accepted", False, "UnsupportedValue", str(exc)),
+                    Condition("ResolvedRefs", False, "UnsupportedValue", "the route is invalid"),
+                ]
+                await self._patch(
+                    "UDPRoute", raw, route_status(raw, self.key, wanted, now, controller)
+                )
+
+    def _controller(self) -> str:
+        gateway = self.watches.objects("Gateway").get(self.key) or {}
+        class_name = (gateway.get("spec") or {}).get("gatewayClassName")
+        gateway_class = self.watches.objects("GatewayClass").get(("", str(class_name)))
+        name = ((gateway_class or {}).get("spec") or {}).get("controllerName")
+        return str(name) if name else DEFAULT_CONTROLLER
+
+    def _names_gateway(self, route: Raw) -> bool:
+        metadata = route.get("metadata") or {}
+        refs = (route.get("spec") or {}).get("parentRefs") or []
+        return any(
+            isinstance(ref, dict)
+            and ref.get("name") == self.key[1]
+            and (ref.get("namespace") or metadata.get("namespace")) == self.key[0]
+            and ref.get("group", GATEWAY_GROUP) == GATEWAY_GROUP
+            for ref in refs
+        )
+
+    async def _patch(self, kind: str, raw: Raw, status: Raw) -> None:
+        if unchanged(raw, status):
+            return
+        metadata = raw.get("metadata") or {}
+        try:
+            await self.apis.patch_status(kind, metadata["namespace"], metadata["name"], status)
+        except Exception as exc:  # the API's trouble: the next change tries again
+            log.warning("status not written", object=describe(raw), error=str(exc))
