@@ -16,6 +16,7 @@ DEPLOY: Final = ROOT / "deploy"
 BASE: Final = DEPLOY / "base"
 COMPONENTS: Final = DEPLOY / "components"
 EXAMPLE: Final = DEPLOY / "overlays" / "example"
+CRDS: Final = DEPLOY / "crds"
 NAMESPACE: Final = "stunner"
 
 # Every combination worth rendering: name -> components, in order.
@@ -26,6 +27,9 @@ BUILDS: Final[dict[str, tuple[str, ...]]] = {
     "metrics-api": ("metrics-api",),
     "relay-service-clusterip": ("relay-service-clusterip",),
     "static-credentials": ("static-credentials",),
+    # The relays configured live from Gateway API objects (an alternative to the flags,
+    # so not part of "everything").
+    "gateway-api": ("gateway-api",),
     "everything": (
         "monitoring",
         "servicemonitor",

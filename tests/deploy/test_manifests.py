@@ -15,8 +15,18 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from relay.gateway.objects import KINDS as GATEWAY_API_KINDS
+from relay.gateway.objects import parse as parse_gateway_object
 from tests.deploy.kustomize import KustomizeError, Obj, build, load_documents, resource_id
-from tests.deploy.manifests import BUILDS, DEPLOY, EXAMPLE, manifest_files, overlay, render_all
+from tests.deploy.manifests import (
+    BUILDS,
+    CRDS,
+    DEPLOY,
+    EXAMPLE,
+    manifest_files,
+    overlay,
+    render_all,
+)
 from tests.tools import require_tool
 
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -27,11 +37,20 @@ CUSTOM = {
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
 }
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
+CLUSTER_SCOPED = {
+    "Namespace",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "GatewayClass",
+}
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Obj]]:
-    return render_all(tmp_path_factory.mktemp("overlays"))
+    out = render_all(tmp_path_factory.mktemp("overlays"))
+    out["crds"] = build(CRDS)  # installed on their own, before an overlay that needs them
+    return out
 
 
 @cache
@@ -58,7 +77,12 @@ def test_every_manifest_file_parses() -> None:
 def test_every_kustomization_is_rendered_by_the_tests() -> None:
     directories = {p.parent for p in DEPLOY.rglob("kustomization.yaml")}
     components = {name for parts in BUILDS.values() for name in parts}
-    covered = {DEPLOY / "base", EXAMPLE, *(DEPLOY / "components" / c for c in components)}
+    covered = {
+        DEPLOY / "base",
+        EXAMPLE,
+        CRDS,
+        *(DEPLOY / "components" / c for c in components),
+    }
     assert directories == covered
 
 
@@ -77,13 +101,19 @@ def test_every_object_validates(rendered: dict[str, list[Obj]]) -> None:
             if custom is not None:
                 errors = list(jsonschema.Draft202012Validator(schema(custom)).iter_errors(obj))
                 assert not errors, f"{where}: {[e.message for e in errors]}"
+            elif obj["kind"] in GATEWAY_API_KINDS:
+                # Read the way the relays read them (their CRD schemas: test_gateway_api).
+                parse_gateway_object(obj, "default")
             else:
                 try:
                     kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
                 except kubernetes_validate.ValidationError as exc:
                     path = ".".join(map(str, exc.path))
                     pytest.fail(f"{where}: {path}: {exc.message}")
-            assert obj["metadata"].get("namespace") == "stunner" or obj["kind"] == "Namespace"
+            if obj["kind"] in CLUSTER_SCOPED:
+                assert "namespace" not in obj["metadata"], where
+            else:
+                assert obj["metadata"].get("namespace") == "stunner", where
 
 
 @pytest.mark.parametrize(
@@ -147,9 +177,10 @@ def _kubectl_kustomize(directory: Path) -> list[Obj]:
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
-@pytest.mark.parametrize("name", [*BUILDS, "example"])
+@pytest.mark.parametrize("name", [*BUILDS, "example", "crds"])
 def test_kubectl_kustomize_renders_the_same(name: str, tmp_path: Path) -> None:
-    directory = EXAMPLE if name == "example" else overlay(tmp_path / name, BUILDS[name])
+    fixed = {"example": EXAMPLE, "crds": CRDS}
+    directory = fixed.get(name) or overlay(tmp_path / name, BUILDS[name])
     theirs = {resource_id(obj): obj for obj in _kubectl_kustomize(directory)}
     ours = {resource_id(obj): obj for obj in build(directory)}
     assert theirs.keys() == ours.keys()
