@@ -1,7 +1,8 @@
 """``turnscale auth``: the ICE credential endpoint application backends call in-cluster.
 
-It reads the same Gateway API objects as the relays (``--config FILE...``, Secrets from
-``--secrets-dir``) and answers, on ``--http`` (default ``0.0.0.0:8087``):
+It reads the same Gateway API objects as the relays (``--config FILE...`` with Secrets from
+``--secrets-dir``, or live with ``--kubernetes``: the Gateway ``--namespace``/``--gateway``,
+followed as it changes) and answers, on ``--http`` (default ``0.0.0.0:8087``):
 
 * ``GET /ice?service=turn&username=U&ttl=S``: an RTCConfiguration-style JSON object with
   freshly minted TURN credentials (:mod:`relay.gateway.ice`); 400 ``{"error": ...}`` for a
@@ -23,17 +24,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
 from relay.gateway import options as gateway_options
 from relay.gateway.ice import IceError, ice_configuration
-from relay.gateway.translate import GatewaySettings
+from relay.gateway.live import Follower
+from relay.gateway.translate import EphemeralAuth, GatewaySettings
+from relay.reporting import DEFAULT_GATEWAY
 from scaler import logs
 from scaler.flags import ConfigError, FlagParser, HostPort, fail, log_level, parse_host_port
+from scaler.kube.watch import DEFAULT_TIMING, WatchTiming
 
-__all__ = ["AuthConfig", "IceState", "create_app", "load", "main", "serve"]
+__all__ = ["AuthConfig", "IceState", "LiveIce", "create_app", "load", "main", "serve"]
 
 PROGRAM: Final = "turnscale auth"
 log = logs.get("relay.ice")
@@ -44,10 +48,15 @@ class AuthConfig:
     """Everything ``turnscale auth`` runs with (the shared secret is in ``settings``)."""
 
     http: HostPort
-    settings: GatewaySettings
+    #: From ``--config``; None with ``--kubernetes`` (read live).
+    settings: GatewaySettings | None
     addresses: tuple[str, ...]
     files: tuple[Path, ...] = ()
     log_level: str = "info"
+    #: ``--kubernetes``: the API (scaler.kube.settings.KubeSettings) and the Gateway.
+    kubernetes: Any = None
+    gateway: tuple[str, str] = ("default", "stunner-gateway")
+    gateway_config: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -84,9 +93,29 @@ def build_parser() -> FlagParser:
     parser.add_flag("--http", type=parse_host_port, default="0.0.0.0:8087", help="HTTP address")
     gateway_options.add_source_flags(parser)
     parser.add_flag(
-        "--gateway", default=None, help="the Gateway (default: the only one in the files)"
+        "--gateway",
+        default=None,
+        help="the Gateway (default: the only one in the files; with --kubernetes, stunner-gateway)",
     )
-    parser.add_flag("--namespace", default="default", help="namespace of objects that name none")
+    parser.add_flag(
+        "--namespace",
+        default="default",
+        help="the Gateway's namespace with --kubernetes; with --config, that of objects "
+        "that name none",
+    )
+    parser.add_flag(
+        "--kubernetes",
+        action="store_true",
+        default=False,
+        help="read the Gateway API objects live from the Kubernetes API",
+    )
+    parser.add_flag(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="credentials for --kubernetes (default: the pod's service account, else "
+        "$KUBECONFIG or ~/.kube/config)",
+    )
     parser.add_flag(
         "--public-address",
         action="append",
@@ -104,8 +133,22 @@ def build_parser() -> FlagParser:
 def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> AuthConfig:
     """Parse flags over ``TURNSCALE_*`` variables; ConfigError names the flag or object."""
     args = build_parser().parse_flags(argv, environ)
+    if args.kubernetes:
+        if args.config:
+            raise ConfigError("--config cannot be combined with --kubernetes: choose one source")
+        return AuthConfig(
+            http=args.http,
+            settings=None,
+            addresses=tuple(args.public_address),
+            log_level=args.log_level,
+            kubernetes=gateway_options.kube_settings(args.kubeconfig, args.namespace),
+            gateway=(args.namespace, args.gateway or DEFAULT_GATEWAY),
+            gateway_config=args.gateway_config,
+        )
     if not args.config:
-        raise ConfigError("--config is required: the Gateway API objects of the gateway")
+        raise ConfigError(
+            "give --config FILE... or --kubernetes: where the Gateway API objects are"
+        )
     settings, _ = gateway_options.load_settings(args, args.gateway, args.namespace)
     addresses = tuple(args.public_address) or settings.addresses
     if not addresses:
@@ -129,10 +172,15 @@ async def get_ice(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": "no gateway configuration yet"}, status=503, headers=headers
         )
-    try:
-        body = ice_configuration(
-            state.settings, state.public_addresses(), request.query, state.clock()
+    addresses = state.public_addresses()
+    if not addresses:
+        return web.json_response(
+            {"error": "no public address: give --public-address or the Gateway's spec.addresses"},
+            status=503,
+            headers=headers,
         )
+    try:
+        body = ice_configuration(state.settings, addresses, request.query, state.clock())
     except IceError as exc:
         return web.json_response({"error": str(exc)}, status=400, headers=headers)
     return web.json_response(body, headers=headers)
@@ -156,9 +204,42 @@ def create_app(state: IceState) -> web.Application:
     return app
 
 
+class LiveIce(Follower):
+    """Keeps ``state.settings`` at the Gateway's last good configuration (``--kubernetes``)."""
+
+    def __init__(
+        self,
+        state: IceState,
+        apis: Any,
+        key: tuple[str, str],
+        gateway_config: tuple[str, str] | None = None,
+        *,
+        timing: WatchTiming = DEFAULT_TIMING,
+    ) -> None:
+        super().__init__(apis, key, timing)
+        self.state = state
+        self.gateway_config = gateway_config
+
+    async def reconcile(self) -> None:
+        reading = await self.read(self.gateway_config)
+        if reading is not None and reading.settings is not None:
+            if reading.settings != self.state.settings:
+                log.info("ice endpoint configured", gateway=f"{self.key[0]}/{self.key[1]}")
+            self.state.settings = reading.settings
+
+
 async def serve(config: AuthConfig) -> None:
     """Serve ``/ice`` until SIGTERM or SIGINT."""
     state = IceState(config.settings, config.addresses)
+    live: LiveIce | None = None
+    kube = None
+    if config.kubernetes is not None:
+        from relay.gateway.kube import Apis
+        from scaler.kube.client import connect
+
+        kube = await connect(config.kubernetes)
+        live = LiveIce(state, Apis(kube.api_client), config.gateway, config.gateway_config)
+        await live.start()
     runner = web.AppRunner(create_app(state), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
@@ -168,9 +249,15 @@ async def serve(config: AuthConfig) -> None:
         log.info(
             "ice endpoint serving",
             http=str(config.http),
-            gateway=f"{settings.namespace}/{settings.name}",
+            gateway=f"{settings.namespace}/{settings.name}"
+            if settings is not None
+            else f"{config.gateway[0]}/{config.gateway[1]} (live)",
             addresses=list(state.public_addresses()),
-            auth="ephemeral" if hasattr(settings.auth, "secret") else "static",
+            auth="live"
+            if settings is None
+            else "ephemeral"
+            if isinstance(settings.auth, EphemeralAuth)
+            else "static",
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -179,6 +266,10 @@ async def serve(config: AuthConfig) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        if live is not None:
+            await live.stop()
+        if kube is not None:
+            await kube.close()
 
 
 def main(argv: Sequence[str]) -> None:
@@ -187,8 +278,13 @@ def main(argv: Sequence[str]) -> None:
     except ConfigError as error:
         fail(PROGRAM, error)
     logs.configure(config.log_level)
+    from scaler.kube.client import ClientSetupError
+
     try:
         asyncio.run(serve(config))
+    except ClientSetupError as error:
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     except OSError as error:
         print(f"{PROGRAM}: error: cannot serve on {config.http}: {error}", file=sys.stderr)
         raise SystemExit(1) from None

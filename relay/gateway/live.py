@@ -27,6 +27,7 @@ import binascii
 import contextlib
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from relay.config import Listen
@@ -57,7 +58,14 @@ from scaler import logs
 from scaler.flags import HostPort
 from scaler.kube.watch import DEFAULT_TIMING, WatchTiming
 
-__all__ = ["LiveGateway", "LiveSecrets"]
+__all__ = [
+    "Follower",
+    "LiveGateway",
+    "LiveSecrets",
+    "Reading",
+    "gateway_scopes",
+    "read_gateway",
+]
 
 log = logs.get("relay.gateway")
 
@@ -86,46 +94,70 @@ class LiveSecrets:
         return keys
 
 
-class LiveGateway:
-    """Applies the Gateway API objects to ``server`` as they change (module docstring)."""
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What the watched objects say about one Gateway."""
 
-    def __init__(
-        self,
-        server: RelayServer,
-        options: GatewayOptions,
-        apis: Apis,
-        *,
-        timing: WatchTiming = DEFAULT_TIMING,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.server = server
-        self.options = options
+    settings: GatewaySettings | None
+    error: GatewayError | None
+    gateway: Raw | None  # the Gateway object as the API has it
+    invalid: list[tuple[Raw, GatewayError]]  # objects that do not parse
+    secrets_requested: set[tuple[str, str]]
+
+
+def config_ref(flag: tuple[str, str] | None, namespace: str) -> tuple[str, str] | None:
+    """``--gateway-config`` with its namespace filled in (the Gateway's)."""
+    return None if flag is None else (flag[0] or namespace, flag[1])
+
+
+def read_gateway(
+    watches: Watches, key: tuple[str, str], gateway_config: tuple[str, str] | None
+) -> Reading:
+    """Parse what the watches hold and translate it for the Gateway ``key``."""
+    objects, invalid = [], []
+    for kind in GATEWAY_KINDS:
+        for raw in watches.objects(kind).values():
+            try:
+                objects.append(parse(raw, "default"))
+            except GatewayError as exc:
+                invalid.append((raw, exc))
+    secrets = LiveSecrets(watches.objects("Secret"))
+    gateway_raw = watches.objects("Gateway").get(key)
+    own = [exc for raw, exc in invalid if raw is gateway_raw]
+    settings: GatewaySettings | None = None
+    error: GatewayError | None = own[0] if own else None
+    if error is None:
+        try:
+            settings = translate(Catalog.of(objects), key, secrets, config=gateway_config)
+        except GatewayError as exc:
+            error = exc
+    return Reading(settings, error, gateway_raw, invalid, secrets.requested)
+
+
+def gateway_scopes(namespace: str) -> list[Scope]:
+    """The fixed watches: the namespace's Gateways, and the rest cluster-wide."""
+    kinds = ("GatewayClass", "UDPRoute", "GatewayConfig", "StaticService")
+    return [Scope("Gateway", namespace), *(Scope(kind) for kind in kinds)]
+
+
+class Follower:
+    """Watches a Gateway's objects and runs :meth:`reconcile` after every change (one round
+    at a time; changes during a round make one more)."""
+
+    def __init__(self, apis: Apis, key: tuple[str, str], timing: WatchTiming) -> None:
         self.apis = apis
-        self.clock = clock
-        reporting = server.config.reporting
-        self.key = (reporting.namespace, reporting.gateway)
+        self.key = key
         self.watches = Watches(apis, self._changed, timing=timing)
-        #: What is applied (None before the first good configuration).
-        self.settings: GatewaySettings | None = None
-        #: Why the objects are refused now, or None.
-        self.error: GatewayError | None = None
-        self.listen: list[Listen] = []
-        self.listener_error: str | None = None
-        self.rules: list[PeerRule] | None = None
         self.reconciles = 0
-        self._credentials: tuple[str, object] | None = None
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._logged: str | None = None
 
     async def start(self) -> None:
         """Start the watches and the loop that applies what they see."""
-        self.server.configured = False
-        namespace = self.key[0]
-        self.watches.start(Scope("Gateway", namespace))
-        for kind in ("GatewayClass", "UDPRoute", "GatewayConfig", "StaticService"):
-            self.watches.start(Scope(kind))
-        self._task = asyncio.create_task(self._run(), name="live-gateway")
+        for scope in gateway_scopes(self.key[0]):
+            self.watches.start(scope)
+        self._task = asyncio.create_task(self._run(), name=f"follow {self.key[0]}/{self.key[1]}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -147,56 +179,78 @@ class LiveGateway:
             except Exception:  # one bad round must not stop the next
                 log.exception("applying the gateway configuration failed")
 
-    # -- one round
-
     async def reconcile(self) -> None:
-        """Translate what the watches hold and apply it (nothing before they all listed)."""
-        if not self.watches.synced(GATEWAY_KINDS):
-            return
-        self.reconciles += 1
-        objects, invalid = [], []
-        for kind in GATEWAY_KINDS:
-            for raw in self.watches.objects(kind).values():
-                try:
-                    objects.append(parse(raw, "default"))
-                except GatewayError as exc:
-                    invalid.append((raw, exc))
-        secrets = LiveSecrets(self.watches.objects("Secret"))
-        settings: GatewaySettings | None = None
-        error: GatewayError | None = None
-        gateway_raw = self.watches.objects("Gateway").get(self.key)
-        own = [exc for raw, exc in invalid if raw is gateway_raw]
-        if own:
-            error = own[0]
-        else:
-            try:
-                settings = translate(
-                    Catalog.of(objects), self.key, secrets, config=self._config_ref()
-                )
-            except GatewayError as exc:
-                error = exc
-        await self.watches.follow("Secret", (secret_scope(*key) for key in secrets.requested))
-        self.error = error
-        if settings is None:
-            assert error is not None
-            self._log_once("gateway configuration refused", str(error), error=str(error))
-        else:
-            await self.watches.follow(
-                "EndpointSlice", (endpoints_scope(b.namespace, b.name) for b in settings.services)
-            )
-            await self._apply(settings)
-        await self._write_status(settings, error, gateway_raw, invalid)
+        raise NotImplementedError
 
-    def _config_ref(self) -> tuple[str, str] | None:
-        ref = self.options.gateway_config
-        if ref is None:
+    async def read(self, gateway_config: tuple[str, str] | None) -> Reading | None:
+        """The objects translated (None until every fixed watch has listed once); the
+        Secrets watched are those the translation asked for."""
+        if not self.watches.synced(GATEWAY_KINDS):
             return None
-        return (ref[0] or self.key[0], ref[1])
+        self.reconciles += 1
+        reading = read_gateway(self.watches, self.key, config_ref(gateway_config, self.key[0]))
+        await self.watches.follow(
+            "Secret", (secret_scope(*key) for key in reading.secrets_requested)
+        )
+        if reading.error is not None:
+            self._log_once(
+                "gateway configuration refused", str(reading.error), error=str(reading.error)
+            )
+        else:
+            self._logged = None
+        return reading
 
     def _log_once(self, event: str, what: str, **fields: Any) -> None:
         if what != self._logged:
             self._logged = what
             log.warning(event, gateway=f"{self.key[0]}/{self.key[1]}", **fields)
+
+
+class LiveGateway(Follower):
+    """Applies the Gateway API objects to ``server`` as they change (module docstring)."""
+
+    def __init__(
+        self,
+        server: RelayServer,
+        options: GatewayOptions,
+        apis: Apis,
+        *,
+        timing: WatchTiming = DEFAULT_TIMING,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        reporting = server.config.reporting
+        super().__init__(apis, (reporting.namespace, reporting.gateway), timing)
+        self.server = server
+        self.options = options
+        self.clock = clock
+        #: What is applied (None before the first good configuration).
+        self.settings: GatewaySettings | None = None
+        #: Why the objects are refused now, or None.
+        self.error: GatewayError | None = None
+        self.listen: list[Listen] = []
+        self.listener_error: str | None = None
+        self.rules: list[PeerRule] | None = None
+        self._credentials: tuple[str, object] | None = None
+
+    async def start(self) -> None:
+        self.server.configured = False
+        await super().start()
+
+    # -- one round
+
+    async def reconcile(self) -> None:
+        """Translate what the watches hold and apply it (nothing before they all listed)."""
+        reading = await self.read(self.options.gateway_config)
+        if reading is None:
+            return
+        settings = reading.settings
+        self.error = reading.error
+        if settings is not None:
+            await self.watches.follow(
+                "EndpointSlice", (endpoints_scope(b.namespace, b.name) for b in settings.services)
+            )
+            await self._apply(settings)
+        await self._write_status(settings, reading.error, reading.gateway, reading.invalid)
 
     async def _apply(self, settings: GatewaySettings) -> None:
         server = self.server
@@ -251,7 +305,6 @@ class LiveGateway:
                 services=[b.dns_name for b in settings.services],
             )
         self.settings = settings
-        self._logged = None
         server.configured = True
 
     # -- status

@@ -171,7 +171,7 @@ def from_args(args: argparse.Namespace, namespace: str) -> GatewayOptions | None
             settings=None,
             listener_address=args.listener_address,
             gateway_config=args.gateway_config,
-            kubernetes=_kube_settings(args.kubeconfig, namespace),
+            kubernetes=kube_settings(args.kubeconfig, namespace),
         )
     files = tuple(args.config)
     settings, config_ref = load_settings(args, args.gateway, namespace)
@@ -185,7 +185,8 @@ def from_args(args: argparse.Namespace, namespace: str) -> GatewayOptions | None
     )
 
 
-def _kube_settings(kubeconfig: Path | None, namespace: str) -> Any:
+def kube_settings(kubeconfig: Path | None, namespace: str) -> Any:
+    """Where the Kubernetes API is, the way the scaler's ``--kubernetes`` finds it."""
     import os
 
     from scaler.kube.selector import parse_selector

@@ -16,8 +16,9 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from relay import config as relay_config
+from relay.gateway import ice_server
 from relay.gateway.kube import KINDS
-from relay.gateway.live import LiveSecrets
+from relay.gateway.live import LiveSecrets, gateway_scopes
 from relay.gateway.objects import parse
 from relay.gateway.translate import Catalog, EphemeralAuth, translate
 from tests.deploy.kustomize import Obj, build
@@ -200,12 +201,12 @@ def test_the_example_objects_configure_what_the_relays_expose(component: list[Ob
     assert {name for _, name in secrets.requested} <= set(secret_rule["resourceNames"])
 
 
-def granted(component: list[Obj]) -> set[tuple[str, str, str, str]]:
+def granted(component: list[Obj], account: str) -> set[tuple[str, str, str, str]]:
     """(scope, group, resource, verb): "cluster" from ClusterRoles, else the namespace."""
     out = set()
     bindings = of_kind(component, "ClusterRoleBinding") + of_kind(component, "RoleBinding")
     for binding in bindings:
-        if {"kind": "ServiceAccount", "name": "turnscale-relay", "namespace": "stunner"} not in (
+        if {"kind": "ServiceAccount", "name": account, "namespace": "stunner"} not in (
             binding["subjects"]
         ):
             continue
@@ -220,21 +221,51 @@ def granted(component: list[Obj]) -> set[tuple[str, str, str, str]]:
     return out
 
 
+def watched(*extra: str) -> set[tuple[str, str, str, str]]:
+    """list and watch of what :func:`relay.gateway.live.read_gateway` follows, and ``extra``
+    kinds cluster-wide."""
+    needed = set()
+    scopes = [
+        (scope.kind, "stunner" if scope.namespace else "cluster")
+        for scope in gateway_scopes("stunner")
+    ]
+    for kind, where in [*scopes, ("Secret", "stunner"), *((k, "cluster") for k in extra)]:
+        for verb in ("list", "watch"):
+            needed.add((where, KINDS[kind].group, KINDS[kind].plural, verb))
+    return needed
+
+
 def test_the_relays_get_exactly_the_rbac_their_watches_and_status_writes_need(
     component: list[Obj],
 ) -> None:
-    needed = set()
-    for kind, where in [
-        ("Gateway", "stunner"),
-        ("GatewayClass", "cluster"),
-        ("UDPRoute", "cluster"),
-        ("GatewayConfig", "cluster"),
-        ("StaticService", "cluster"),
-        ("EndpointSlice", "cluster"),
-        ("Secret", "stunner"),
-    ]:
-        for verb in ("list", "watch"):
-            needed.add((where, KINDS[kind].group, KINDS[kind].plural, verb))
+    needed = watched("EndpointSlice")
     needed.add(("stunner", KINDS["Gateway"].group, "gateways/status", "patch"))
     needed.add(("cluster", KINDS["UDPRoute"].group, "udproutes/status", "patch"))
-    assert granted(component) == needed
+    assert granted(component, "turnscale-relay") == needed
+
+
+def test_the_ice_endpoint_is_in_cluster_only_and_reads_the_gateway_live(
+    component: list[Obj],
+) -> None:
+    auth = one(component, "Deployment", "turnscale-auth")
+    (box,) = containers(auth)
+    assert box["args"] == ["auth"]
+    container_env = env(box)
+    parser = ice_server.build_parser()
+    known = flags(parser)
+    assert set(container_env) <= set(known), set(container_env) - set(known)
+    args = parser.parse_flags([], literal_env(container_env, known))
+    assert args.kubernetes is True and args.gateway == RELAY
+    assert container_env["TURNSCALE_NAMESPACE"] == {"fieldRef": "metadata.namespace"}
+    port = args.http.port
+    assert {(n, p) for n, p, _ in container_ports(auth)} == {("http", port)}
+    service = one(component, "Service", "turnscale-auth")
+    assert service["spec"]["type"] == "ClusterIP"
+    relay_service = one(component, "Service", RELAY)
+    assert port not in {p["port"] for p in relay_service["spec"]["ports"]}
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert box[probe]["httpGet"] == {"path": path, "port": "http"}
+    spec = pod_spec(auth)
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert box["securityContext"]["readOnlyRootFilesystem"] is True
+    assert granted(component, "turnscale-auth") == watched()  # reads, never writes

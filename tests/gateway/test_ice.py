@@ -52,6 +52,7 @@ from tests.relay.turn_client import echo_peer
 from tests.waiting import eventually
 
 NOW = 1_763_700_000.0
+SECRET_LIVE = "first-shared-secret"  # tests.gateway.test_live's
 
 
 def settings_of(*documents: dict[str, Any]) -> GatewaySettings:
@@ -159,9 +160,10 @@ def test_the_auth_command_flags(tmp_path: Path) -> None:
         ],
         environ={},
     )
-    assert loaded.addresses == ("turn.example.org",) and loaded.settings.realm == REALM
+    assert loaded.addresses == ("turn.example.org",)
+    assert loaded.settings is not None and loaded.settings.realm == REALM
     assert SECRET not in repr(loaded)
-    with pytest.raises(ConfigError, match="--config is required"):
+    with pytest.raises(ConfigError, match=r"give --config FILE\.\.\. or --kubernetes"):
         ice_server.load([], environ={})
     with pytest.raises(ConfigError, match="--public-address"):
         ice_server.load(["--config", config_path, "--public-address", "a b"], environ={})
@@ -267,3 +269,55 @@ def test_the_auth_process_serves_ice_and_stops_on_sigterm(tmp_path: Path) -> Non
             process.kill()
             process.wait(timeout=10)
         reader.join(timeout=10)
+
+
+async def test_the_auth_service_follows_the_gateway_live(tmp_path: Path) -> None:
+    from relay.auth import rest_password as password_of
+    from relay.gateway.ice_server import LiveIce
+    from relay.gateway.kube import Apis
+    from scaler.kube.client import connect
+    from tests.gateway.test_live import issue_example, secret
+    from tests.k8s_fake import FakeKubeApi, fast_timing
+
+    fake = FakeKubeApi()
+    await fake.start()
+    for obj in issue_example(3478, 3479):
+        fake.apply(obj)
+    loaded = ice_server.load(
+        [
+            *("--kubernetes", "--kubeconfig", str(fake.kubeconfig(tmp_path))),
+            *("--namespace", "stunner", "--public-address", "192.0.2.1"),
+        ],
+        environ={},
+    )
+    assert loaded.settings is None and loaded.gateway == ("stunner", "stunner-gateway")
+    kube = await connect(loaded.kubernetes)
+    state = IceState(None, loaded.addresses)
+    live = LiveIce(state, Apis(kube.api_client), loaded.gateway, timing=fast_timing())
+    await live.start()
+    try:
+        async with ice_endpoint(state) as base:
+            await eventually(lambda: state.settings is not None, "configured from the API")
+            status, body, _ = await get(f"{base}/ice?username=u")
+            server = body["iceServers"][0]
+            assert status == 200 and server["urls"][0] == "turn:192.0.2.1:3478?transport=udp"
+            assert server["credential"] == password_of(SECRET_LIVE, server["username"])
+            fake.apply(secret("rotated-secret"))
+            await eventually(
+                lambda: (
+                    state.settings is not None
+                    and getattr(state.settings.auth, "secret", None) == "rotated-secret"
+                ),
+                "rotated",
+            )
+            body = (await get(f"{base}/ice?username=u"))[1]
+            server = body["iceServers"][0]
+            assert server["credential"] == password_of("rotated-secret", server["username"])
+            fake.delete("Secret", "stunner-credentials")  # refused: the last good one stays
+            rounds = live.reconciles
+            await eventually(lambda: live.reconciles > rounds, "another round")
+            assert (await get(f"{base}/ice"))[0] == 200
+    finally:
+        await live.stop()
+        await kube.close()
+        await fake.stop()
