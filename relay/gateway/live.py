@@ -49,6 +49,7 @@ from relay.gateway.status import (
     gateway_reason,
     gateway_status,
     route_status,
+    route_status_detached,
     unchanged,
 )
 from relay.gateway.translate import Catalog, GatewaySettings, translate
@@ -350,6 +351,7 @@ class LiveGateway(Follower):
                 ),
             ]
             await self._patch("UDPRoute", raw, route_status(raw, self.key, wanted, now, controller))
+        reported = {(v.namespace, v.name) for v in settings.routes}
         for raw, exc in invalid:
             if raw.get("kind") == "UDPRoute" and self._names_gateway(raw):
                 wanted = [
@@ -359,6 +361,13 @@ class LiveGateway(Follower):
                 await self._patch(
                     "UDPRoute", raw, route_status(raw, self.key, wanted, now, controller)
                 )
+                metadata = raw.get("metadata") or {}
+                reported.add((str(metadata.get("namespace")), str(metadata.get("name"))))
+        for key, raw in routes.items():
+            if key not in reported:  # no longer attached: our parent entry goes
+                detached = route_status_detached(raw, self.key, controller)
+                if detached is not None:
+                    await self._patch("UDPRoute", raw, detached)
 
     def _controller(self) -> str:
         gateway = self.watches.objects("Gateway").get(self.key) or {}

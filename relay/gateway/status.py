@@ -23,6 +23,7 @@ __all__ = [
     "gateway_reason",
     "gateway_status",
     "route_status",
+    "route_status_detached",
     "unchanged",
 ]
 
@@ -128,6 +129,27 @@ def route_status(
         "conditions": _conditions(wanted, int(metadata.get("generation") or 0), existing, now),
     }
     return {**status, "parents": [*kept, entry]}
+
+
+def route_status_detached(
+    route: Mapping[str, Any], gateway: tuple[str, str], controller: str = DEFAULT_CONTROLLER
+) -> Json | None:
+    """The ``status`` of a route no longer attached to ``gateway``: its parent entry for it
+    gone; None when it has none."""
+    metadata = route.get("metadata") or {}
+    status = route.get("status") or {}
+    parents = [p for p in status.get("parents") or [] if isinstance(p, dict)]
+    kept = [
+        p
+        for p in parents
+        if not (
+            (p.get("parentRef") or {}).get("name") == gateway[1]
+            and ((p.get("parentRef") or {}).get("namespace") or metadata.get("namespace"))
+            == gateway[0]
+            and p.get("controllerName") == controller
+        )
+    ]
+    return None if len(kept) == len(parents) else {**status, "parents": kept}
 
 
 def unchanged(obj: Mapping[str, Any], status: Mapping[str, Any]) -> bool:

@@ -406,3 +406,15 @@ def test_kubernetes_flags(tmp_path: Path) -> None:
         relay_config.load(["--kubernetes", "--user", "a:b"], environ={})
     with pytest.raises(ConfigError, match="--kubeconfig"):
         relay_config.load(["--kubernetes", "--kubeconfig", str(tmp_path / "none")], environ={})
+
+
+async def test_a_route_that_detaches_loses_the_gateway_s_status_entry(tmp_path: Path) -> None:
+    udp, tcp = turn_port(), turn_port()
+    async with live_relay(tmp_path, *issue_example(udp, tcp)) as live:
+        await live.condition_is("UDPRoute", "media-route", "Accepted", "True")
+        other = {"name": "other-gateway"}
+        live.fake.apply(route({"name": "media-server", "namespace": "apps"}, parents=[other]))
+        await eventually(
+            lambda: live.status("UDPRoute", "media-route").get("parents") == [],
+            "our entry removed",
+        )
