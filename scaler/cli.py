@@ -18,7 +18,7 @@ USAGE = """usage: turnscale COMMAND [FLAGS]
 commands:
   scaler   the collector: report ingest, /metrics, KEDA gRPC and metrics-api
   relay    a TURN/STUN relay (UDP and TCP) with auth, peer policy, quotas and drain
-  run      the embedded default: a scaler on loopback, with instructions to try it
+  run      the embedded default: a scaler, a relay and an echo peer on loopback
   load     open real TURN allocations against a relay fleet, for a while
   auth     the in-cluster ICE credential endpoint (GET /ice) for a Gateway
 
