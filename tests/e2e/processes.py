@@ -8,24 +8,19 @@ blocks on a full pipe; every wait has a deadline.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
-from typing import Any
 
+from tests.processes import PROCESS_TIMEOUT, LoggedProcess
 from tests.relay.servers import RelayProcess
 
 #: Scaler flags of the e2e tests: a relay silent 1 s is stale, 2 s expired.
 FAST_EXPIRY = ("--stale-after", "1s", "--expire-after", "2s")
-#: How long a process may take to start or stop.
-PROCESS_TIMEOUT = 20.0
 
 
-class ScalerProcess:
+class ScalerProcess(LoggedProcess):
     """``python -m scaler --http HOST:PORT --grpc HOST:0 FLAGS...``, its log read as it comes.
 
     ``http`` may name a fixed port (a restarted scaler comes back where relays push); gRPC
@@ -41,62 +36,19 @@ class ScalerProcess:
             *("--http", http, "--grpc", grpc or f"{host}:0"),
             *flags,
         ]
-        self.process = subprocess.Popen(
-            argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-        )
-        self.lines: list[dict[str, Any]] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__("scaler", argv)
         serving = self.wait_for("scaler serving")
         #: ``host:port`` of the HTTP and the gRPC listener.
         self.http: str = serving["http"]
         self.grpc: str = serving["grpc"]
         self.base = f"http://{self.http}"
 
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            try:
-                entry: dict[str, Any] = json.loads(line)
-            except ValueError:
-                entry = {"event": "unparsed", "line": line}
-            with self._changed:
-                self.lines.append(entry)
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for(self, event: str, timeout: float = PROCESS_TIMEOUT) -> dict[str, Any]:
-        """The first log line with ``event``, waiting at most ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for entry in self.lines:
-                    if entry.get("event") == event:
-                        return entry
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (
-                    self.process.poll() is not None and not self._reader.is_alive()
-                ):
-                    raise AssertionError(f"scaler never logged {event!r}: {self.lines[-5:]}")
-                self._changed.wait(min(remaining, 0.5))
-
-    def kill(self) -> None:
-        """SIGKILL: the scaler's in-memory state is gone with it."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=PROCESS_TIMEOUT)
-        self._reader.join(timeout=5)
-
     def stop(self) -> None:
         """SIGTERM (an orderly stop), SIGKILL if that takes too long."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=PROCESS_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
         self.kill()
 
 

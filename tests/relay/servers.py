@@ -5,12 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
-import os
 import socket
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -19,6 +15,7 @@ from relay.config import Listen, RelayConfig
 from relay.server import RelayServer
 from scaler import wire
 from scaler.flags import HostPort
+from tests.processes import LoggedProcess
 
 USER, PASSWORD = "alice", "wonderland"
 SECRET = "rest-api-secret"
@@ -98,12 +95,8 @@ def free_port_pair(host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free UDP port pair")
 
 
-class RelayProcess:
-    """``python -m relay`` with loopback listeners; learns its addresses from the JSON log.
-
-    A thread reads stderr all along (so the relay never blocks on a full pipe) and keeps the
-    parsed lines; :meth:`wait_for` waits for an event with a deadline.
-    """
+class RelayProcess(LoggedProcess):
+    """``python -m relay`` with loopback listeners; learns its addresses from the JSON log."""
 
     def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
         argv = [
@@ -115,17 +108,7 @@ class RelayProcess:
             *("--user", f"{USER}:{PASSWORD}", "--allow-loopback-peers"),
             *flags,
         ]
-        self.process = subprocess.Popen(
-            argv,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.lines: list[dict[str, Any]] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__("relay", argv, env)
         self.serving = self.wait_for("relay serving")
         udp = next(item for item in self.serving["listen"] if item.startswith("udp://"))
         tcp = next(item for item in self.serving["listen"] if item.startswith("tcp://"))
@@ -133,49 +116,8 @@ class RelayProcess:
         self.tcp = _host_port(tcp.removeprefix("tcp://"))
         self.health = f"http://{self.serving['health']}"
 
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            try:
-                entry: dict[str, Any] = json.loads(line)
-            except ValueError:
-                entry = {"event": "unparsed", "line": line}
-            with self._changed:
-                self.lines.append(entry)
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def events(self, event: str) -> list[dict[str, Any]]:
-        with self._changed:
-            return [entry for entry in self.lines if entry.get("event") == event]
-
-    def wait_for(self, event: str, timeout: float = 15.0) -> dict[str, Any]:
-        """The first log line with ``event``, waiting at most ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for entry in self.lines:
-                    if entry.get("event") == event:
-                        return entry
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (
-                    self.process.poll() is not None and not self._reader.is_alive()
-                ):
-                    raise AssertionError(f"relay never logged {event!r}: {self.lines[-5:]}")
-                self._changed.wait(min(remaining, 0.5))
-
-    def wait(self, timeout: float = 15.0) -> int:
-        """Wait for the process to exit (and its log to be read); its exit status."""
-        status = self.process.wait(timeout=timeout)
-        self._reader.join(timeout=5)
-        return status
-
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)
-        self._reader.join(timeout=5)
+        self.kill()
 
 
 def _host_port(text: str) -> tuple[str, int]:
