@@ -2,6 +2,6 @@
 
 import sys
 
-from scaler.cli import main
+from relay.cli import main
 
-main(["relay", *sys.argv[1:]])
+main(sys.argv[1:])

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import resource
-import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from relay.config import RelayConfig, load
-from scaler import logs
-from scaler.flags import ConfigError, fail
+from scaler.common import runtime
 
 PROGRAM = "turnscale relay"
 
 
-def raise_file_limit() -> None:
+def raise_file_limit(_config: RelayConfig | None = None) -> None:
     """One socket per allocation: lift the soft open-file limit to the hard one."""
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -25,27 +22,27 @@ def raise_file_limit() -> None:
         pass
 
 
-def main(argv: Sequence[str]) -> None:
-    try:
-        config = load(argv)
-    except ConfigError as error:
-        fail(PROGRAM, error)
-    logs.configure(config.log_level)
-    raise_file_limit()
-    from relay.server import StartupError, serve
+def serve(config: RelayConfig) -> Coroutine[Any, Any, None]:
+    """The relay from flags, from Gateway API files, or live from Kubernetes."""
+    from relay.server import serve as serve_flags
 
-    run: Callable[[RelayConfig], Coroutine[Any, Any, None]] = serve
+    run: Callable[[RelayConfig], Coroutine[Any, Any, None]] = serve_flags
     if config.gateway is not None:
         from relay.gateway.run import serve_files, serve_live
 
         run = serve_live if config.gateway.kubernetes is not None else serve_files
-    try:
-        if config.event_loop == "uvloop":
-            from scaler.cli import run_async
+    return run(config)
 
-            run_async(lambda: run(config))
-        else:
-            asyncio.run(run(config))
-    except StartupError as error:
-        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+
+def main(argv: Sequence[str]) -> None:
+    from relay.server import StartupError
+
+    runtime.run_command(
+        PROGRAM,
+        argv,
+        load,
+        serve,
+        event_loop=lambda config: config.event_loop,
+        prepare=raise_file_limit,
+        startup_errors=(StartupError,),
+    )

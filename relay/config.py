@@ -1,7 +1,7 @@
 """``turnscale relay`` configuration: one frozen object, parsed and validated at start-up.
 
 Every flag also reads ``TURNSCALE_<FLAG>`` (repeatable flags take a comma-separated list
-there). A bad value is a :class:`scaler.flags.ConfigError` naming the flag; passwords and
+there). A bad value is a :class:`scaler.common.flags.ConfigError` naming the flag; passwords and
 secrets never appear in an error, a log line or a ``repr``.
 """
 
@@ -25,7 +25,8 @@ from relay.peer_policy import PeerRule, parse_peer_rule
 from relay.ports import DEFAULT_RANGE, parse_port_range
 from relay.reporting import ReportingConfig
 from relay.turn import MAX_LIFETIME
-from scaler.flags import (
+from scaler.common import sockets
+from scaler.common.flags import (
     ConfigError,
     FlagParser,
     HostPort,
@@ -274,10 +275,8 @@ def default_relay_address(listen: Sequence[Listen]) -> str:
 
 
 def _check_bindable(address: str) -> None:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.bind((address, 0))
+        sockets.bind_udp(address, 0).close()
     except OSError as exc:
         raise ConfigError(
             f"--relay-address {address}: relayed sockets cannot bind it ({exc.strerror})"

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import random
 import secrets
 import socket
 import time
@@ -36,7 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from scaler import logs, wire
+from scaler import wire
+from scaler.common import backoff, logs
 
 log = logs.get("relay.pusher")
 
@@ -73,14 +73,6 @@ class Identity:
         return wire.RelayIdentity(
             self.pod, self.namespace, self.gateway, self.instance, self.started_at
         )
-
-
-def backoff(
-    failures: int, rng: Callable[[], float] = random.random, ceiling: float = BACKOFF_MAX
-) -> float:
-    """Exponential backoff with jitter: up to 0.1 s, 0.2 s, ... capped at ``ceiling``."""
-    ceiling = min(BACKOFF_FIRST * 2.0 ** max(failures - 1, 0), ceiling)
-    return float(ceiling * (0.5 + rng() / 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +278,9 @@ class ReportPusher:
                 # Never slower than the heartbeat: a scaler that comes back is exact
                 # again within one report interval, however long it was away.
                 ceiling = min(BACKOFF_MAX, self.interval)
-                await asyncio.sleep(backoff(target.failures, ceiling=ceiling))
+                await asyncio.sleep(
+                    backoff.delay(target.failures, initial=BACKOFF_FIRST, maximum=ceiling)
+                )
             else:
                 wait = last + self.interval - loop.time()
                 # asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow a

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from relay.pusher import Identity, ReportPusher
 from relay.stats import RelayStats
-from scaler import wire
-from scaler.config import read_token
-from scaler.flags import ConfigError, FlagParser, parse_duration
+from scaler.common import names
+from scaler.common.flags import ConfigError, FlagParser, parse_duration, read_token
 
 DEFAULT_GATEWAY = "stunner-gateway"
 
@@ -78,10 +77,10 @@ def add_flags(parser: FlagParser) -> None:
 
 def from_args(args: argparse.Namespace) -> ReportingConfig:
     pod = args.pod or default_pod()
-    _check_name("--pod", pod, wire.DNS_SUBDOMAIN, 253)
-    _check_name("--namespace", args.namespace, wire.DNS_LABEL, 63)
+    _check_name("--pod", pod, names.is_dns_subdomain, names.SUBDOMAIN_MAX)
+    _check_name("--namespace", args.namespace, names.is_dns_label, names.LABEL_MAX)
     gateway = args.gateway or DEFAULT_GATEWAY
-    _check_name("--gateway", gateway, wire.DNS_SUBDOMAIN, 253)
+    _check_name("--gateway", gateway, names.is_dns_subdomain, names.SUBDOMAIN_MAX)
     if not 0 < args.report_interval <= 60:
         raise ConfigError("--report-interval must be more than 0s and at most 60s")
     token = None
@@ -97,8 +96,8 @@ def from_args(args: argparse.Namespace) -> ReportingConfig:
     )
 
 
-def _check_name(flag: str, value: str, pattern: str, longest: int) -> None:
-    if len(value) > longest or re.fullmatch(pattern, value) is None:
+def _check_name(flag: str, value: str, valid: Callable[[str], bool], longest: int) -> None:
+    if not valid(value):
         raise ConfigError(
             f"{flag} {value!r} is not a Kubernetes name (lowercase letters, digits and '-', "
             f"at most {longest} characters)"

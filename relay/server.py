@@ -45,8 +45,8 @@ from relay.transports import (
     UdpListener,
     bind_udp,
 )
-from scaler import logs
-from scaler.flags import HostPort
+from scaler.common import logs, sockets
+from scaler.common.flags import HostPort
 from scaler.wire import DeleteReason
 
 __all__ = ["RelayServer", "StartupError", "serve"]
@@ -79,9 +79,8 @@ class _NoRelays:
 
 
 def _bind_tcp(address: HostPort, what: str) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     try:
-        return socket.create_server((address.host, address.port), family=family, backlog=1024)
+        return sockets.bind_tcp(address.host, address.port)
     except OSError as exc:
         raise StartupError(f"{what} {address}: {exc.strerror or exc}") from None
 

@@ -38,7 +38,7 @@ from relay.framing import StreamDeframer
 from relay.ports import PortPool
 from relay.stats import RelayStats
 from relay.stun import FAMILY_IPV4, FAMILY_IPV6, StunError
-from scaler import logs
+from scaler.common import logs, sockets
 
 if TYPE_CHECKING:
     from relay.handler import RequestHandler
@@ -133,13 +133,8 @@ def _port_taken(exc: OSError) -> bool:
 
 def bind_udp(host: str, port: int) -> socket.socket:
     """A non-blocking UDP socket bound to ``host:port`` (port 0 picks one)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = sockets.bind_udp(host, port)
     try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, port))
-        sock.setblocking(False)
         _grow_buffers(sock)
     except BaseException:
         sock.close()
@@ -577,13 +572,8 @@ class RelaySockets:
         self._reservations: dict[bytes, tuple[socket.socket, int, float]] = {}
 
     def _socket(self, port: int, dont_fragment: bool) -> socket.socket:
-        af = socket.AF_INET6 if self.family == FAMILY_IPV6 else socket.AF_INET
-        sock = socket.socket(af, socket.SOCK_DGRAM)
+        sock = sockets.bind_udp(self.address, port)
         try:
-            if af == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((self.address, port))
-            sock.setblocking(False)
             _grow_buffers(sock, RELAYED_BUFFER)
             if dont_fragment:
                 _set_dont_fragment(sock)

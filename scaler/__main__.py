@@ -2,6 +2,6 @@
 
 import sys
 
-from scaler.cli import main
+from scaler.server import main
 
-main(["scaler", *sys.argv[1:]])
+main(sys.argv[1:])

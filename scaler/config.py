@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaler.flags import (
+from scaler.common.flags import (
     ConfigError,
     FlagParser,
     HostPort,
@@ -17,6 +17,7 @@ from scaler.flags import (
     parse_duration,
     parse_host_port,
     positive_int,
+    read_token,
 )
 from scaler.kube import settings as kube_settings
 from scaler.scaling import ScalingPolicy
@@ -211,19 +212,6 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         grpc_client_ca=args.grpc_client_ca,
         kubernetes=kubernetes,
     )
-
-
-def read_token(path: Path, flag: str = "--token-file") -> str:
-    """Read a bearer token from a mounted Secret file; surrounding whitespace is not part of it."""
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{flag}: cannot read {str(path)!r}: {exc}") from None
-    if not token:
-        raise ConfigError(f"{flag}: {str(path)!r} is empty")
-    if any(ch.isspace() for ch in token):
-        raise ConfigError(f"{flag}: the token in {str(path)!r} contains white space")
-    return token
 
 
 def check_grpc_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> None:

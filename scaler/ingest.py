@@ -11,7 +11,7 @@ import hmac
 from collections import Counter
 from dataclasses import dataclass, field
 
-from scaler import logs
+from scaler.common import logs
 from scaler.fleet import FleetFull, FleetState, Outcome
 from scaler.wire import MAX_BODY_BYTES, ReportError, decode
 

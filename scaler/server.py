@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from scaler import logs
+from scaler import config as scaler_config
+from scaler.common import logs, runtime
+from scaler.common.flags import HostPort
+from scaler.common.sockets import bind_tcp
 from scaler.config import ScalerConfig
-from scaler.flags import HostPort
 from scaler.http import create_app
 from scaler.keda.grpc_server import GrpcFrontEnd, TlsFiles
 from scaler.service import ScalerService
-from scaler.signals import stop_requested
 
 if TYPE_CHECKING:
     from scaler.kube.integration import KubeIntegration
@@ -23,12 +23,6 @@ log = logs.get("scaler")
 
 # How long in-flight gRPC calls may take to finish once the scaler stops.
 GRPC_STOP_GRACE = 5.0
-
-
-def bind_tcp(address: HostPort) -> socket.socket:
-    """A listening socket; binding ourselves lets port 0 pick a free port we can read back."""
-    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-    return socket.create_server((address.host, address.port), family=family, backlog=1024)
 
 
 def grpc_tls(config: ScalerConfig) -> TlsFiles | None:
@@ -57,7 +51,7 @@ class ScalerServer:
             self.kube = KubeIntegration(self.service, config.kubernetes)
 
     async def start(self) -> None:
-        sock = bind_tcp(self.config.http)
+        sock = bind_tcp(self.config.http.host, self.config.http.port)
         host, port = sock.getsockname()[:2]
         self.http_address = HostPort(host, port)
         self._runner = web.AppRunner(
@@ -108,6 +102,11 @@ async def serve(config: ScalerConfig) -> None:
     server = ScalerServer(config)
     await server.start()
     try:
-        await stop_requested()
+        await runtime.stop_requested()
     finally:
         await server.stop()
+
+
+def main(argv: Sequence[str]) -> None:
+    """``turnscale scaler``."""
+    runtime.run_command("turnscale scaler", argv, scaler_config.load, serve)

@@ -13,6 +13,8 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from scaler.common.names import DNS_LABEL, DNS_SUBDOMAIN, LABEL_MAX, SUBDOMAIN_MAX
+
 VERSION: Final = 1
 MAX_BODY_BYTES: Final = 1 << 20
 MAX_EVENTS: Final = 5000
@@ -24,12 +26,9 @@ EARLIEST_TIME: Final = 946_684_800.0
 LATEST_TIME: Final = 4_102_444_800.0
 MAX_DURATION: Final = 10 * 365 * 86400.0
 
-DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-
 # RFC 1123 label (namespaces) and subdomain (pods, gateways), as Kubernetes validates them.
-Namespace = Annotated[str, msgspec.Meta(pattern=DNS_LABEL, max_length=63)]
-ObjectName = Annotated[str, msgspec.Meta(pattern=DNS_SUBDOMAIN, max_length=253)]
+Namespace = Annotated[str, msgspec.Meta(pattern=DNS_LABEL, max_length=LABEL_MAX)]
+ObjectName = Annotated[str, msgspec.Meta(pattern=DNS_SUBDOMAIN, max_length=SUBDOMAIN_MAX)]
 InstanceId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 AllocationId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Timestamp = Annotated[float, msgspec.Meta(ge=EARLIEST_TIME, le=LATEST_TIME)]

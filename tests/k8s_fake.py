@@ -771,7 +771,7 @@ class FakeKubeApi:
 
 def fast_timing() -> Any:
     """Watch timing for tests: short watches, quick backoff (all bounded)."""
-    from scaler.kube.watch import WatchTiming
+    from scaler.common.kube.reflector import WatchTiming
 
     return WatchTiming(
         watch_seconds=(2, 2),

@@ -17,9 +17,6 @@ which every relay and Prometheus talk to and which has no business with TURN sec
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +30,10 @@ from relay.gateway.ice import IceError, ice_configuration
 from relay.gateway.live import Follower
 from relay.gateway.translate import EphemeralAuth, GatewaySettings
 from relay.reporting import DEFAULT_GATEWAY
-from scaler import logs
-from scaler.flags import ConfigError, FlagParser, HostPort, fail, log_level, parse_host_port
-from scaler.kube.watch import DEFAULT_TIMING, WatchTiming
+from scaler.common import logs, runtime
+from scaler.common.flags import ConfigError, FlagParser, HostPort, log_level, parse_host_port
+from scaler.common.kube.access import KubeAccess
+from scaler.common.kube.reflector import DEFAULT_TIMING, WatchTiming
 
 __all__ = ["AuthConfig", "IceState", "LiveIce", "create_app", "load", "main", "serve"]
 
@@ -53,8 +51,8 @@ class AuthConfig:
     addresses: tuple[str, ...]
     files: tuple[Path, ...] = ()
     log_level: str = "info"
-    #: ``--kubernetes``: the API (scaler.kube.settings.KubeSettings) and the Gateway.
-    kubernetes: Any = None
+    #: ``--kubernetes``: where the API is; ``gateway`` names the Gateway.
+    kubernetes: KubeAccess | None = None
     gateway: tuple[str, str] = ("default", "stunner-gateway")
     gateway_config: tuple[str, str] | None = None
 
@@ -235,7 +233,7 @@ async def serve(config: AuthConfig) -> None:
     kube = None
     if config.kubernetes is not None:
         from relay.gateway.kube import Apis
-        from scaler.kube.client import connect
+        from scaler.common.kube.client import connect
 
         kube = await connect(config.kubernetes)
         live = LiveIce(state, Apis(kube.api_client), config.gateway, config.gateway_config)
@@ -259,11 +257,7 @@ async def serve(config: AuthConfig) -> None:
             if isinstance(settings.auth, EphemeralAuth)
             else "static",
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
+        await runtime.stop_requested()
     finally:
         await runner.cleanup()
         if live is not None:
@@ -273,18 +267,7 @@ async def serve(config: AuthConfig) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    try:
-        config = load(argv)
-    except ConfigError as error:
-        fail(PROGRAM, error)
-    logs.configure(config.log_level)
-    from scaler.kube.client import ClientSetupError
+    """``turnscale auth``."""
+    from scaler.common.kube.client import ClientSetupError
 
-    try:
-        asyncio.run(serve(config))
-    except ClientSetupError as error:
-        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except OSError as error:
-        print(f"{PROGRAM}: error: cannot serve on {config.http}: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+    runtime.run_command(PROGRAM, argv, load, serve, startup_errors=(ClientSetupError,))

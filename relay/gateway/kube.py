@@ -1,7 +1,7 @@
 """Live mode's watches: every object the relay's Gateway depends on, kept in memory.
 
 One :class:`ObjectWatch` per kind and scope lists, then watches, through kubernetes-asyncio
-(:class:`scaler.kube.watch.Reflector`: resumes after a dropped connection, lists again
+(:class:`scaler.common.kube.reflector.Reflector`: resumes after a dropped connection, lists again
 after ``410 Gone``, backs off on errors) and keeps the raw objects. :class:`Watches` owns
 them: the fixed ones (Gateways of the relay's namespace, GatewayClasses, and UDPRoutes,
 GatewayConfigs and StaticServices of every namespace) and the ones that follow the
@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from scaler import logs
-from scaler.kube.stats import KubeStats
-from scaler.kube.watch import DEFAULT_TIMING, Reflector, WatchTiming
+from scaler.common import logs
+from scaler.common.kube.reflector import DEFAULT_TIMING, NoStats, Reflector, WatchTiming
 
 __all__ = ["Apis", "ObjectWatch", "Scope", "Watches"]
 
@@ -131,7 +130,7 @@ class ObjectWatch(Reflector):
         *,
         timing: WatchTiming = DEFAULT_TIMING,
     ) -> None:
-        super().__init__(_Quiet(), KubeStats(), timing=timing)
+        super().__init__(_Quiet(), NoStats(), timing=timing)
         self.apis = apis
         self.scope = scope
         self.changed = changed

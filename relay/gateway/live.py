@@ -55,9 +55,9 @@ from relay.gateway.status import (
 from relay.gateway.translate import Catalog, GatewaySettings, translate
 from relay.peer_policy import PeerRule
 from relay.server import RelayServer, StartupError
-from scaler import logs
-from scaler.flags import HostPort
-from scaler.kube.watch import DEFAULT_TIMING, WatchTiming
+from scaler.common import logs
+from scaler.common.flags import HostPort
+from scaler.common.kube.reflector import DEFAULT_TIMING, WatchTiming
 
 __all__ = [
     "Follower",

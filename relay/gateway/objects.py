@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
 
 from relay.peer_policy import PeerRule
-from scaler.wire import DNS_LABEL, DNS_SUBDOMAIN
+from scaler.common.names import is_dns_label, is_dns_subdomain
 
 __all__ = [
     "GATEWAY_GROUP",
@@ -310,10 +311,10 @@ def parse(document: Any, default_namespace: str) -> GatewayObject:
         raise GatewayError(f"{where}{problem}", "UnsupportedValue") from None
     metadata = obj.metadata
     what = str(kind_name)
-    _name(f"{what} {metadata.name!r}: metadata.name", metadata.name, DNS_SUBDOMAIN, 253)
+    _name(f"{what} {metadata.name!r}: metadata.name", metadata.name, is_dns_subdomain)
     if kind.namespaced:
         namespace = metadata.namespace or default_namespace
-        _name(f"{what} {metadata.name}: metadata.namespace", namespace, DNS_LABEL, 63)
+        _name(f"{what} {metadata.name}: metadata.namespace", namespace, is_dns_label)
         obj = msgspec.structs.replace(
             obj, metadata=msgspec.structs.replace(metadata, namespace=namespace)
         )
@@ -329,10 +330,10 @@ def _fail(where: str, field: str, problem: str, reason: str = "UnsupportedValue"
     return GatewayError(f"{where}: {field}: {problem}", reason)
 
 
-def _name(where: str, value: str, pattern: str, longest: int) -> None:
+def _name(where: str, value: str, valid: Callable[[str], bool]) -> None:
     if not value:
         raise GatewayError(f"{where} is missing", "UnsupportedValue")
-    if len(value) > longest or re.fullmatch(pattern, value) is None:
+    if not valid(value):
         raise GatewayError(
             f"{where}: {value!r} is not a Kubernetes name (lowercase letters, digits, '-')",
             "UnsupportedValue",
@@ -354,7 +355,7 @@ def _check_gateway(gateway: Gateway, where: str) -> None:
     bound: dict[tuple[str, int], str] = {}
     for index, listener in enumerate(spec.listeners):
         field = f"spec.listeners[{index}]"
-        if re.fullmatch(DNS_LABEL, listener.name) is None:
+        if not is_dns_label(listener.name):
             raise _fail(where, f"{field}.name", f"{listener.name!r} is not a section name")
         if listener.name in names:
             raise _fail(
@@ -404,7 +405,7 @@ def _check_gateway(gateway: Gateway, where: str) -> None:
                     where, f"{field}.value", f"{address.value!r} is not an IP address"
                 ) from None
         elif address.type == "Hostname":
-            if re.fullmatch(DNS_SUBDOMAIN, address.value) is None:
+            if not is_dns_subdomain(address.value):
                 raise _fail(where, f"{field}.value", f"{address.value!r} is not a host name")
         else:
             raise _fail(
@@ -456,9 +457,9 @@ def _check_route(route: UDPRoute, where: str) -> None:
                     f"StaticService (group {STUNNER_GROUP!r})",
                     "InvalidKind",
                 )
-            _name(f"{where}: {field}.name", backend.name, DNS_LABEL, 63)
+            _name(f"{where}: {field}.name", backend.name, is_dns_label)
             if backend.namespace is not None:
-                _name(f"{where}: {field}.namespace", backend.namespace, DNS_LABEL, 63)
+                _name(f"{where}: {field}.namespace", backend.namespace, is_dns_label)
             _port(where, f"{field}.port", backend.port)
             _port(where, f"{field}.endPort", backend.end_port)
             if backend.end_port is not None:
@@ -579,9 +580,9 @@ def _secret_ref(where: str, field: str, ref: SecretRef) -> None:
         raise _fail(
             where, f"{field}.kind", f"{ref.kind} ({ref.group!r}) is not a Secret", "InvalidKind"
         )
-    _name(f"{where}: {field}.name", ref.name, DNS_SUBDOMAIN, 253)
+    _name(f"{where}: {field}.name", ref.name, is_dns_subdomain)
     if ref.namespace is not None:
-        _name(f"{where}: {field}.namespace", ref.namespace, DNS_LABEL, 63)
+        _name(f"{where}: {field}.namespace", ref.namespace, is_dns_label)
     if ref.key is not None and re.fullmatch(r"[-._a-zA-Z0-9]+", ref.key) is None:
         raise _fail(where, f"{field}.key", f"{ref.key!r} is not a Secret key")
 

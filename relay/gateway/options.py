@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from relay.gateway.translate import EphemeralAuth, GatewaySettings, Key, StaticAuth
 from relay.peer_policy import PeerRule
-from scaler.flags import ConfigError, FlagParser, parse_duration
-from scaler.wire import DNS_LABEL, DNS_SUBDOMAIN
+from scaler.common.flags import ConfigError, FlagParser, parse_duration
+from scaler.common.kube.access import KubeAccess, resolve_access
+from scaler.common.names import is_dns_label, is_dns_subdomain
 
 __all__ = ["GatewayOptions", "add_flags", "from_args"]
 
@@ -49,8 +49,8 @@ class GatewayOptions:
     resolve_interval: float = 10.0
     #: ``--gateway-config``; an empty namespace means the Gateway's.
     gateway_config: Key | None = field(default=None)
-    #: ``--kubernetes``: where the API is (scaler.kube.settings.KubeSettings).
-    kubernetes: Any = None
+    #: ``--kubernetes``: where the API is.
+    kubernetes: KubeAccess | None = None
 
 
 def _listener_address(text: str) -> str:
@@ -62,9 +62,7 @@ def _listener_address(text: str) -> str:
 
 def _object_ref(text: str) -> tuple[str, str]:
     namespace, slash, name = text.strip().rpartition("/")
-    if (slash and re.fullmatch(DNS_LABEL, namespace) is None) or re.fullmatch(
-        DNS_SUBDOMAIN, name
-    ) is None:
+    if (slash and not is_dns_label(namespace)) or not is_dns_subdomain(name):
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME or NAMESPACE/NAME")
     return namespace, name
 
@@ -185,20 +183,11 @@ def from_args(args: argparse.Namespace, namespace: str) -> GatewayOptions | None
     )
 
 
-def kube_settings(kubeconfig: Path | None, namespace: str) -> Any:
-    """Where the Kubernetes API is, the way the scaler's ``--kubernetes`` finds it."""
+def kube_settings(kubeconfig: Path | None, namespace: str) -> KubeAccess:
+    """Where the Kubernetes API is, the way every ``--kubernetes`` command finds it."""
     import os
 
-    from scaler.kube.selector import parse_selector
-    from scaler.kube.settings import DEFAULT_SELECTOR, resolve
-
-    return resolve(
-        kubeconfig=kubeconfig,
-        relay_selector=parse_selector(DEFAULT_SELECTOR),  # unused by the relay
-        relay_namespace=namespace,
-        deletion_cost_interval=0,
-        environ=os.environ,
-    )
+    return resolve_access(kubeconfig=kubeconfig, namespace=namespace, environ=os.environ)
 
 
 def _choose_gateway(gateways: Mapping[Key, object], name: str | None, namespace: str) -> Key:

@@ -24,7 +24,7 @@ from typing import Final
 
 from relay.gateway.translate import ServiceBackend
 from relay.peer_policy import PeerPolicy, PeerRule
-from scaler import logs
+from scaler.common import logs
 
 __all__ = ["Peers", "Resolve", "ServiceResolver", "resolve_dns"]
 

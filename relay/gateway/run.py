@@ -12,7 +12,7 @@ from __future__ import annotations
 from relay.config import RelayConfig
 from relay.gateway.peers import Peers, Resolve, ServiceResolver, resolve_dns
 from relay.server import RelayServer, StartupError, serve
-from scaler import logs
+from scaler.common import logs
 
 __all__ = ["FileGateway", "serve_files", "serve_live"]
 
@@ -82,7 +82,7 @@ async def serve_live(config: RelayConfig) -> None:
     """Serve the relay of ``--kubernetes`` until SIGTERM/SIGINT and its drain."""
     from relay.gateway.kube import Apis
     from relay.gateway.live import LiveGateway
-    from scaler.kube.client import ClientSetupError, connect
+    from scaler.common.kube.client import ClientSetupError, connect
 
     options = config.gateway
     assert options is not None and options.kubernetes is not None, "--kubernetes"

@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from scaler.flags import HostPort
+from scaler.common.flags import HostPort
 from scaler.keda.policies import PolicyBook
 from scaler.keda.proto import externalscaler_pb2_grpc as pb_grpc
 from scaler.keda.servicer import SERVICE_NAME, ExternalScalerServicer

@@ -17,12 +17,12 @@ which the servicer answers with INVALID_ARGUMENT.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from scaler.common.names import is_dns_label, is_dns_subdomain
 from scaler.scaling import ScalingPolicy
-from scaler.wire import DNS_LABEL, DNS_SUBDOMAIN
 
 GATEWAY: Final = "gateway"
 NAMESPACE: Final = "namespace"
@@ -44,8 +44,6 @@ METRIC_PREFIX: Final = "stunner-allocations"
 MAX_NUMBER: Final = 1_000_000_000
 
 _NUMBER = re.compile(r"[0-9]+")
-_GATEWAY = re.compile(DNS_SUBDOMAIN)
-_NAMESPACE = re.compile(DNS_LABEL)
 # KEDA names a trigger's metric "s<trigger index>-<name>" in the HPA.
 _TRIGGER_INDEX = re.compile(r"s[0-9]+-(.+)", re.IGNORECASE)
 
@@ -92,8 +90,8 @@ class Trigger:
 
 def parse_trigger(metadata: Mapping[str, str], defaults: ScalingPolicy) -> Trigger:
     """Read a trigger's metadata over ``defaults`` (the scaler's flags)."""
-    gateway = _name(metadata, GATEWAY, _GATEWAY, 253, "a gateway name (lowercase RFC 1123)")
-    namespace = _name(metadata, NAMESPACE, _NAMESPACE, 63, "a namespace name (RFC 1123 label)")
+    gateway = _name(metadata, GATEWAY, is_dns_subdomain, "a gateway name (lowercase RFC 1123)")
+    namespace = _name(metadata, NAMESPACE, is_dns_label, "a namespace name (RFC 1123 label)")
     target = _number(metadata, TARGET_PER_REPLICA, defaults.target_per_replica, minimum=1)
     low = _number(metadata, MIN_REPLICAS, defaults.min_replicas, minimum=0)
     high = _number(metadata, MAX_REPLICAS, defaults.max_replicas, minimum=1)
@@ -109,7 +107,7 @@ def parse_trigger(metadata: Mapping[str, str], defaults: ScalingPolicy) -> Trigg
 
 
 def _name(
-    metadata: Mapping[str, str], key: str, pattern: re.Pattern[str], limit: int, what: str
+    metadata: Mapping[str, str], key: str, valid: Callable[[str], bool], what: str
 ) -> str | None:
     raw = metadata.get(key)
     if raw is None:
@@ -117,7 +115,7 @@ def _name(
     value = raw.strip()
     if not value:
         raise MetadataError(key, f"is empty; leave the key out to count {_everything(key)}")
-    if len(value) > limit or pattern.fullmatch(value) is None:
+    if not valid(value):
         raise MetadataError(key, f"{raw!r} is not {what}")
     return value
 

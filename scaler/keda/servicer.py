@@ -14,7 +14,7 @@ from typing import Final, NoReturn
 
 import grpc
 
-from scaler import logs
+from scaler.common import logs
 from scaler.keda.metadata import MetadataError, Trigger, parse_trigger
 from scaler.keda.policies import PolicyBook
 from scaler.keda.proto import externalscaler_pb2 as pb

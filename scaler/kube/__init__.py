@@ -5,8 +5,7 @@
 - :mod:`scaler.kube.selector`: label selector syntax, validated once at start-up.
 - :mod:`scaler.kube.pods`: the relay pods as the API shows them; pure.
 - :mod:`scaler.kube.cost`: which pods get which ``pod-deletion-cost`` on scale-in; pure.
-- :mod:`scaler.kube.watch`: list then watch the relay pods, restarting with backoff.
+- :mod:`scaler.kube.watch`: the relay pod watch (a :mod:`scaler.common.kube.reflector`).
 - :mod:`scaler.kube.stats`: what the integration exports on ``/metrics``.
-- :mod:`scaler.kube.client`: kubernetes-asyncio client wiring (in-cluster or kubeconfig).
 - :mod:`scaler.kube.integration`: ties them to a :class:`scaler.service.ScalerService`.
 """

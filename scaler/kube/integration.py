@@ -26,20 +26,17 @@ from typing import Final
 import aiohttp
 from prometheus_client.core import Metric
 
-from scaler import logs
+from scaler.common import logs
+from scaler.common.backoff import Backoff
+from scaler.common.kube import client as kube_client
+from scaler.common.kube.access import KubeAccess
+from scaler.common.kube.reflector import DEFAULT_TIMING, WatchTiming, status_message
 from scaler.fleet import RelayKey
-from scaler.kube import client as kube_client
 from scaler.kube.cost import CostPatch, CostPlanner
 from scaler.kube.pods import POD_DELETION_COST, PodInfo, PodView
 from scaler.kube.settings import KubeSettings
 from scaler.kube.stats import KubeStats
-from scaler.kube.watch import (
-    DEFAULT_TIMING,
-    Backoff,
-    PodWatcher,
-    WatchTiming,
-    status_message,
-)
+from scaler.kube.watch import PodWatcher
 from scaler.service import ScalerService
 
 log = logs.get("scaler.kube")
@@ -47,7 +44,7 @@ log = logs.get("scaler.kube")
 CHECK: Final = "kubernetes"
 PATCH_TIMEOUT: Final = 10.0
 
-Connect = Callable[[KubeSettings], Awaitable[kube_client.KubeClient]]
+Connect = Callable[[KubeAccess], Awaitable[kube_client.KubeClient]]
 
 
 class KubeIntegration:
@@ -100,7 +97,7 @@ class KubeIntegration:
         backoff = Backoff(self.timing.backoff_initial, self.timing.backoff_max)
         while self.client is None:
             try:
-                self.client = await self._connect(self.settings)
+                self.client = await self._connect(self.settings.access)
             except kube_client.ClientSetupError as exc:
                 self.health(False)
                 log.error("kubernetes client setup failed", error=str(exc))

@@ -10,8 +10,8 @@ from typing import Any, Final
 import pytest
 
 from dashboards import names
+from scaler.common.flags import parse_duration
 from scaler.config import build_parser
-from scaler.flags import parse_duration
 from scaler.scaling import ScalingPolicy
 from tests.dashboards.expressions import (
     DASHBOARD_FILES,

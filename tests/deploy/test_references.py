@@ -5,7 +5,6 @@ of the binary it is given to, with a value that flag accepts."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -14,7 +13,7 @@ import pytest
 
 from relay import config as relay_config
 from scaler import config as scaler_config
-from scaler.flags import ConfigError, FlagParser, env_name
+from scaler.common.flags import ConfigError, Flag, FlagParser
 from scaler.keda.metadata import KEYS, parse_trigger
 from scaler.kube.selector import parse_selector
 from scaler.scaling import ScalingPolicy
@@ -249,15 +248,11 @@ def test_the_metrics_api_trigger_names_the_http_service_and_scale_endpoint(
 # ---- the binaries' flags --------------------------------------------------------------------
 
 
-def flags(parser: FlagParser) -> dict[str, argparse.Action]:
-    return {
-        env_name(action.option_strings[0]): action
-        for action in parser._actions
-        if action.option_strings and action.dest != "help"
-    }
+def flags(parser: FlagParser) -> dict[str, Flag]:
+    return {flag.env: flag for flag in parser.flags()}
 
 
-def literal_env(container_env: dict[str, Any], known: dict[str, argparse.Action]) -> dict[str, str]:
+def literal_env(container_env: dict[str, Any], known: dict[str, Flag]) -> dict[str, str]:
     """The variables with literal values, as the flags parse them (downward API values
     replaced by what Kubernetes would put there)."""
     out = {}

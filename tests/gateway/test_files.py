@@ -12,7 +12,7 @@ from relay import config as relay_config
 from relay.config import Listen, RelayConfig
 from relay.gateway.files import SecretsDir, load_objects
 from relay.gateway.translate import EphemeralAuth, ServiceBackend
-from scaler.flags import ConfigError, HostPort
+from scaler.common.flags import ConfigError, HostPort
 from tests.gateway.objects import (
     EXAMPLE,
     by_kind,

@@ -30,7 +30,7 @@ from relay.gateway.ice import IceError, ice_configuration, turn_urls
 from relay.gateway.ice_server import IceState, create_app
 from relay.gateway.objects import parse
 from relay.gateway.translate import Catalog, GatewaySettings, translate
-from scaler.flags import ConfigError
+from scaler.common.flags import ConfigError
 from tests.gateway.objects import (
     ephemeral_config,
     gateway,
@@ -275,7 +275,7 @@ async def test_the_auth_service_follows_the_gateway_live(tmp_path: Path) -> None
     from relay.auth import rest_password as password_of
     from relay.gateway.ice_server import LiveIce
     from relay.gateway.kube import Apis
-    from scaler.kube.client import connect
+    from scaler.common.kube.client import connect
     from tests.gateway.test_live import issue_example, secret
     from tests.k8s_fake import FakeKubeApi, fast_timing
 
@@ -291,6 +291,7 @@ async def test_the_auth_service_follows_the_gateway_live(tmp_path: Path) -> None
         environ={},
     )
     assert loaded.settings is None and loaded.gateway == ("stunner", "stunner-gateway")
+    assert loaded.kubernetes is not None
     kube = await connect(loaded.kubernetes)
     state = IceState(None, loaded.addresses)
     live = LiveIce(state, Apis(kube.api_client), loaded.gateway, timing=fast_timing())

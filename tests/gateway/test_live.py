@@ -22,8 +22,8 @@ from relay.auth import RestCredentials
 from relay.gateway.kube import Apis
 from relay.gateway.live import LiveGateway
 from relay.server import RelayServer
-from scaler.flags import ConfigError
-from scaler.kube.client import connect
+from scaler.common.flags import ConfigError
+from scaler.common.kube.client import connect
 from tests.gateway.objects import (
     changed,
     config,
@@ -143,7 +143,7 @@ async def live_relay(tmp_path: Path, *objects: dict[str, Any]) -> AsyncIterator[
         *("--health", "127.0.0.1:0"),
     ]
     loaded = relay_config.load(flags, environ={})
-    assert loaded.gateway is not None
+    assert loaded.gateway is not None and loaded.gateway.kubernetes is not None
     kube = await connect(loaded.gateway.kubernetes)
     server = RelayServer(loaded)
     live = LiveGateway(server, loaded.gateway, Apis(kube.api_client), timing=fast_timing())

@@ -14,7 +14,7 @@ from typing import Any
 from relay.config import Listen, RelayConfig
 from relay.server import RelayServer
 from scaler import wire
-from scaler.flags import HostPort
+from scaler.common.flags import HostPort
 from tests.processes import LoggedProcess
 
 USER, PASSWORD = "alice", "wonderland"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from relay import config
-from scaler.flags import env_name
+from scaler.common.flags import env_name
 from tests.relay.servers import RelayProcess, relay_process
 from tests.relay.turn_client import TurnClient, TurnError, echo_peer
 
@@ -46,10 +46,8 @@ def test_help_lists_every_flag_with_its_variable() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
     flat = result.stdout.replace("\n", "").replace(" ", "")
-    for action in config.build_parser()._actions:
-        long_flag = action.option_strings[-1]
-        if long_flag == "--help":
-            continue
+    for flag in config.build_parser().flags():
+        long_flag = flag.flag
         assert long_flag in result.stdout
         assert env_name(long_flag) in flat
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import aiohttp
 
 from relay.config import Listen
-from scaler.flags import HostPort
+from scaler.common.flags import HostPort
 from tests.relay.servers import PASSWORD, USER, address, relay_config, running
 from tests.relay.turn_client import TurnClient
 

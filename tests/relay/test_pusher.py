@@ -10,9 +10,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from relay.pusher import Identity, ReportPusher, backoff, endpoints
+from relay.pusher import BACKOFF_FIRST, BACKOFF_MAX, Identity, ReportPusher, endpoints
 from scaler import wire
-from scaler.flags import HostPort
+from scaler.common import backoff as backoff_rule
+from scaler.common.flags import HostPort
 from scaler.server import ScalerServer
 from tests.net import free_port
 from tests.reports import created
@@ -75,15 +76,21 @@ def test_endpoints_keep_the_host_header_and_use_each_address() -> None:
     assert {e.host_header for e in found} == {"scaler.stunner.svc:8080"}
 
 
+def pusher_backoff(failures: int, rng: Any, ceiling: float = BACKOFF_MAX) -> float:
+    return backoff_rule.delay(failures, initial=BACKOFF_FIRST, maximum=ceiling, rng=rng)
+
+
 def test_backoff_grows_with_jitter_and_is_capped() -> None:
-    assert backoff(1, lambda: 1.0) == pytest.approx(0.1)
-    assert backoff(1, lambda: 0.0) == pytest.approx(0.05)
-    assert backoff(4, lambda: 1.0) == pytest.approx(0.8)
-    assert backoff(40, lambda: 1.0) == 5.0
+    assert pusher_backoff(1, lambda: 1.0) == pytest.approx(0.1)
+    assert pusher_backoff(1, lambda: 0.0) == pytest.approx(0.05)
+    assert pusher_backoff(4, lambda: 1.0) == pytest.approx(0.8)
+    assert pusher_backoff(40, lambda: 1.0) == 5.0
+    # After a very long outage the exponent stays bounded (no float overflow).
+    assert pusher_backoff(100_000, lambda: 1.0) == 5.0
     # A pusher caps it at its report interval (tests/e2e: a restarted scaler is exact
     # again within one interval, however long it was away).
-    assert backoff(40, lambda: 1.0, ceiling=0.5) == 0.5
-    assert backoff(1, lambda: 1.0, ceiling=0.5) == pytest.approx(0.1)
+    assert pusher_backoff(40, lambda: 1.0, ceiling=0.5) == 0.5
+    assert pusher_backoff(1, lambda: 1.0, ceiling=0.5) == pytest.approx(0.1)
 
 
 async def test_changes_reach_every_scaler_behind_one_name(start_scaler: Any) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from relay import config
 from relay.reporting import ReportingConfig, default_pod
-from scaler.flags import ConfigError
+from scaler.common.flags import ConfigError
 from tests.net import free_port
 from tests.relay.servers import relay_config, running
 

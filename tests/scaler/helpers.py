@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from scaler.common.flags import HostPort
 from scaler.config import ScalerConfig
-from scaler.flags import HostPort
 from scaler.scaling import ScalingPolicy
 
 

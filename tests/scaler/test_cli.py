@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from scaler import config
-from scaler.flags import ConfigError, HostPort, env_name, parse_duration, parse_host_port
+from scaler.common.flags import ConfigError, HostPort, env_name, parse_duration, parse_host_port
 
 
 def test_defaults_match_the_design() -> None:
@@ -99,8 +99,8 @@ def test_bad_flag_exits_2_with_one_clear_line() -> None:
 def test_help_lists_every_flag_with_its_variable() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for flag in [a for a in config.build_parser()._actions if a.option_strings[-1] != "--help"]:
-        long_flag = flag.option_strings[-1]
+    for flag in config.build_parser().flags():
+        long_flag = flag.flag
         assert long_flag in result.stdout
         assert env_name(long_flag) in result.stdout.replace("\n", "").replace(" ", "")
 

@@ -12,8 +12,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from scaler.common.flags import ConfigError
 from scaler.config import ScalerConfig, load
-from scaler.flags import ConfigError
 from scaler.keda.proto import externalscaler_pb2_grpc as pb_grpc
 from tests.scaler.keda_helpers import (
     GATEWAY,

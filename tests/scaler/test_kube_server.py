@@ -11,11 +11,11 @@ import aiohttp
 import grpc
 import pytest
 
+from scaler.common.flags import ConfigError
+from scaler.common.kube import client as kube_client
 from scaler.config import load
-from scaler.flags import ConfigError
 from scaler.keda.proto import externalscaler_pb2 as pb
 from scaler.keda.proto import externalscaler_pb2_grpc as pb_grpc
-from scaler.kube import client as kube_client
 from scaler.kube.selector import parse_selector
 from scaler.kube.settings import resolve
 from scaler.server import ScalerServer
@@ -129,8 +129,8 @@ async def test_in_cluster_credentials_over_tls(
             environ=environ,
             service_account_dir=account,
         )
-        assert settings.in_cluster
-        connected = await kube_client.connect(settings)
+        assert settings.access.in_cluster
+        connected = await kube_client.connect(settings.access)
         try:
             assert connected.namespace == "stunner"  # the service account's namespace
             assert connected.server == api.url
@@ -158,7 +158,7 @@ async def test_a_broken_kubeconfig_is_a_setup_error(tmp_path: Path) -> None:
         environ={},
     )
     with pytest.raises(kube_client.ClientSetupError, match="kubeconfig"):
-        await kube_client.connect(settings)
+        await kube_client.connect(settings.access)
 
 
 # ---- a whole scaler -----------------------------------------------------------------------

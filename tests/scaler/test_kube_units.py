@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from scaler.common.backoff import Backoff
 from scaler.fleet import FleetState
 from scaler.kube.cost import CostPatch, CostPlanner, clamp_int32
 from scaler.kube.pods import (
@@ -18,7 +19,6 @@ from scaler.kube.pods import (
     pod_info,
 )
 from scaler.kube.selector import SelectorError, parse_selector
-from scaler.kube.watch import Backoff
 from scaler.scaling import ScalingPolicy
 from tests.reports import report
 

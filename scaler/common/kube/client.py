@@ -1,6 +1,6 @@
 """kubernetes-asyncio client wiring: in-cluster service account or a kubeconfig.
 
-Imported only with ``--kubernetes``, so a scaler without it never loads the client.
+Imported only with ``--kubernetes``, so a command without it never loads the client.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
-from scaler.kube.settings import KubeSettings
+from scaler.common.kube.access import KubeAccess
 
 DEFAULT_NAMESPACE = "default"
 
@@ -24,14 +24,14 @@ class ClientSetupError(Exception):
 class KubeClient:
     api_client: Any  # kubernetes_asyncio.client.ApiClient
     core: Any  # kubernetes_asyncio.client.CoreV1Api
-    namespace: str  # where the relay pods are watched
+    namespace: str  # the namespace the command works in
     server: str  # the API server's URL, for logs
 
     async def close(self) -> None:
         await self.api_client.close()
 
 
-async def connect(settings: KubeSettings) -> KubeClient:
+async def connect(settings: KubeAccess) -> KubeClient:
     """Build the client; raise :class:`ClientSetupError` naming what is wrong."""
     configuration = client.Configuration()
     try:
@@ -42,7 +42,7 @@ async def connect(settings: KubeSettings) -> KubeClient:
                 token_filename=str(account / "token"),
                 cert_filename=str(account / "ca.crt"),
             )
-            namespace = settings.relay_namespace or _own_namespace(settings)
+            namespace = settings.namespace or _own_namespace(settings)
         else:
             loader = await config.load_kube_config(
                 config_file=str(settings.kubeconfig),
@@ -50,7 +50,7 @@ async def connect(settings: KubeSettings) -> KubeClient:
                 persist_config=False,
             )
             context = loader.current_context or {}
-            namespace = settings.relay_namespace or str(
+            namespace = settings.namespace or str(
                 (context.get("context") or {}).get("namespace") or DEFAULT_NAMESPACE
             )
     except (ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
@@ -61,7 +61,7 @@ async def connect(settings: KubeSettings) -> KubeClient:
     return KubeClient(api_client, core, namespace, str(configuration.host))
 
 
-def _own_namespace(settings: KubeSettings) -> str:
+def _own_namespace(settings: KubeAccess) -> str:
     try:
         text = (settings.service_account_dir / "namespace").read_text(encoding="utf-8")
     except OSError:

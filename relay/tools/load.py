@@ -15,7 +15,6 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -24,12 +23,11 @@ from typing import Any
 
 from aioice.turn import TurnTransport, create_turn_endpoint
 
-from scaler import logs
-from scaler.flags import (
+from scaler.common import runtime
+from scaler.common.flags import (
     ConfigError,
     FlagParser,
     HostPort,
-    fail,
     log_level,
     non_negative_int,
     parse_duration,
@@ -285,27 +283,19 @@ class LoadRun:
 
 
 async def run(config: LoadConfig) -> Tally:
+    """Run the load; SIGINT or SIGTERM ends it early (allocations are released first)."""
     load = LoadRun(config)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, load.stop)
-    return await load.run()
+    async with runtime.StopSignals() as signals:
+        stopper = asyncio.ensure_future(signals.requested.wait())
+        stopper.add_done_callback(lambda task: None if task.cancelled() else load.stop())
+        try:
+            return await load.run()
+        finally:
+            await runtime.cancel_and_wait(stopper)
 
 
 def main(argv: Sequence[str]) -> None:
-    try:
-        config = load_config(argv)
-    except ConfigError as error:
-        fail("turnscale load", error)
-    logs.configure(config.log_level)
-    from scaler.cli import run_async
-
-    result: list[Tally] = []
-
-    async def go() -> None:
-        result.append(await run(config))
-
-    run_async(go)
-    tally = result[0] if result else Tally()
+    """``turnscale load``: exit status 1 when not one allocation could be opened."""
+    tally = runtime.run_command("turnscale load", argv, load_config, run)
     if tally.opened == 0:
         raise SystemExit(1)

@@ -15,7 +15,8 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any, Final, NoReturn
 
 ENV_PREFIX = "TURNSCALE_"
 
@@ -89,18 +90,70 @@ def log_level(text: str) -> str:
     return level
 
 
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One declared flag: what the environment variable and the command line feed."""
+
+    flag: str  # the long option, ``--min-replicas``
+    dest: str  # the attribute on the parsed namespace
+    kind: str  # "value", "switch" (store_true) or "list" (repeatable, append)
+    convert: Callable[[str], Any]
+    choices: tuple[Any, ...] | None
+
+    @property
+    def env(self) -> str:
+        return env_name(self.flag)
+
+
+_KINDS: Final = {None: "value", "store": "value", "store_true": "switch", "append": "list"}
+
+
 class FlagParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are ConfigErrors and whose defaults come from env."""
+    """An ArgumentParser whose errors are ConfigErrors and whose defaults come from env.
+
+    Flags are declared with :meth:`add_flag`, which records what each one is (a value, a
+    switch or a repeatable list), so reading the environment needs nothing of argparse's
+    internals.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(**kwargs)
+        self._flags: list[Flag] = []
 
     def add_flag(self, flag: str, **kwargs: Any) -> argparse.Action:
-        """Add ``--flag``; its help names the ``TURNSCALE_*`` variable that also sets it."""
+        """Add ``--flag``; its help names the ``TURNSCALE_*`` variable that also sets it.
+
+        ``action`` may be omitted (a value), ``"store_true"`` (a switch) or ``"append"``
+        (repeatable; the variable takes a comma-separated list).
+        """
+        action = kwargs.get("action")
+        if action not in _KINDS:
+            raise TypeError(f"add_flag: unsupported action {action!r}")
+        kind = _KINDS[action]
+        if kind == "list":
+            # The command line's list replaces the environment's, so argparse appends onto
+            # a fresh None and the environment fills in only when the flag is absent.
+            kwargs["default"] = None
         help_text = kwargs.pop("help", "")
         kwargs["help"] = f"{help_text} [env {env_name(flag)}]".strip()
-        return self.add_argument(flag, **kwargs)
+        added = self.add_argument(flag, **kwargs)
+        convert = kwargs.get("type")
+        choices = kwargs.get("choices")
+        self._flags.append(
+            Flag(
+                flag,
+                added.dest,
+                kind,
+                convert if callable(convert) else str,
+                tuple(choices) if choices is not None else None,
+            )
+        )
+        return added
+
+    def flags(self) -> tuple[Flag, ...]:
+        """Every flag declared with :meth:`add_flag`, in declaration order."""
+        return tuple(self._flags)
 
     def error(self, message: str) -> NoReturn:
         raise ConfigError(message)
@@ -111,71 +164,60 @@ class FlagParser(argparse.ArgumentParser):
         """Parse ``argv`` over environment-variable defaults; types run on both sources."""
         environ = os.environ if environ is None else environ
         namespace = argparse.Namespace()
-        env_lists: dict[str, int] = {}
-        for action in self._actions:
-            long_flags = [s for s in action.option_strings if s.startswith("--")]
-            if not long_flags or action.dest == "help":
-                continue
-            name = env_name(long_flags[0])
-            raw = environ.get(name)
+        from_env: dict[str, Any] = {}
+        for flag in self._flags:
+            raw = environ.get(flag.env)
             if raw is None:
                 continue
-            value = _env_value(action, long_flags[0], name, raw)
-            if isinstance(value, _EnvList):
-                env_lists[action.dest] = len(value)
-            setattr(namespace, action.dest, value)
+            value = _env_value(flag, raw)
+            if flag.kind == "list":
+                from_env[flag.dest] = value
+            else:
+                setattr(namespace, flag.dest, value)
         args = self.parse_args(list(sys.argv[1:] if argv is None else argv), namespace)
-        return _replace_env_appends(self, args, env_lists)
+        for flag in self._flags:
+            if flag.kind == "list" and getattr(args, flag.dest, None) is None:
+                setattr(args, flag.dest, list(from_env.get(flag.dest, [])))
+        return args
 
 
-def _convert(action: argparse.Action, flag: str, source: str, raw: str) -> Any:
-    convert: Callable[[str], Any] = action.type if callable(action.type) else str
+def _convert(flag: Flag, source: str, raw: str) -> Any:
     try:
-        value = convert(raw)
+        value = flag.convert(raw)
     except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
-        raise ConfigError(f"{flag} (from {source}): {exc}") from None
-    if action.choices is not None and value not in action.choices:
-        choices = ", ".join(map(str, action.choices))
-        raise ConfigError(f"{flag} (from {source}): {raw!r} is not one of {choices}")
+        raise ConfigError(f"{flag.flag} (from {source}): {exc}") from None
+    if flag.choices is not None and value not in flag.choices:
+        choices = ", ".join(map(str, flag.choices))
+        raise ConfigError(f"{flag.flag} (from {source}): {raw!r} is not one of {choices}")
     return value
 
 
-def _env_value(action: argparse.Action, flag: str, name: str, raw: str) -> Any:
-    if isinstance(action, argparse._StoreTrueAction):
+def _env_value(flag: Flag, raw: str) -> Any:
+    if flag.kind == "switch":
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
             return True
         if lowered in ("0", "false", "no", "off", ""):
             return False
-        raise ConfigError(f"{flag} (from {name}): {raw!r} is not true or false")
-    if isinstance(action, argparse._AppendAction):
+        raise ConfigError(f"{flag.flag} (from {flag.env}): {raw!r} is not true or false")
+    if flag.kind == "list":
         # Repeatable flags take a comma-separated list from the environment.
         items = [item.strip() for item in raw.split(",") if item.strip()]
-        return _EnvList(_convert(action, flag, name, item) for item in items)
-    return _convert(action, flag, name, raw)
+        return [_convert(flag, flag.env, item) for item in items]
+    return _convert(flag, flag.env, raw)
 
 
-class _EnvList(list[Any]):
-    """Marks a repeatable flag's value as coming from the environment."""
-
-
-def _replace_env_appends(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, env_lists: Mapping[str, int]
-) -> argparse.Namespace:
-    # argparse appends command-line values onto (a copy of) the env list; the command line
-    # must win, so keep only what follows the env items.
-    for action in parser._actions:
-        if not isinstance(action, argparse._AppendAction):
-            continue
-        value = getattr(args, action.dest, None)
-        from_env = env_lists.get(action.dest)
-        if from_env is not None and value is not None and len(value) > from_env:
-            setattr(args, action.dest, list(value[from_env:]))
-        elif value is None:
-            setattr(args, action.dest, [])
-        else:
-            setattr(args, action.dest, list(value))
-    return args
+def read_token(path: Path, flag: str = "--token-file") -> str:
+    """Read a bearer token from a mounted Secret file; surrounding whitespace is not part of it."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{flag}: cannot read {str(path)!r}: {exc}") from None
+    if not token:
+        raise ConfigError(f"{flag}: {str(path)!r} is empty")
+    if any(ch.isspace() for ch in token):
+        raise ConfigError(f"{flag}: the token in {str(path)!r} contains white space")
+    return token
 
 
 def fail(program: str, error: ConfigError) -> NoReturn:

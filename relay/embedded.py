@@ -1,5 +1,7 @@
 """``turnscale run``: the embedded default, wired together on loopback.
 
+The only module that imports both halves, the relay and the scaler.
+
 A scaler, one relay pushing reports to it, and a UDP echo peer (a stand-in media
 server), with a demo credential, plus printed instructions to try them. Ctrl-C
 stops all three: the relay closes its allocations and sends its last report
@@ -10,19 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any, cast
 
 from relay.config import Listen, RelayConfig
 from relay.reporting import ReportingConfig
 from relay.server import RelayServer
-from scaler import cli, logs
+from scaler.common import logs, runtime
+from scaler.common.flags import FlagParser, HostPort, log_level, parse_host_port
 from scaler.config import ScalerConfig
-from scaler.flags import ConfigError, FlagParser, HostPort, fail, log_level, parse_host_port
 from scaler.scaling import ScalingPolicy
 from scaler.server import ScalerServer
-from scaler.signals import stop_requested
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"
@@ -162,7 +162,7 @@ async def run(args: Any) -> None:
         }
         # One machine-readable line for scripts (and the tests).
         print(json.dumps({"event": "turnscale running", **addresses}), flush=True)
-        await stop_requested()
+        await runtime.stop_requested()
     finally:
         if relay is not None:
             await relay.stop()  # closes allocations, sends the last report
@@ -171,15 +171,13 @@ async def run(args: Any) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    try:
-        args = build_parser().parse_flags(argv)
-    except ConfigError as error:
-        fail("turnscale run", error)
-    logs.configure(args.log_level)
+    """``turnscale run``."""
     from relay.server import StartupError
 
-    try:
-        cli.run_async(lambda: run(args))
-    except StartupError as error:
-        print(f"turnscale run: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+    runtime.run_command(
+        "turnscale run",
+        argv,
+        lambda args: build_parser().parse_flags(args),
+        run,
+        startup_errors=(StartupError,),
+    )
