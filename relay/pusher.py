@@ -1,6 +1,6 @@
 """The report pusher: a relay's state and allocation events, pushed to every scaler.
 
-Wire contract v1 (DESIGN.md). Every report carries the relay's full state, so a
+Wire contract v1 (:mod:`scaler.wire`). Every report carries the relay's full state, so a
 scaler is exact again with the first report that gets through; events (what a
 snapshot cannot carry) wait in a bounded buffer per scaler address.
 

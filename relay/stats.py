@@ -1,6 +1,6 @@
 """The relay's counters and allocation lifecycle events, as plain state for the report pusher.
 
-What each number means (the report wire contract, DESIGN.md, builds on these):
+What each number means (the report wire contract, :mod:`scaler.wire`, builds on these):
 
 * ``allocations[transport]``: allocations alive now, by the client's transport (``udp``,
   ``tcp``). A gauge.

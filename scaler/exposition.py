@@ -1,6 +1,6 @@
 """Prometheus exposition: the fleet rendered at scrape time by a custom collector.
 
-Metric names and labels are a contract (DESIGN.md, "Exported metrics"). Nothing
+Metric names and labels are a contract (README, "Metrics reference"). Nothing
 is mutated per report; ``collect()`` builds fresh metric families from state.
 """
 

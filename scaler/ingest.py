@@ -1,7 +1,7 @@
 """Report ingest: from an HTTP request's parts to a fleet change and an answer.
 
-Synchronous and free of aiohttp, so every rule of the wire contract (DESIGN.md,
-"Report wire contract") is tested with plain values. A rejected report changes
+Synchronous and free of aiohttp, so every rule of the wire contract (:mod:`scaler.wire`)
+is tested with plain values (``tests/scaler/test_ingest.py``). A rejected report changes
 nothing, is counted under its ``result`` and is logged once.
 """
 

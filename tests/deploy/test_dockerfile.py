@@ -180,7 +180,7 @@ def test_the_runtime_stage_runs_the_console_script_as_the_manifests_user(
         context = pod_spec(workload)["securityContext"]
         assert (context["runAsUser"], context["runAsGroup"]) == (int(uid), int(gid))
         for container in containers(workload):
-            # The command contract (DESIGN.md): `turnscale relay`, `turnscale scaler`.
+            # The command contract (README, "Command line"): `turnscale relay`, `turnscale scaler`.
             command = container["args"][0]
             assert command in ("relay", "scaler")
             assert command in COMMANDS or importlib.util.find_spec("relay.cli") is None

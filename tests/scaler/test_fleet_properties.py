@@ -1,6 +1,6 @@
 """Property tests: delivery order and repeats never change the outcome or lower a counter.
 
-The contract (DESIGN.md) makes every report a full snapshot, so a relay's state
+The wire contract (:mod:`scaler.wire`) makes every report a full snapshot, so a relay's state
 after any repeated and reordered delivery of one instance's reports equals the
 in-order result, events included (the replay window counts each report once).
 Across instances, a report from an older instance is ignored by contract, so
