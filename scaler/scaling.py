@@ -1,4 +1,4 @@
-"""The scaling rule (README, "Scaling rule"): desired = clamp(ceil(allocations / target), min, max)."""
+"""The scaling rule: desired = clamp(ceil(allocations / target), min, max), per gateway."""
 
 from __future__ import annotations
 
