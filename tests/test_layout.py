@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from setuptools import find_packages
+from setuptools import find_packages  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parent.parent
 
