@@ -92,6 +92,9 @@ GATEWAY_CLASSES = Resource(
 UDP_ROUTES = Resource("stunner.l7mp.io", "v1", "udproutes", "UDPRoute", status=True)
 GATEWAY_CONFIGS = Resource("stunner.l7mp.io", "v1", "gatewayconfigs", "GatewayConfig")
 STATIC_SERVICES = Resource("stunner.l7mp.io", "v1", "staticservices", "StaticService")
+# Leader election: created, read and replaced whole (optimistic concurrency on
+# metadata.resourceVersion), never patched.
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 RESOURCES = (
     PODS,
     SECRETS,
@@ -101,6 +104,7 @@ RESOURCES = (
     UDP_ROUTES,
     GATEWAY_CONFIGS,
     STATIC_SERVICES,
+    LEASES,
 )
 BY_KIND = {resource.kind: resource for resource in RESOURCES}
 
@@ -387,6 +391,9 @@ class FakeKubeApi:
         item = collections[0] + "/{name}"
         app.router.add_get(item, bind(self._get))
         app.router.add_patch(item, bind(self._patch))
+        if resource == LEASES:
+            app.router.add_post(collections[0], bind(self._create))
+            app.router.add_put(item, bind(self._replace))
         if resource.status:
             app.router.add_patch(item + "/status", bind(self._patch, status_only=True))
 
@@ -549,7 +556,8 @@ class FakeKubeApi:
     # ---- faults ---------------------------------------------------------------
 
     def fail_next(self, operation: str, status: int = 500, count: int = 1) -> None:
-        """The next ``count`` requests of ``operation`` (list, watch, patch, get) fail."""
+        """The next ``count`` requests of ``operation`` (list, watch, patch, get, create,
+        update) fail."""
         self.faults.append(Fault(operation, status, count))
 
     def drop_watches(self) -> None:
@@ -764,6 +772,63 @@ class FakeKubeApi:
         table[key] = pod
         self._record("MODIFIED", old, pod, resource)
         return web.json_response(pod)
+
+    async def _create(self, request: web.Request, resource: Resource = LEASES) -> web.Response:
+        """POST: a new object; 409 AlreadyExists when the name is taken."""
+        self.requests["create"] = self.requests.get("create", 0) + 1
+        if not self._authorized(request):
+            return status_response(401, "Unauthorized")
+        fault = self._fault("create")
+        if fault is not None:
+            return fault
+        namespace = request.match_info.get("namespace", "")
+        try:
+            body = json.loads(await request.read())
+            name = body["metadata"]["name"]
+        except (ValueError, KeyError, TypeError) as exc:
+            return status_response(400, f"not an object with metadata.name: {exc}")
+        table = self.objects[resource]
+        if (namespace, name) in table:
+            return status_response(409, f'{resource.plural} "{name}" already exists')
+        body["apiVersion"], body["kind"] = resource.api_version, resource.kind
+        body["metadata"].update(
+            namespace=namespace, uid=f"uid-{name}", resourceVersion=str(self._bump())
+        )
+        table[(namespace, name)] = body
+        self._record("ADDED", None, body, resource)
+        return web.json_response(body, status=201)
+
+    async def _replace(self, request: web.Request, resource: Resource = LEASES) -> web.Response:
+        """PUT: the whole object; 409 Conflict unless it names the current resourceVersion."""
+        self.requests["update"] = self.requests.get("update", 0) + 1
+        if not self._authorized(request):
+            return status_response(401, "Unauthorized")
+        fault = self._fault("update")
+        if fault is not None:
+            return fault
+        key = (request.match_info.get("namespace", ""), request.match_info["name"])
+        try:
+            body = json.loads(await request.read())
+            version = body["metadata"].get("resourceVersion")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return status_response(400, f"not an object with metadata: {exc}")
+        table = self.objects[resource]
+        old = table.get(key)
+        if old is None:
+            return status_response(404, f'{resource.plural} "{key[1]}" not found')
+        if version != old["metadata"]["resourceVersion"]:
+            return status_response(
+                409,
+                f'Operation cannot be fulfilled on {resource.plural} "{key[1]}": the object '
+                "has been modified; please apply your changes to the latest version",
+            )
+        body["apiVersion"], body["kind"] = resource.api_version, resource.kind
+        body["metadata"].update(
+            namespace=key[0], uid=old["metadata"]["uid"], resourceVersion=str(self._bump())
+        )
+        table[key] = body
+        self._record("MODIFIED", old, body, resource)
+        return web.json_response(body)
 
 
 # ---- wiring the scaler to the fake (kept apart from the fake's own logic) -------------
