@@ -40,7 +40,8 @@ async def test_leases_are_created_read_and_replaced_with_optimistic_concurrency(
         assert await first.update("turnscale-scaler", "stunner", record("scaler-a"))
         # The second candidate still holds the version before that renewal: conflict.
         assert not await second.update("turnscale-scaler", "stunner", record("scaler-b"))
-        assert api.get("Lease", "turnscale-scaler")["spec"]["holderIdentity"] == "scaler-a"
+        stored = api.get("Lease", "turnscale-scaler")
+        assert stored is not None and stored["spec"]["holderIdentity"] == "scaler-a"
         assert api.requests["update"] == 2 and api.requests["create"] == 2
     finally:
         await kube.close()
