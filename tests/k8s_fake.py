@@ -355,6 +355,10 @@ class FakeKubeApi:
         self.watch_queries: list[dict[str, str]] = []
         self.port = 0
         self._runner: web.AppRunner | None = None
+        # Cleared by stall(): requests are accepted but not answered, like an API server
+        # behind a broken network path.
+        self._answering = asyncio.Event()
+        self._answering.set()
 
     # ---- lifecycle ----------------------------------------------------------
 
@@ -364,7 +368,7 @@ class FakeKubeApi:
         return f"{scheme}://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._stall_middleware])
         for resource in RESOURCES:
             self._route(app, resource)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -397,9 +401,23 @@ class FakeKubeApi:
         if resource.status:
             app.router.add_patch(item + "/status", bind(self._patch, status_only=True))
 
+    @web.middleware
+    async def _stall_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        await self._answering.wait()
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    def stall(self) -> None:
+        """Accept requests but answer none until :meth:`resume`."""
+        self._answering.clear()
+
+    def resume(self) -> None:
+        self._answering.set()
+
     async def stop(self) -> None:
         """Stop serving (connections refused until :meth:`start` again, same port)."""
         self.drop_watches()
+        self._answering.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
