@@ -1,4 +1,7 @@
-"""The scaling rule (README, "Scaling rule"): desired = clamp(ceil(allocations / target), min, max)."""
+"""The scaling rule (README, "Scaling rule").
+
+desired = clamp(ceil(allocations / target), min, max)
+"""
 
 from __future__ import annotations
 
