@@ -17,10 +17,9 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from scaler.families import RenderedFamily, encode
-from scaler.fleet import DURATION_BUCKETS, FleetState
+from scaler.fleet import FleetState
 from scaler.ingest import RESULTS, IngestStats
 from scaler.scaling import ScalingPolicy
 from scaler.wire import SIDES, Transport
@@ -141,14 +140,8 @@ class FleetCollector(Collector):
             "Lifetime of ended TURN allocations",
             labels=["namespace", "gateway", "transport"],
         )
-        bounds = [*(_le(bound) for bound in DURATION_BUCKETS), "+Inf"]
         for (namespace, gateway, transport), histogram in self.fleet.durations():
-            counts = [*histogram.buckets, histogram.count]
-            family.add_metric(
-                [namespace, gateway, transport],
-                list(zip(bounds, counts, strict=True)),
-                histogram.total,
-            )
+            family.add_metric([namespace, gateway, transport], histogram.samples(), histogram.total)
         yield family
 
     def _scaling(self) -> Iterator[Metric]:
@@ -189,12 +182,6 @@ class FleetCollector(Collector):
             "Relays the scaler currently tracks (bounded by --max-relays)",
             value=len(self.fleet),
         )
-
-
-def _le(bound: float) -> str:
-    """Bucket bound as client libraries write it (``1.0``, ``+Inf``)."""
-    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
-    return text
 
 
 def make_registry(collector: FleetCollector) -> CollectorRegistry:
