@@ -2,6 +2,8 @@
 
 Metric names and labels are a contract (README, "Metrics reference"). Nothing
 is mutated per report; ``collect()`` builds fresh metric families from state.
+:func:`make_registry` is the scaler's private registry: the fleet collector, the gRPC
+and Kubernetes statistics (their own collectors), then the process's own metrics.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from prometheus_client.registry import Collector
 from scaler.families import RenderedFamily, encode
 from scaler.fleet import FleetState
 from scaler.ingest import RESULTS, IngestStats
-from scaler.scaling import ScalingPolicy
+from scaler.scaling import GatewayPolicies
 from scaler.wire import SIDES, Transport
 
 RELAY_LABELS = ["namespace", "gateway", "pod"]
@@ -31,33 +33,29 @@ SIDE_HELP = ": side=client on its TURN listeners, side=peer on its relayed socke
 
 
 class FleetCollector(Collector):
+    """The relays, allocation durations, scaling inputs and ingest counters.
+
+    A gateway's exported desired replicas follow ``policies``: what its KEDA trigger
+    asks for, else the flags.
+    """
+
     def __init__(
         self,
         fleet: FleetState,
         stats: IngestStats,
-        policy: ScalingPolicy,
+        policies: GatewayPolicies,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.fleet = fleet
         self.stats = stats
-        self.policy = policy
+        self.policies = policies
         self.clock = clock
-        # Other parts of the scaler (gRPC, Kubernetes) add their own families here.
-        self.extra: list[Callable[[], Iterator[Metric]]] = []
-        # The policy a gateway's exported desired replicas follow, given (namespace,
-        # gateway); the KEDA front end answers with what the gateway's trigger asks for.
-        self.policy_for: Callable[[str, str], ScalingPolicy] = self._flag_policy
-
-    def _flag_policy(self, namespace: str, gateway: str) -> ScalingPolicy:
-        return self.policy
 
     def collect(self) -> Iterator[Metric]:
         yield from self._relays()
         yield from self._durations()
         yield from self._scaling()
         yield from self._own()
-        for extra in self.extra:
-            yield from extra()
 
     def _relays(self) -> Iterator[Metric]:
         now = self.clock()
@@ -158,7 +156,7 @@ class FleetCollector(Collector):
         for namespace, gateway in sorted(self.fleet.gateways()):
             selection = self.fleet.select(gateway, namespace)
             allocations.add_metric([namespace, gateway], selection.allocations)
-            policy = self.policy_for(namespace, gateway)
+            policy = self.policies.policy_for(namespace, gateway)
             desired.add_metric([namespace, gateway], policy.desired_replicas(selection.allocations))
         yield allocations
         yield desired
@@ -184,11 +182,12 @@ class FleetCollector(Collector):
         )
 
 
-def make_registry(collector: FleetCollector) -> CollectorRegistry:
-    """A private registry (no process-global state): the fleet collector, plus the
+def make_registry(*collectors: Collector) -> CollectorRegistry:
+    """A private registry (no process-global state): ``collectors`` in order, then the
     scaler process's own CPU, memory and file descriptors (``process_*``)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
+    for collector in collectors:
+        registry.register(collector)
     ProcessCollector(registry=registry)
     return registry
 

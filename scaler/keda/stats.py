@@ -1,4 +1,5 @@
-"""The gRPC front end's own counters, rendered at scrape time (no per-call metric objects).
+"""The gRPC front end's own counters: a collector of the scaler's registry, rendered at
+scrape time (no per-call metric objects).
 
 - ``turnscale_grpc_requests_total{method,code}``: finished RPCs by status code
   (a stream counts once, when it ends).
@@ -22,6 +23,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.registry import Collector
 
 from scaler.histogram import Histogram
 
@@ -49,7 +51,7 @@ def method_label(full_method: str) -> str:
     return full_method.lstrip("/")
 
 
-class GrpcStats:
+class GrpcStats(Collector):
     def __init__(self, unary: Iterable[str] = (), streams: Iterable[str] = ()) -> None:
         """``unary`` and ``streams`` are the served methods, exported from the start at zero."""
         self.requests: Counter[tuple[str, str]] = Counter()
