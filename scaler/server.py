@@ -3,7 +3,8 @@
 :class:`ScalerServer` builds every part of the scaler once, in this order, each getting
 what it depends on as constructor arguments:
 
-1. the fleet state: :class:`scaler.service.ScalerService` (fleet, ingest, change feed);
+1. the fleet state: :class:`scaler.fleet.FleetState`, its :class:`scaler.ingest.ReportIngest`
+   and the :class:`scaler.service.ScalerService` around them (with the flags' policy);
 2. the per-gateway scaling policies: :class:`scaler.keda.policies.PolicyBook` (the flags,
    and the bounds KEDA triggers asked for);
 3. the exposition collector: :class:`scaler.exposition.FleetCollector` (reads 1 and 2);
@@ -34,7 +35,9 @@ from scaler.common.flags import HostPort
 from scaler.common.sockets import bind_tcp
 from scaler.config import ScalerConfig
 from scaler.exposition import FleetCollector, make_registry
+from scaler.fleet import FleetState
 from scaler.http import create_app
+from scaler.ingest import ReportIngest
 from scaler.keda.grpc_server import GrpcFrontEnd, TlsFiles
 from scaler.keda.policies import PolicyBook
 from scaler.readiness import Check, Readiness
@@ -74,7 +77,12 @@ class ScalerServer:
     ) -> None:
         clock = time.monotonic if clock is None else clock
         self.config = config
-        self.service = ScalerService(config, clock)
+        fleet = FleetState(
+            stale_after=config.stale_after,
+            expire_after=config.expire_after,
+            max_relays=config.max_relays,
+        )
+        self.service = ScalerService(fleet, ReportIngest(fleet, config.token), config.policy, clock)
         self.policies = PolicyBook(config.policy, clock=clock)
         self.collector = FleetCollector(
             self.service.fleet, self.service.ingest.stats, self.policies, clock

@@ -1,8 +1,8 @@
 """The scaler's state and the operations its front ends share.
 
-:class:`ScalerService` holds the fleet state, report ingest and the change feed; the HTTP
-and gRPC front ends, the Kubernetes integration and the sweeper call it. It is built first
-by :class:`scaler.server.ScalerServer`, which wires everything else around it.
+:class:`ScalerService` holds the fleet state, report ingest, the flags' scaling policy and
+the change feed; the HTTP and gRPC front ends, the Kubernetes integration and the sweeper
+call it. :class:`scaler.server.ScalerServer` builds it first and everything else around it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from scaler.changes import ChangeFeed
-from scaler.config import ScalerConfig
 from scaler.fleet import FleetState, RelayKey
 from scaler.ingest import Answer, ReportIngest
 from scaler.scaling import ScalingPolicy
@@ -49,15 +48,21 @@ class ScaleAnswer:
 class ScalerService:
     """Fleet state, ingest and change notification; answers from memory only."""
 
-    def __init__(self, config: ScalerConfig, clock: Callable[[], float] = time.monotonic) -> None:
-        self.config = config
+    def __init__(
+        self,
+        fleet: FleetState,
+        ingest: ReportIngest,
+        policy: ScalingPolicy,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``ingest`` applies reports to ``fleet``; ``policy`` is the flags' (``/v1/scale``,
+        and what KEDA triggers leave out)."""
+        if ingest.fleet is not fleet:
+            raise ValueError("ingest must apply reports to the service's fleet")
+        self.fleet = fleet
+        self.ingest = ingest
+        self.policy = policy
         self.clock = clock
-        self.fleet = FleetState(
-            stale_after=config.stale_after,
-            expire_after=config.expire_after,
-            max_relays=config.max_relays,
-        )
-        self.ingest = ReportIngest(self.fleet, config.token)
         self.changes = ChangeFeed()
 
     def submit_report(
@@ -102,5 +107,5 @@ class ScalerService:
             namespace,
             selection.allocations,
             selection.relays,
-            policy or self.config.policy,
+            policy or self.policy,
         )

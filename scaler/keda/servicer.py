@@ -116,7 +116,7 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
     ) -> Trigger:
         try:
-            trigger = parse_trigger(request.scalerMetadata, self.service.config.policy)
+            trigger = parse_trigger(request.scalerMetadata, self.service.policy)
         except MetadataError as error:
             await self._invalid(request, context, str(error))
         self.policies.record(trigger)

@@ -167,7 +167,7 @@ class KubeIntegration(Collector):
         if self.stats.watch_up:
             return True
         down_since = self._down_since
-        return down_since is not None and now - down_since <= self.service.config.expire_after
+        return down_since is not None and now - down_since <= self.service.fleet.expire_after
 
     def spared(self) -> Container[RelayKey]:
         """Relays whose pod exists: ``FleetState.expire`` leaves them (stale) in place."""
@@ -249,7 +249,7 @@ class KubeIntegration(Collector):
         alive = self.view.alive()
         self.stats.relay_pods = len(alive)
         spared = alive if self.trusted(now) else frozenset()
-        expire_after = self.service.config.expire_after
+        expire_after = self.service.fleet.expire_after
         self.stats.relays_spared = sum(
             1
             for relay in self.service.fleet.relays()
