@@ -9,13 +9,16 @@ from typing import Any
 
 import pytest
 
+from scaler.exposition import render
+from scaler.keda.metadata import Trigger
 from scaler.kube.integration import KubeIntegration
 from scaler.kube.pods import POD_DELETION_COST
+from scaler.scaling import ScalingPolicy
 from scaler.server import ScalerServer
 from tests.k8s_fake import STRATEGIC_MERGE_PATCH, FakeKubeApi
 from tests.reports import as_json, report
 from tests.scaler.conftest import StartKube
-from tests.scaler.helpers import FakeClock
+from tests.scaler.helpers import FakeClock, value
 from tests.waiting import eventually
 
 Started = Callable[..., Awaitable[tuple[KubeIntegration, ScalerServer]]]
@@ -157,3 +160,20 @@ async def test_deletion_cost_off(fake: FakeKubeApi, started: Started) -> None:
     assert integration.planner is None
     assert await integration.update_costs() == 0
     assert fake.requests.get("patch", 0) == 0
+
+
+async def test_scale_in_follows_the_policy_a_keda_trigger_asked_for_as_metrics_do(
+    fake: FakeKubeApi, started: Started
+) -> None:
+    integration, scaler = await started()
+    for name, count in zip(RELAYS, (100, 100, 90, 80), strict=True):
+        push(scaler, name, udp=count)  # the flags: 370 allocations want 4 replicas, 4 ready
+    assert await integration.update_costs() == 0
+    # A trigger of this fleet carries 200 allocations a replica: 2 replicas, scaling in.
+    scaler.policies.record(Trigger("stunner-gateway", "stunner", ScalingPolicy(1, 10, 200), 0))
+    assert await integration.update_costs() == 4
+    assert integration.stats.scaling_in == {("stunner", "stunner-gateway"): True}
+    assert costs(fake) == {"relay-a": "100", "relay-b": "100", "relay-c": "90", "relay-d": "80"}
+    text = render(scaler.registry, None)[0].decode()
+    labels = {"namespace": "stunner", "gateway": "stunner-gateway"}
+    assert value(text, "stunner_scaler_desired_replicas", **labels) == 2
