@@ -2,6 +2,8 @@
 
 Metric names and labels are a contract (README, "Metrics reference"). Nothing
 is mutated per report; ``collect()`` builds fresh metric families from state.
+:func:`make_registry` is the scaler's private registry: the fleet collector, the gRPC
+and Kubernetes statistics (their own collectors), then the process's own metrics.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from scaler.families import RenderedFamily, encode
-from scaler.fleet import DURATION_BUCKETS, FleetState
+from scaler.fleet import FleetState
 from scaler.ingest import RESULTS, IngestStats
-from scaler.scaling import ScalingPolicy
+from scaler.scaling import GatewayPolicies
 from scaler.wire import SIDES, Transport
 
 RELAY_LABELS = ["namespace", "gateway", "pod"]
@@ -32,33 +33,29 @@ SIDE_HELP = ": side=client on its TURN listeners, side=peer on its relayed socke
 
 
 class FleetCollector(Collector):
+    """The relays, allocation durations, scaling inputs and ingest counters.
+
+    A gateway's exported desired replicas follow ``policies``: what its KEDA trigger
+    asks for, else the flags.
+    """
+
     def __init__(
         self,
         fleet: FleetState,
         stats: IngestStats,
-        policy: ScalingPolicy,
+        policies: GatewayPolicies,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.fleet = fleet
         self.stats = stats
-        self.policy = policy
+        self.policies = policies
         self.clock = clock
-        # Other parts of the scaler (gRPC, Kubernetes) add their own families here.
-        self.extra: list[Callable[[], Iterator[Metric]]] = []
-        # The policy a gateway's exported desired replicas follow, given (namespace,
-        # gateway); the KEDA front end answers with what the gateway's trigger asks for.
-        self.policy_for: Callable[[str, str], ScalingPolicy] = self._flag_policy
-
-    def _flag_policy(self, namespace: str, gateway: str) -> ScalingPolicy:
-        return self.policy
 
     def collect(self) -> Iterator[Metric]:
         yield from self._relays()
         yield from self._durations()
         yield from self._scaling()
         yield from self._own()
-        for extra in self.extra:
-            yield from extra()
 
     def _relays(self) -> Iterator[Metric]:
         now = self.clock()
@@ -141,14 +138,8 @@ class FleetCollector(Collector):
             "Lifetime of ended TURN allocations",
             labels=["namespace", "gateway", "transport"],
         )
-        bounds = [*(_le(bound) for bound in DURATION_BUCKETS), "+Inf"]
         for (namespace, gateway, transport), histogram in self.fleet.durations():
-            counts = [*histogram.buckets, histogram.count]
-            family.add_metric(
-                [namespace, gateway, transport],
-                list(zip(bounds, counts, strict=True)),
-                histogram.total,
-            )
+            family.add_metric([namespace, gateway, transport], histogram.samples(), histogram.total)
         yield family
 
     def _scaling(self) -> Iterator[Metric]:
@@ -165,7 +156,7 @@ class FleetCollector(Collector):
         for namespace, gateway in sorted(self.fleet.gateways()):
             selection = self.fleet.select(gateway, namespace)
             allocations.add_metric([namespace, gateway], selection.allocations)
-            policy = self.policy_for(namespace, gateway)
+            policy = self.policies.policy_for(namespace, gateway)
             desired.add_metric([namespace, gateway], policy.desired_replicas(selection.allocations))
         yield allocations
         yield desired
@@ -191,17 +182,12 @@ class FleetCollector(Collector):
         )
 
 
-def _le(bound: float) -> str:
-    """Bucket bound as client libraries write it (``1.0``, ``+Inf``)."""
-    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
-    return text
-
-
-def make_registry(collector: FleetCollector) -> CollectorRegistry:
-    """A private registry (no process-global state): the fleet collector, plus the
+def make_registry(*collectors: Collector) -> CollectorRegistry:
+    """A private registry (no process-global state): ``collectors`` in order, then the
     scaler process's own CPU, memory and file descriptors (``process_*``)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
+    for collector in collectors:
+        registry.register(collector)
     ProcessCollector(registry=registry)
     return registry
 

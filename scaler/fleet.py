@@ -19,6 +19,7 @@ from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
+from scaler.histogram import Histogram
 from scaler.wire import (
     AllocationCreated,
     DeleteReason,
@@ -94,22 +95,6 @@ def _summed(base: dict[K, int], current: dict[K, int]) -> dict[K, int]:
     out = dict(base)
     _add(out, current)
     return out
-
-
-@dataclass(slots=True)
-class Histogram:
-    """Cumulative-bucket histogram of allocation durations for one gateway and transport."""
-
-    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
-    count: int = 0
-    total: float = 0.0
-
-    def observe(self, value: float) -> None:
-        for index, bound in enumerate(DURATION_BUCKETS):
-            if value <= bound:
-                self.buckets[index] += 1
-        self.count += 1
-        self.total += value
 
 
 @dataclass(slots=True)
@@ -243,7 +228,7 @@ class FleetState:
             group = (identity.namespace, identity.gateway, event.transport)
             histogram = self._durations.get(group)
             if histogram is None:
-                histogram = self._durations[group] = Histogram()
+                histogram = self._durations[group] = Histogram(DURATION_BUCKETS)
             histogram.observe(event.duration)
 
     # ---- time ---------------------------------------------------------------

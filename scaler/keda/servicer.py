@@ -60,7 +60,7 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
                     continue  # the yield awaited: look at the state again before waiting
                 # No await between reading the state and waiting: no change slips past.
                 await changes.wait()
-                self.policies.record(trigger, self.service.clock())
+                self.policies.record(trigger)
         finally:
             self.open_streams -= 1
 
@@ -116,10 +116,10 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
     ) -> Trigger:
         try:
-            trigger = parse_trigger(request.scalerMetadata, self.service.config.policy)
+            trigger = parse_trigger(request.scalerMetadata, self.service.policy)
         except MetadataError as error:
             await self._invalid(request, context, str(error))
-        self.policies.record(trigger, self.service.clock())
+        self.policies.record(trigger)
         return trigger
 
     async def _invalid(

@@ -1,5 +1,9 @@
 """The Kubernetes integration around one :class:`ScalerService` (``--kubernetes``).
 
+Built by :class:`scaler.server.ScalerServer` with the gateway policies the exported
+desired replicas follow (so scale-in is planned by the same numbers), its advisory
+readiness check, and registered on the scaler's registry as a collector.
+
 - Watches the relay pods. A deleted pod's relay leaves the fleet at once (so does one
   whose pod finished, e.g. evicted). A relay whose pod exists but that stopped
   reporting keeps its last allocations, exported as stale (``stunner_relay_up`` 0),
@@ -19,45 +23,59 @@ without Kubernetes, because deleted pods can no longer be told apart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Container, Iterator
 from typing import Final
 
 import aiohttp
 from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from scaler.common import logs
 from scaler.common.backoff import Backoff
 from scaler.common.kube import client as kube_client
 from scaler.common.kube.access import KubeAccess
 from scaler.common.kube.reflector import DEFAULT_TIMING, WatchTiming, status_message
+from scaler.common.runtime import cancel_and_wait
 from scaler.fleet import RelayKey
 from scaler.kube.cost import CostPatch, CostPlanner
 from scaler.kube.pods import POD_DELETION_COST, PodInfo, PodView
 from scaler.kube.settings import KubeSettings
 from scaler.kube.stats import KubeStats
 from scaler.kube.watch import PodWatcher
+from scaler.readiness import Check
+from scaler.scaling import GatewayPolicies
 from scaler.service import ScalerService
 
 log = logs.get("scaler.kube")
 
+# The name of the integration's advisory readiness check.
 CHECK: Final = "kubernetes"
 PATCH_TIMEOUT: Final = 10.0
 
 Connect = Callable[[KubeAccess], Awaitable[kube_client.KubeClient]]
 
 
-class KubeIntegration:
+class KubeIntegration(Collector):
+    """The relay pod watch and the deletion-cost rounds; ``collect()`` is its metrics.
+
+    ``check`` is set while the watch is in sync (advisory: see the module docstring);
+    ``policies`` give each gateway's desired replicas, as on ``/metrics``.
+    """
+
     def __init__(
         self,
         service: ScalerService,
         settings: KubeSettings,
+        policies: GatewayPolicies,
+        check: Check,
         *,
         timing: WatchTiming = DEFAULT_TIMING,
         connect: Connect = kube_client.connect,
     ) -> None:
         self.service = service
         self.settings = settings
+        self.policies = policies
+        self.check = check
         self.timing = timing
         self._connect = connect
         self.view = PodView()
@@ -68,10 +86,6 @@ class KubeIntegration:
         self.watcher: PodWatcher | None = None
         self._down_since: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        service.readiness[CHECK] = False
-        service.advisory.add(CHECK)
-        service.spared = self.spared
-        service.collector.extra.append(self.collect)
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -83,10 +97,7 @@ class KubeIntegration:
 
     async def stop(self) -> None:
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks.clear()
         if self.client is not None:
             await self.client.close()
@@ -140,7 +151,7 @@ class KubeIntegration:
         elif self.stats.watch_up or self._down_since is None:
             self._down_since = self.service.clock()
         self.stats.watch_up = up
-        self.service.readiness[CHECK] = up
+        self.check.ok = up
 
     def _gone(self, key: RelayKey, why: str) -> None:
         if self.service.remove_relay(*key):
@@ -156,7 +167,7 @@ class KubeIntegration:
         if self.stats.watch_up:
             return True
         down_since = self._down_since
-        return down_since is not None and now - down_since <= self.service.config.expire_after
+        return down_since is not None and now - down_since <= self.service.fleet.expire_after
 
     def spared(self) -> Container[RelayKey]:
         """Relays whose pod exists: ``FleetState.expire`` leaves them (stale) in place."""
@@ -177,7 +188,7 @@ class KubeIntegration:
         plan = self.planner.plan(
             self.service.fleet,
             self.view.as_mapping(),
-            self.service.collector.policy_for,
+            self.policies.policy_for,
             self.service.clock(),
         )
         self.stats.scaling_in = {(f.namespace, f.gateway): f.scaling_in for f in plan.fleets}
@@ -233,11 +244,12 @@ class KubeIntegration:
     # ---- metrics -----------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
+        """The ``turnscale_kubernetes_*`` families, with the pod counts of this scrape."""
         now = self.service.clock()
         alive = self.view.alive()
         self.stats.relay_pods = len(alive)
         spared = alive if self.trusted(now) else frozenset()
-        expire_after = self.service.config.expire_after
+        expire_after = self.service.fleet.expire_after
         self.stats.relays_spared = sum(
             1
             for relay in self.service.fleet.relays()

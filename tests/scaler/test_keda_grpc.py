@@ -103,7 +103,7 @@ async def test_expired_relays_stop_counting(keda: Keda) -> None:
     keda.clock.now += 30
     await keda.report("relay-b", udp=12)
     keda.clock.now += 40  # relay-a silent for 70 s, past --expire-after 60s
-    keda.server.service.sweep()
+    keda.server.sweeper.sweep()
     assert await keda.metric_value(ref(gateway=GATEWAY)) == 12
 
 
@@ -296,7 +296,7 @@ async def test_stop_turns_not_serving_and_ends_streams_cleanly() -> None:
         assert await read(stream) is grpc.aio.EOF
         assert await stream.code() == grpc.StatusCode.OK
         await asyncio.wait_for(stopping, TIMEOUT)
-        assert keda.server.service.readiness == {"http": False, "grpc": False}
+        assert keda.server.readiness.checks() == {"http": False, "grpc": False}
         assert keda.server.grpc.servicer.open_streams == 0
 
 
