@@ -82,6 +82,16 @@ INGEST = Row(
             (Query(f"sum by (pod) (turnscale_relays_tracked{{{SCALER}}})", "{{pod}}"),),
             decimals=0,
         ),
+        Panel(
+            "Exporting replica",
+            "1 for the scaler pod that exports the fleet's stunner_* series (it holds the "
+            "Lease, or runs alone): one pod at a time, so sum(stunner_allocations_active) "
+            "counts each relay once. 0 everywhere for at most the lease duration during "
+            "a failover.",
+            "short",
+            (Query(f"sum by (pod) (turnscale_scaler_leader{{{SCALER}}})", "{{pod}}"),),
+            decimals=0,
+        ),
     ),
 )
 

@@ -163,6 +163,26 @@ def add_kubernetes_flags(parser: FlagParser) -> None:
         help="how often relay pods' pod-deletion-cost is brought up to date during scale-in; "
         "also the least time between two patches of one pod (0: off) (--kubernetes)",
     )
+    parser.add_flag(
+        "--lease-name",
+        default=kube_settings.DEFAULT_LEASE_NAME,
+        help="the coordination.k8s.io Lease whose holder exports the fleet on /metrics "
+        "and patches deletion costs, in the relay namespace (--kubernetes)",
+    )
+    parser.add_flag(
+        "--lease-duration",
+        type=parse_duration,
+        default="15s",
+        help="how long a follower waits after the leader's last renewal before taking the "
+        "Lease over; whole seconds (--kubernetes)",
+    )
+    parser.add_flag(
+        "--renew-deadline",
+        type=parse_duration,
+        default="10s",
+        help="a leader that has not renewed for this long stops exporting; shorter than "
+        "--lease-duration, whole seconds (--kubernetes)",
+    )
 
 
 def load(
@@ -197,6 +217,8 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
             relay_namespace=args.relay_namespace,
             deletion_cost_interval=args.deletion_cost_interval,
             environ=os.environ if environ is None else environ,
+            lease_name=args.lease_name,
+            lease=kube_settings.lease_timing(args.lease_duration, args.renew_deadline),
         )
     return ScalerConfig(
         http=args.http,

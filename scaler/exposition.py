@@ -20,6 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from scaler.exporter import ALONE, Exporter
 from scaler.families import RenderedFamily, encode
 from scaler.fleet import FleetState
 from scaler.ingest import RESULTS, IngestStats
@@ -36,7 +37,8 @@ class FleetCollector(Collector):
     """The relays, allocation durations, scaling inputs and ingest counters.
 
     A gateway's exported desired replicas follow ``policies``: what its KEDA trigger
-    asks for, else the flags.
+    asks for, else the flags. The ``stunner_*`` families are exported only while
+    ``exporter`` leads (:mod:`scaler.exporter`); the ``turnscale_*`` ones always.
     """
 
     def __init__(
@@ -45,17 +47,22 @@ class FleetCollector(Collector):
         stats: IngestStats,
         policies: GatewayPolicies,
         clock: Callable[[], float] = time.monotonic,
+        exporter: Exporter = ALONE,
     ) -> None:
         self.fleet = fleet
         self.stats = stats
         self.policies = policies
         self.clock = clock
+        self.exporter = exporter
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._relays()
-        yield from self._durations()
-        yield from self._scaling()
-        yield from self._own()
+        # Read once: a scrape shows the fleet whole or not at all.
+        leading = self.exporter.leading
+        if leading:
+            yield from self._relays()
+            yield from self._durations()
+            yield from self._scaling()
+        yield from self._own(leading)
 
     def _relays(self) -> Iterator[Metric]:
         now = self.clock()
@@ -161,7 +168,12 @@ class FleetCollector(Collector):
         yield allocations
         yield desired
 
-    def _own(self) -> Iterator[Metric]:
+    def _own(self, leading: bool) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "turnscale_scaler_leader",
+            "1 while this scaler replica exports the fleet (holds the Lease, or runs alone)",
+            value=1 if leading else 0,
+        )
         reports = CounterMetricFamily(
             "turnscale_reports",
             "Relay reports received, by result",

@@ -7,10 +7,14 @@ what it depends on as constructor arguments:
    and the :class:`scaler.service.ScalerService` around them (with the flags' policy);
 2. the per-gateway scaling policies: :class:`scaler.keda.policies.PolicyBook` (the flags,
    and the bounds KEDA triggers asked for);
-3. the exposition collector: :class:`scaler.exposition.FleetCollector` (reads 1 and 2);
+3. with ``--kubernetes``, the exporter election: :class:`scaler.kube.leader.LeaderElector`
+   (without it the scaler is its own exporter, :data:`scaler.exporter.ALONE`), then the
+   exposition collector: :class:`scaler.exposition.FleetCollector` (reads 1, 2 and the
+   exporter);
 4. the gRPC front end: :class:`scaler.keda.grpc_server.GrpcFrontEnd` (records into 2);
 5. with ``--kubernetes``, the integration: :class:`scaler.kube.integration.KubeIntegration`
-   (plans deletion costs from 2; its advisory readiness check);
+   (plans deletion costs from 2 while the exporter leads, runs the election; its advisory
+   readiness check);
 6. the private registry (3, the gRPC statistics, 5, the process) and the readiness checks;
 7. the HTTP app: :func:`scaler.http.create_app` (1, the registry, the readiness);
 8. the sweeper: :class:`scaler.sweeper.Sweeper` (1, sparing what 5 says exists).
@@ -34,6 +38,7 @@ from scaler.common import logs, runtime
 from scaler.common.flags import HostPort
 from scaler.common.sockets import bind_tcp
 from scaler.config import ScalerConfig
+from scaler.exporter import ALONE
 from scaler.exposition import FleetCollector, make_registry
 from scaler.fleet import FleetState
 from scaler.http import create_app
@@ -47,6 +52,7 @@ from scaler.sweeper import Sweeper, nothing_spared
 if TYPE_CHECKING:
     from scaler.common.kube.reflector import WatchTiming
     from scaler.kube.integration import KubeIntegration
+    from scaler.kube.leader import LeaderElector
 
 log = logs.get("scaler")
 
@@ -84,15 +90,27 @@ class ScalerServer:
         )
         self.service = ScalerService(fleet, ReportIngest(fleet, config.token), config.policy, clock)
         self.policies = PolicyBook(config.policy, clock=clock)
+        self.leader: LeaderElector | None = None
+        if config.kubernetes is not None:
+            # Imported only here: a scaler without --kubernetes never loads the client.
+            from scaler.kube.leader import LeaderElector
+
+            self.leader = LeaderElector(
+                name=config.kubernetes.lease_name, timing=config.kubernetes.lease
+            )
         self.collector = FleetCollector(
-            self.service.fleet, self.service.ingest.stats, self.policies, clock
+            self.service.fleet,
+            self.service.ingest.stats,
+            self.policies,
+            clock,
+            self.leader if self.leader is not None else ALONE,
         )
         self.grpc = GrpcFrontEnd(self.service, self.policies, grpc_tls(config))
         checks = [Check(HTTP_CHECK), Check(GRPC_CHECK)]
         collectors: list[Collector] = [self.collector, self.grpc.stats]
         self.kube: KubeIntegration | None = None
         if config.kubernetes is not None:
-            # Imported only here: a scaler without --kubernetes never loads the client.
+            assert self.leader is not None
             from scaler.common.kube.reflector import DEFAULT_TIMING
             from scaler.kube import integration
 
@@ -102,6 +120,7 @@ class ScalerServer:
                 config.kubernetes,
                 self.policies,
                 kube_check,
+                self.leader,
                 timing=kube_timing or DEFAULT_TIMING,
             )
             checks.append(kube_check)

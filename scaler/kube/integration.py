@@ -38,6 +38,7 @@ from scaler.common.kube.reflector import DEFAULT_TIMING, WatchTiming, status_mes
 from scaler.common.runtime import cancel_and_wait
 from scaler.fleet import RelayKey
 from scaler.kube.cost import CostPatch, CostPlanner
+from scaler.kube.leader import LeaderElector
 from scaler.kube.pods import POD_DELETION_COST, PodInfo, PodView
 from scaler.kube.settings import KubeSettings
 from scaler.kube.stats import KubeStats
@@ -68,11 +69,13 @@ class KubeIntegration(Collector):
         settings: KubeSettings,
         policies: GatewayPolicies,
         check: Check,
+        leader: LeaderElector,
         *,
         timing: WatchTiming = DEFAULT_TIMING,
         connect: Connect = kube_client.connect,
     ) -> None:
         self.service = service
+        self.leader = leader
         self.settings = settings
         self.policies = policies
         self.check = check
@@ -119,7 +122,20 @@ class KubeIntegration(Collector):
             namespace=self.client.namespace,
             selector=str(self.settings.relay_selector),
             deletion_cost_interval=self.settings.deletion_cost_interval or "off",
+            lease=f"{self.client.namespace}/{self.settings.lease_name}",
+            identity=self.leader.identity,
         )
+        # The election runs beside the watch; both end with this task.
+        election = asyncio.ensure_future(
+            self.leader.run(self.client.api_client, self.client.namespace)
+        )
+        try:
+            await self._watch()
+        finally:
+            await cancel_and_wait(election)
+
+    async def _watch(self) -> None:
+        assert self.client is not None
         self.watcher = PodWatcher(
             self.client.core,
             self.client.namespace,
@@ -182,8 +198,11 @@ class KubeIntegration(Collector):
             await self.update_costs()
 
     async def update_costs(self) -> int:
-        """One planning round; returns the patches made. Only on an in-sync view."""
+        """One planning round; returns the patches made. Only on an in-sync view, and only
+        by the leader (two replicas patching would fight over the same annotations)."""
         if self.planner is None or self.client is None or not self.stats.watch_up:
+            return 0
+        if not self.leader.leading:
             return 0
         plan = self.planner.plan(
             self.service.fleet,

@@ -24,9 +24,8 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from secrets import token_hex
-from typing import Any, Final
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio.leaderelection.electionconfig import Config
@@ -36,19 +35,9 @@ from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
 
 from scaler.common import logs
 from scaler.common.backoff import Backoff
+from scaler.kube.settings import DEFAULT_LEASE, DEFAULT_LEASE_NAME, LeaseTiming
 
 log = logs.get("scaler.kube")
-
-DEFAULT_LEASE_NAME: Final = "turnscale-scaler"
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseTiming:
-    """Whole seconds, as a Lease stores them; ``lease > renew > 1.2 * retry >= 1.2``."""
-
-    lease_duration: int = 15
-    renew_deadline: int = 10
-    retry_period: int = 2
 
 
 def default_identity() -> str:
@@ -103,17 +92,15 @@ class LeaderElector:
 
     def __init__(
         self,
-        api_client: Any,  # kubernetes_asyncio.client.ApiClient
         *,
-        namespace: str,
         name: str = DEFAULT_LEASE_NAME,
         identity: str | None = None,
-        timing: LeaseTiming = LeaseTiming(),
+        timing: LeaseTiming = DEFAULT_LEASE,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[bool], None] | None = None,
     ) -> None:
-        self.api_client = api_client
-        self.namespace = namespace
+        self.api_client: Any = None  # kubernetes_asyncio.client.ApiClient, given to run()
+        self.namespace = ""
         self.name = name
         self.identity = identity or default_identity()
         self.timing = timing
@@ -153,8 +140,9 @@ class LeaderElector:
         self._renewed_at = None
         self._notice()
 
-    async def run(self) -> None:
-        """Stand for election forever; only cancellation ends it."""
+    async def run(self, api_client: Any, namespace: str) -> None:
+        """Stand for election in ``namespace`` forever; only cancellation ends it."""
+        self.api_client, self.namespace = api_client, namespace
         backoff = Backoff(float(self.timing.retry_period), float(self.timing.lease_duration))
         ticker = asyncio.ensure_future(self._tick())
         try:

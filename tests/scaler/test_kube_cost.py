@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from scaler.exposition import render
 from scaler.keda.metadata import Trigger
@@ -35,6 +37,7 @@ def started(fake: FakeKubeApi, start_kube: StartKube) -> Started:
     async def start(interval: float = 10.0) -> tuple[KubeIntegration, ScalerServer]:
         integration, scaler = await start_kube(deletion_cost_interval=interval)
         await eventually(lambda: len(integration.view) == len(RELAYS), "pods listed")
+        await eventually(lambda: integration.leader.leading, "the exporter Lease taken")
         return integration, scaler
 
     return start
@@ -177,3 +180,38 @@ async def test_scale_in_follows_the_policy_a_keda_trigger_asked_for_as_metrics_d
     text = render(scaler.registry, None)[0].decode()
     labels = {"namespace": "stunner", "gateway": "stunner-gateway"}
     assert value(text, "stunner_scaler_desired_replicas", **labels) == 2
+
+
+async def test_a_follower_patches_nothing_and_exports_no_fleet(
+    fake: FakeKubeApi, start_kube: StartKube
+) -> None:
+    for name in RELAYS:
+        fake.add_pod(name)
+    # Another replica holds the exporter Lease and keeps renewing it.
+    renewed = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    fake.apply(
+        {
+            "kind": "Lease",
+            "metadata": {"name": "turnscale-scaler", "namespace": "stunner"},
+            "spec": {
+                "holderIdentity": "scaler-elsewhere",
+                "leaseDurationSeconds": 3600,
+                "acquireTime": renewed,
+                "renewTime": renewed,
+            },
+        }
+    )
+    integration, scaler = await start_kube(deletion_cost_interval=10.0)
+    await eventually(lambda: len(integration.view) == len(RELAYS), "pods listed")
+    await eventually(lambda: fake.requests.get("get", 0) >= 2, "the Lease read twice")
+    for name, count in zip(RELAYS, (70, 0, 25, 5), strict=True):
+        push(scaler, name, udp=count)  # scaling in: the leader would patch 3 pods
+    assert not integration.leader.leading
+    assert await integration.update_costs() == 0
+    assert fake.requests.get("patch", 0) == 0
+    text = generate_latest(scaler.registry).decode()
+    assert "turnscale_scaler_leader 0.0" in text
+    assert "stunner_" not in text  # no per-relay family, no stunner_scaler_*
+    assert "turnscale_relays_tracked 4.0" in text  # it still holds the whole fleet
+    lease = fake.get("Lease", "turnscale-scaler")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "scaler-elsewhere"

@@ -14,7 +14,8 @@ import pytest
 
 from scaler.common.kube.access import KubeAccess
 from scaler.common.kube.client import KubeClient, connect
-from scaler.kube.leader import LeaderElector, LeaseTiming
+from scaler.kube.leader import LeaderElector
+from scaler.kube.settings import LeaseTiming
 from tests.k8s_fake import FakeKubeApi
 
 TIMING = LeaseTiming(lease_duration=3, renew_deadline=2, retry_period=1)
@@ -35,11 +36,9 @@ class Candidates:
     async def add(self, identity: str) -> LeaderElector:
         kube = await connect(KubeAccess(self.api.kubeconfig(self.directory)))
         self.clients.append(kube)
-        elector = LeaderElector(
-            kube.api_client, namespace="stunner", identity=identity, timing=TIMING
-        )
+        elector = LeaderElector(identity=identity, timing=TIMING)
         self.electors.append(elector)
-        self.tasks[identity] = asyncio.ensure_future(elector.run())
+        self.tasks[identity] = asyncio.ensure_future(elector.run(kube.api_client, "stunner"))
         if self._sampler is None:
             self._sampler = asyncio.ensure_future(self._sample())
         return elector
