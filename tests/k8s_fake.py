@@ -422,9 +422,14 @@ class FakeKubeApi:
             await self._runner.cleanup()
             self._runner = None
 
-    def kubeconfig(self, directory: Path, namespace: str = "stunner") -> Path:
+    def kubeconfig(
+        self, directory: Path, namespace: str = "stunner", *, server: str | None = None
+    ) -> Path:
+        """A kubeconfig for this API (or for ``server``, a path to it such as a proxy)."""
         path = directory / "kubeconfig"
-        cluster: JsonObj = {"server": self.url}
+        if server is not None:
+            path = directory / f"kubeconfig-{server.rpartition(':')[2]}"
+        cluster: JsonObj = {"server": server or self.url}
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -465,6 +470,7 @@ class FakeKubeApi:
         ready: bool = True,
         phase: str = "Running",
         annotations: Mapping[str, str] | None = None,
+        ip: str = "10.0.0.1",
     ) -> JsonObj:
         metadata: JsonObj = {
             "name": name,
@@ -484,7 +490,8 @@ class FakeKubeApi:
             "status": {
                 "phase": phase,
                 "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-                "podIP": "10.0.0.1",
+                "podIP": ip,
+                "podIPs": [{"ip": ip}],
             },
         }
         self.pods[(namespace, name)] = pod
