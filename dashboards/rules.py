@@ -159,7 +159,10 @@ ALERTS: Final = (
             '{{ $value | printf "%.2f" }} relay reports per second as {{ $labels.result }}. '
             "Rejected reports change nothing, so their relays are missing from scaling. "
             "unauthorized: check the relays' token; invalid or too_large: the relay "
-            "version; fleet_full: --max-relays."
+            "version (or clocks: a report from the future is invalid); fleet_full: "
+            "--max-relays; forbidden: a report for a pod from an address not that pod's "
+            "(a forgery, or NAT between relays and scaler); unknown_pod: a pod the scaler's "
+            "pod watch does not show (selector, namespace)."
         ),
     ),
     _alert(

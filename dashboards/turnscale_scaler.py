@@ -53,7 +53,9 @@ INGEST = Row(
         Panel(
             "Rejected reports per second",
             "Reports rejected whole (they change nothing): invalid (400), unauthorized "
-            "(401), too_large (413), unsupported_media_type (415), fleet_full (503). The "
+            "(401), too_large (413), unsupported_media_type (415), fleet_full (503), "
+            "forbidden (403, not from the pod it names), unknown_pod (503, not in the pod "
+            "watch). The "
             "TurnscaleReportsRejected alert fires while any persist.",
             "reqps",
             (

@@ -4,7 +4,9 @@
 what it depends on as constructor arguments:
 
 1. the fleet state: :class:`scaler.fleet.FleetState`, its :class:`scaler.ingest.ReportIngest`
-   and the :class:`scaler.service.ScalerService` around them (with the flags' policy);
+   (with ``--kubernetes`` binding reports to the pods of one :class:`scaler.kube.pods.PodView`,
+   :mod:`scaler.binding`) and the :class:`scaler.service.ScalerService` around them (with the
+   flags' policy);
 2. the per-gateway scaling policies: :class:`scaler.keda.policies.PolicyBook` (the flags,
    and the bounds KEDA triggers asked for);
 3. with ``--kubernetes``, the exporter election: :class:`scaler.kube.leader.LeaderElector`
@@ -34,6 +36,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from scaler import config as scaler_config
+from scaler.binding import PodBinding
 from scaler.common import logs, runtime
 from scaler.common.flags import HostPort
 from scaler.common.sockets import bind_tcp
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
     from scaler.common.kube.reflector import WatchTiming
     from scaler.kube.integration import KubeIntegration
     from scaler.kube.leader import LeaderElector
+    from scaler.kube.pods import PodView
 
 log = logs.get("scaler")
 
@@ -88,7 +92,17 @@ class ScalerServer:
             expire_after=config.expire_after,
             max_relays=config.max_relays,
         )
-        self.service = ScalerService(fleet, ReportIngest(fleet, config.token), config.policy, clock)
+        # With --kubernetes, reports are bound to the pods the watch shows (one view, read
+        # by ingest, filled by the integration).
+        self.pods: PodView | None = None
+        binding = None
+        if config.kubernetes is not None:
+            from scaler.kube.pods import PodView
+
+            self.pods = PodView()
+            binding = PodBinding(self.pods)
+        ingest = ReportIngest(fleet, config.token, binding=binding)
+        self.service = ScalerService(fleet, ingest, config.policy, clock)
         self.policies = PolicyBook(config.policy, clock=clock)
         self.leader: LeaderElector | None = None
         if config.kubernetes is not None:
@@ -110,7 +124,7 @@ class ScalerServer:
         collectors: list[Collector] = [self.collector, self.grpc.stats]
         self.kube: KubeIntegration | None = None
         if config.kubernetes is not None:
-            assert self.leader is not None
+            assert self.leader is not None and self.pods is not None
             from scaler.common.kube.reflector import DEFAULT_TIMING
             from scaler.kube import integration
 
@@ -120,7 +134,8 @@ class ScalerServer:
                 config.kubernetes,
                 self.policies,
                 kube_check,
-                self.leader,
+                leader=self.leader,
+                view=self.pods,
                 timing=kube_timing or DEFAULT_TIMING,
             )
             checks.append(kube_check)

@@ -470,7 +470,7 @@ class FakeKubeApi:
         ready: bool = True,
         phase: str = "Running",
         annotations: Mapping[str, str] | None = None,
-        ip: str = "10.0.0.1",
+        ip: str = "127.0.0.1",  # where the tests' relays report from
     ) -> JsonObj:
         metadata: JsonObj = {
             "name": name,

@@ -69,8 +69,9 @@ class KubeIntegration(Collector):
         settings: KubeSettings,
         policies: GatewayPolicies,
         check: Check,
-        leader: LeaderElector,
         *,
+        leader: LeaderElector,
+        view: PodView,
         timing: WatchTiming = DEFAULT_TIMING,
         connect: Connect = kube_client.connect,
     ) -> None:
@@ -81,7 +82,7 @@ class KubeIntegration(Collector):
         self.check = check
         self.timing = timing
         self._connect = connect
-        self.view = PodView()
+        self.view = view
         self.stats = KubeStats()
         interval = settings.deletion_cost_interval
         self.planner = CostPlanner(min_interval=interval) if interval > 0 else None
@@ -125,6 +126,7 @@ class KubeIntegration(Collector):
             lease=f"{self.client.namespace}/{self.settings.lease_name}",
             identity=self.leader.identity,
         )
+        self.view.namespace = self.client.namespace
         # The election runs beside the watch; both end with this task.
         election = asyncio.ensure_future(
             self.leader.run(self.client.api_client, self.client.namespace)

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from scaler import wire
 from scaler.server import ScalerServer
-from tests.reports import as_dict, as_json, created, deleted, report
+from tests.reports import T0, as_dict, as_json, created, deleted, report
 from tests.scaler.helpers import FakeClock, scaler_config, value
 
 JSON = {"Content-Type": "application/json"}
@@ -306,7 +306,7 @@ async def test_metrics_follow_instances_staleness_and_expiry(
     assert value(text, "stunner_relay_up", **LABELS) == 1
     assert value(text, "stunner_bytes_sent_total", **LABELS, side="peer") == 50
 
-    restart = report(seq=1, instance="two", started_at=2e9, udp=1, sent={"peer": 5})
+    restart = report(seq=1, instance="two", started_at=T0 + 100, udp=1, sent={"peer": 5})
     await push(client, as_json(restart))
     text = await metrics(client)
     assert value(text, "stunner_bytes_sent_total", **LABELS, side="peer") == 55

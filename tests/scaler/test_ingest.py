@@ -10,17 +10,26 @@ import pytest
 from structlog.testing import capture_logs
 
 from scaler import wire
+from scaler.binding import PodBinding
 from scaler.fleet import FleetState
 from scaler.ingest import RESULTS, Answer, ReportIngest
-from tests.reports import as_dict, as_json, created, deleted, report
+from scaler.kube.pods import PodInfo, PodView
+from tests.reports import T0, as_dict, as_json, created, deleted, report
 
 JSON = "application/json"
 NOW = 100.0
+#: The scaler's wall clock in these tests: a while after the reports' start (T0).
+WALL = T0 + 1000.0
 
 
-def new_ingest(token: str | None = None, max_relays: int = 10) -> ReportIngest:
+def new_ingest(
+    token: str | None = None, max_relays: int = 10, binding: PodBinding | None = None
+) -> ReportIngest:
     return ReportIngest(
-        FleetState(stale_after=15.0, expire_after=60.0, max_relays=max_relays), token
+        FleetState(stale_after=15.0, expire_after=60.0, max_relays=max_relays),
+        token,
+        binding=binding,
+        wall_clock=lambda: WALL,
     )
 
 
@@ -258,6 +267,23 @@ REJECTED = [
         "1048576-byte limit",
         id="413-body-too-long",
     ),
+    # 400: timestamps from the future (a forged "newer instance" would take the pod over).
+    pytest.param(
+        as_json(report(seq=3, instance="forged", started_at=WALL + 6.0)),
+        {},
+        400,
+        "invalid",
+        "at `relay.started_at` is more than 5 s ahead of the scaler's clock",
+        id="400-started-in-the-future",
+    ),
+    pytest.param(
+        _changed(_set(sent_at=WALL + 3600.0)),
+        {},
+        400,
+        "invalid",
+        "at `sent_at` is more than 5 s ahead of the scaler's clock",
+        id="400-sent-in-the-future",
+    ),
     # 503: a relay the fleet has no room for (max_relays=2, relay-a and relay-b tracked).
     pytest.param(
         as_json(report("relay-c", udp=1)),
@@ -309,9 +335,12 @@ def test_every_result_is_one_the_metrics_export() -> None:
         "too_large",
         "unsupported_media_type",
         "fleet_full",
+        "forbidden",
+        "unknown_pod",
     }
     # ... and each rejection's result has its case above.
     rejected = {param.values[3] for param in REJECTED}
+    rejected |= {param.values[2] for param in BOUND_REJECTED}
     assert rejected | {"accepted", "late", "duplicate", "old_instance"} == set(RESULTS)
 
 
@@ -322,3 +351,123 @@ def test_a_known_relay_still_reports_while_the_fleet_is_full() -> None:
     assert answer == Answer(202, {"result": "accepted", "seq": 2})
     assert counts(ingest) == {"accepted": 3, "fleet_full": 1}
     assert len(ingest.fleet) == 2
+
+
+# ---- reports bound to pods (--kubernetes) ----------------------------------------------------
+
+
+def pod(name: str, *ips: str, namespace: str = "stunner") -> PodInfo:
+    return PodInfo(namespace, name, f"uid-{name}", "Running", True, False, None, ips)
+
+
+def bound_ingest(max_relays: int = 10) -> tuple[ReportIngest, PodView]:
+    """Pods relay-a (10.0.0.7) and relay-b (10.0.0.8 and fd00::8) in the watched namespace;
+    relay-a reports, as the watch and the fleet know it."""
+    view = PodView()
+    view.namespace = "stunner"
+    view.replace([pod("relay-a", "10.0.0.7"), pod("relay-b", "10.0.0.8", "fd00::8")])
+    ingest = new_ingest(max_relays=max_relays, binding=PodBinding(view))
+    assert handle(ingest, as_json(report(udp=5))).status == 202
+    return ingest, view
+
+
+BOUND_REJECTED = [
+    pytest.param(
+        as_json(report("relay-b", udp=90)),
+        403,
+        "forbidden",
+        "from 10.0.0.7, which is not that pod's IP",
+        id="403-another-pods-name",
+    ),
+    pytest.param(
+        as_json(report("relay-a", namespace="other", udp=90)),
+        403,
+        "forbidden",
+        "is not the watched namespace 'stunner'",
+        id="403-another-namespace",
+    ),
+    pytest.param(
+        as_json(report("relay-z", udp=90)),
+        503,
+        "unknown_pod",
+        "not (yet) known to the scaler's pod watch; retry",
+        id="503-unknown-pod",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "result", "says"), BOUND_REJECTED)
+def test_a_report_not_from_the_pod_it_names_is_refused_and_changes_nothing(
+    body: bytes, status: int, result: str, says: str
+) -> None:
+    ingest, _ = bound_ingest()
+    before = fleet_state(ingest.fleet)
+    answer = handle(ingest, body)  # every report here comes from 10.0.0.7 (relay-a)
+    assert (answer.status, answer.body) == (status, {"error": answer.body["error"]})
+    assert says in str(answer.body["error"])
+    assert counts(ingest) == {"accepted": 1, result: 1}
+    assert fleet_state(ingest.fleet) == before
+
+
+def test_a_pod_reports_from_any_of_its_ips_in_any_notation() -> None:
+    ingest, _ = bound_ingest()
+    for seq, peer in enumerate(("10.0.0.8", "::ffff:10.0.0.8", "fd00::8", "fd00:0::8"), 1):
+        answer = ingest.handle(
+            content_type=JSON,
+            authorization=None,
+            body=as_json(report("relay-b", seq=seq, udp=seq)),
+            now=NOW,
+            peer=peer,
+        )
+        assert answer.status == 202, peer
+    refused = ingest.handle(
+        content_type=JSON,
+        authorization=None,
+        body=as_json(report("relay-b", seq=9)),
+        now=NOW,
+        peer=None,
+    )
+    assert refused.status == 403
+
+
+def test_a_forged_newer_instance_cannot_take_a_pod_over() -> None:
+    ingest, _ = bound_ingest()
+    # The forger knows the token (every relay does) but is not relay-a's pod.
+    forged = report("relay-a", instance="forged", started_at=WALL, udp=0)
+    answer = ingest.handle(
+        content_type=JSON, authorization=None, body=as_json(forged), now=NOW, peer="10.9.9.9"
+    )
+    assert answer.status == 403
+    assert ingest.fleet.select("stunner-gateway", "stunner").allocations == 5
+    # The real relay keeps reporting as before.
+    real = handle(ingest, as_json(report(seq=2, udp=6)))
+    assert real == Answer(202, {"result": "accepted", "seq": 2})
+
+
+def test_max_relays_never_locks_out_a_pod_the_watch_knows() -> None:
+    ingest, view = bound_ingest(max_relays=1)
+    view.apply("ADDED", pod("relay-c", "10.0.0.7"))
+    answer = handle(ingest, as_json(report("relay-c", udp=2)))
+    assert answer.status == 202
+    assert len(ingest.fleet) == 2
+
+
+def test_rejections_are_logged_at_most_once_a_second_per_result() -> None:
+    clock = [0.0]
+    ingest = ReportIngest(
+        FleetState(stale_after=15.0, expire_after=60.0, max_relays=10),
+        wall_clock=lambda: WALL,
+        log_clock=lambda: clock[0],
+    )
+    with capture_logs() as logs:
+        for _ in range(5):
+            handle(ingest, b"{not json")
+        handle(ingest, as_json(report()), content_type="text/plain")  # another result
+        clock[0] = 1.5
+        handle(ingest, b"{not json")
+    assert [(entry["result"], entry.get("suppressed")) for entry in logs] == [
+        ("invalid", None),
+        ("unsupported_media_type", None),
+        ("invalid", 4),
+    ]
+    assert counts(ingest) == {"invalid": 6, "unsupported_media_type": 1}  # all counted
