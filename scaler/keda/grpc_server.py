@@ -202,7 +202,10 @@ class GrpcFrontEnd:
         self.policies = policies
         self.tls = tls
         self.stats = GrpcStats(UNARY_METHODS, STREAM_METHODS)
-        self.servicer = ExternalScalerServicer(service, policies)
+        # Only callers with a client certificate may set what /metrics exports.
+        self.servicer = ExternalScalerServicer(
+            service, policies, trusted_callers=tls is not None and tls.client_ca is not None
+        )
         self.health = HealthServicer()
         self.address: HostPort | None = None
         self._server: grpc.aio.Server | None = None
