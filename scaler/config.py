@@ -19,6 +19,7 @@ from scaler.common.flags import (
     positive_int,
     read_token,
 )
+from scaler.common.sockets import is_loopback
 from scaler.kube import settings as kube_settings
 from scaler.scaling import ScalingPolicy
 
@@ -39,6 +40,8 @@ class ScalerConfig:
     grpc_client_ca: Path | None = None
     # The Kubernetes integration (--kubernetes); None: off, --expire-after for all relays.
     kubernetes: kube_settings.KubeSettings | None = None
+    # --insecure-open-reports: accept reports from anyone on a non-loopback address.
+    open_reports: bool = False
 
 
 def optional_path(text: str) -> Path | None:
@@ -114,6 +117,12 @@ def build_parser(prog: str = "turnscale scaler") -> FlagParser:
         type=Path,
         default=None,
         help="file holding the bearer token relays must send (none: no auth)",
+    )
+    parser.add_flag(
+        "--insecure-open-reports",
+        action="store_true",
+        help="accept reports without a token on a non-loopback --http address (labs only: "
+        "anyone who reaches the port then decides how many relays run)",
     )
     parser.add_flag(
         "--max-relays",
@@ -220,19 +229,37 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
             lease_name=args.lease_name,
             lease=kube_settings.lease_timing(args.lease_duration, args.renew_deadline),
         )
+    token = read_token(args.token_file) if args.token_file else None
+    check_reports_closed(args.http, token, kubernetes, args.insecure_open_reports)
     return ScalerConfig(
         http=args.http,
         grpc=args.grpc,
         policy=policy,
         stale_after=args.stale_after,
         expire_after=args.expire_after,
-        token=read_token(args.token_file) if args.token_file else None,
+        token=token,
         max_relays=args.max_relays,
         log_level=args.log_level,
         grpc_tls_cert=args.grpc_tls_cert,
         grpc_tls_key=args.grpc_tls_key,
         grpc_client_ca=args.grpc_client_ca,
         kubernetes=kubernetes,
+        open_reports=args.insecure_open_reports,
+    )
+
+
+def check_reports_closed(
+    http: HostPort, token: str | None, kubernetes: object, open_reports: bool
+) -> None:
+    """Reports decide how many relays run and which one is deleted first: off loopback, a
+    scaler needs a token, or pod-bound reports (--kubernetes), or an explicit opt-out."""
+    if token is not None or kubernetes is not None or open_reports or is_loopback(http.host):
+        return
+    raise ConfigError(
+        f"--http {http} is reachable from other machines but reports need no token: give "
+        "--token-file FILE (the bearer token relays send), or --kubernetes (reports bound to "
+        "the relay pods), or listen on 127.0.0.1; --insecure-open-reports accepts anyone's "
+        "reports (labs only)"
     )
 
 

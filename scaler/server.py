@@ -179,6 +179,13 @@ class ScalerServer:
             auth="token" if self.config.token else "none",
             kubernetes="on" if self.kube is not None else "off",
         )
+        if self.config.open_reports and self.config.token is None and self.kube is None:
+            log.warning(
+                "reports accepted from anyone",
+                http=str(self.http_address),
+                why="--insecure-open-reports: whoever reaches this port decides how many "
+                "relays run; use --token-file or --kubernetes outside a lab",
+            )
 
     async def stop(self) -> None:
         """Turn not ready first, so load balancers stop sending, then close listeners."""
