@@ -160,13 +160,31 @@ class FleetCollector(Collector):
             "Relay replicas the scaling rule asks for (clamped to the min and max replicas)",
             labels=["namespace", "gateway"],
         )
+        # The bounds the desired replicas follow (a mutual-TLS trigger's, else the flags), so
+        # dashboards and alerts compare against each gateway's own, not the defaults.
+        bounds = [
+            GaugeMetricFamily(
+                f"stunner_scaler_{name}",
+                f"{what} the scaler's rule uses for the gateway",
+                labels=["namespace", "gateway"],
+            )
+            for name, what in (
+                ("min_replicas", "Fewest relay replicas"),
+                ("max_replicas", "Most relay replicas"),
+                ("target_per_replica", "Allocations per relay replica"),
+            )
+        ]
         for namespace, gateway in sorted(self.fleet.gateways()):
             selection = self.fleet.select(gateway, namespace)
             allocations.add_metric([namespace, gateway], selection.allocations)
             policy = self.policies.policy_for(namespace, gateway)
             desired.add_metric([namespace, gateway], policy.desired_replicas(selection.allocations))
+            values = (policy.min_replicas, policy.max_replicas, policy.target_per_replica)
+            for family, number in zip(bounds, values, strict=True):
+                family.add_metric([namespace, gateway], number)
         yield allocations
         yield desired
+        yield from bounds
 
     def _own(self, leading: bool) -> Iterator[Metric]:
         yield GaugeMetricFamily(
