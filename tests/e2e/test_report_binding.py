@@ -19,6 +19,7 @@ import aiohttp
 from tests.e2e.clients import clients_of
 from tests.e2e.processes import ScalerProcess, pushing_relay
 from tests.k8s_fake import FakeKubeApi
+from tests.relay.servers import RelayProcess
 from tests.reports import as_json, report
 from tests.waiting import eventually
 
@@ -69,17 +70,14 @@ async def test_a_forger_with_the_token_cannot_take_over_or_lock_out_a_pod(
             *("--max-relays", "1"),
         )
         stack.callback(scaler.stop)
-        relay = await asyncio.to_thread(
-            stack.enter_context,
-            pushing_relay(
-                scaler.base,
-                "relay-a",
-                "--scaler-token-file",
-                str(token_file),
-                namespace=NAMESPACE,
-                gateway=GATEWAY,
-            ),
-        )
+
+        async def relay_pod(name: str) -> RelayProcess:
+            """A real relay reporting as pod ``name`` with the shared token."""
+            flags = ("--scaler-token-file", str(token_file))
+            relay = pushing_relay(scaler.base, name, *flags, namespace=NAMESPACE, gateway=GATEWAY)
+            return await asyncio.to_thread(stack.enter_context, relay)
+
+        relay = await relay_pod("relay-a")
         clients = await stack.enter_async_context(clients_of(relay.udp))
         await clients.allocate(3)
 
@@ -106,17 +104,7 @@ async def test_a_forger_with_the_token_cannot_take_over_or_lock_out_a_pod(
         assert await counted(3, 1)
 
         # A second real pod joins although --max-relays is reached: the watch knows it.
-        second = await asyncio.to_thread(
-            stack.enter_context,
-            pushing_relay(
-                scaler.base,
-                "relay-b",
-                "--scaler-token-file",
-                str(token_file),
-                namespace=NAMESPACE,
-                gateway=GATEWAY,
-            ),
-        )
+        second = await relay_pod("relay-b")
         more = await stack.enter_async_context(clients_of(second.udp))
         await more.allocate(2)
         await eventually(lambda: counted(5, 2), "the second pod counted", within=20)
