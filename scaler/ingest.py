@@ -125,7 +125,12 @@ class ReportIngest:
         scheme, _, credential = (header or "").partition(" ")
         if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(credential.strip().encode(), self._token)
+        try:
+            # aiohttp keeps undecodable header bytes as surrogates: such a token is wrong.
+            given = credential.strip().encode()
+        except UnicodeEncodeError:
+            return False
+        return hmac.compare_digest(given, self._token)
 
     def _check_not_ahead(self, report: Report) -> None:
         latest = self.wall_clock() + MAX_CLOCK_AHEAD

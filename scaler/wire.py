@@ -147,6 +147,9 @@ def decode(body: bytes) -> Report:
         raise ReportError(_readable(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise ReportError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        # Unknown fields are skipped, but msgspec still descends into them.
+        raise ReportError("malformed JSON: nested too deeply") from None
     if report.version != VERSION:
         raise ReportError(
             f"unsupported version {report.version} at `version` (this scaler speaks 1)"

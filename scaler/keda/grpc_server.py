@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
@@ -56,6 +57,36 @@ def _code(context: grpc.aio.ServicerContext) -> str:
     return "OK" if code is None else str(code.name)
 
 
+class _Undecodable:
+    """A request whose bytes did not parse (for example a string that is not UTF-8)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """Deserialize as before, but hand a parse failure to the handler instead of letting
+    gRPC answer UNKNOWN with the library's traceback: it becomes INVALID_ARGUMENT."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return _Undecodable(exc)
+
+    return parse
+
+
+async def _refuse_undecodable(request: Any, context: grpc.aio.ServicerContext) -> None:
+    if isinstance(request, _Undecodable):
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request does not parse (strings must be UTF-8): {request.error}",
+        )
+
+
 class AccountingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Counts every call by method and status code; times unary calls."""
 
@@ -84,7 +115,7 @@ class AccountingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
@@ -95,7 +126,7 @@ class AccountingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 wrapped = self._writer_stream(method, behavior)
             return grpc.unary_stream_rpc_method_handler(
                 wrapped,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler  # client streaming: this server has none
@@ -107,6 +138,7 @@ class AccountingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             start = time.perf_counter()
             code = "UNKNOWN"
             try:
+                await _refuse_undecodable(request, context)
                 response = behavior(request, context)
                 if inspect.isawaitable(response):
                     response = await response
@@ -130,6 +162,7 @@ class AccountingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             stats.stream_opened(method)
             code = "UNKNOWN"
             try:
+                await _refuse_undecodable(request, context)
                 async with contextlib.aclosing(behavior(request, context)) as responses:
                     async for response in responses:
                         yield response
@@ -153,6 +186,7 @@ class AccountingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             stats.stream_opened(method)
             code = "UNKNOWN"
             try:
+                await _refuse_undecodable(request, context)
                 await behavior(request, context)
                 code = _code(context)
             except grpc.aio.AbortError:
