@@ -12,8 +12,9 @@ import pytest
 
 from scaler.kube.integration import KubeIntegration
 from scaler.server import ScalerServer
+from tests.clock import FakeClock
 from tests.k8s_fake import FakeKubeApi, fast_timing, kube_settings
-from tests.scaler.helpers import FakeClock, scaler_config
+from tests.scaler.helpers import scaler_config
 
 StartKube = Callable[..., Awaitable[tuple[KubeIntegration, ScalerServer]]]
 

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from scaler.common.flags import HostPort
 from scaler.config import ScalerConfig
 from scaler.scaling import ScalingPolicy
-
-
-@dataclass
-class FakeClock:
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def scaler_config(

@@ -19,8 +19,9 @@ from scaler.config import ScalerConfig
 from scaler.keda.proto import externalscaler_pb2 as pb
 from scaler.keda.proto import externalscaler_pb2_grpc as pb_grpc
 from scaler.server import ScalerServer
+from tests.clock import FakeClock
 from tests.reports import as_json, report
-from tests.scaler.helpers import FakeClock, scaler_config
+from tests.scaler.helpers import scaler_config
 from tests.tools import require_tool
 
 JSON = {"Content-Type": "application/json"}

@@ -9,8 +9,9 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from scaler.exposition import render
 from scaler.server import ScalerServer
+from tests.clock import FakeClock
 from tests.reports import created, deleted, report
-from tests.scaler.helpers import FakeClock, scaler_config
+from tests.scaler.helpers import scaler_config
 
 OM_ACCEPT = "application/openmetrics-text; version=1.0.0"
 

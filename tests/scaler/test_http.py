@@ -11,8 +11,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from scaler import wire
 from scaler.server import ScalerServer
+from tests.clock import FakeClock
 from tests.reports import T0, as_dict, as_json, created, deleted, report
-from tests.scaler.helpers import FakeClock, scaler_config, value
+from tests.scaler.helpers import scaler_config, value
 
 JSON = {"Content-Type": "application/json"}
 LABELS = {"namespace": "stunner", "gateway": "stunner-gateway", "pod": "relay-a"}

@@ -17,10 +17,11 @@ from scaler.kube.integration import KubeIntegration
 from scaler.kube.pods import POD_DELETION_COST
 from scaler.scaling import ScalingPolicy
 from scaler.server import ScalerServer
+from tests.clock import FakeClock
 from tests.k8s_fake import STRATEGIC_MERGE_PATCH, FakeKubeApi
 from tests.reports import as_json, report
 from tests.scaler.conftest import StartKube
-from tests.scaler.helpers import FakeClock, value
+from tests.scaler.helpers import value
 from tests.waiting import eventually
 
 Started = Callable[..., Awaitable[tuple[KubeIntegration, ScalerServer]]]

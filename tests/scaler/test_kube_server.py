@@ -18,9 +18,10 @@ from scaler.keda.proto import externalscaler_pb2_grpc as pb_grpc
 from scaler.kube.selector import parse_selector
 from scaler.kube.settings import resolve
 from scaler.server import ScalerServer
+from tests.clock import FakeClock
 from tests.k8s_fake import FakeKubeApi
 from tests.reports import as_json, report
-from tests.scaler.helpers import FakeClock, value
+from tests.scaler.helpers import value
 from tests.scaler.keda_helpers import make_pki
 from tests.waiting import eventually
 

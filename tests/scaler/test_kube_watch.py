@@ -10,10 +10,11 @@ from typing import Any
 from scaler.exposition import render
 from scaler.kube.integration import KubeIntegration
 from scaler.server import ScalerServer
+from tests.clock import FakeClock
 from tests.k8s_fake import FakeKubeApi
 from tests.reports import as_json, report
 from tests.scaler.conftest import StartKube
-from tests.scaler.helpers import FakeClock, value
+from tests.scaler.helpers import value
 from tests.waiting import eventually
 
 

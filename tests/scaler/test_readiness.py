@@ -8,8 +8,9 @@ import pytest
 
 from scaler.readiness import Check, Readiness
 from scaler.server import ScalerServer
+from tests.clock import FakeClock
 from tests.reports import as_json, report
-from tests.scaler.helpers import FakeClock, scaler_config
+from tests.scaler.helpers import scaler_config
 from tests.waiting import eventually
 
 
