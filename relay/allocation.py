@@ -36,8 +36,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from relay import turn
 from relay.peer_policy import PeerPolicy
+from relay.proto import turn
 
 __all__ = [
     "Allocation",

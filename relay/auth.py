@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Final, Protocol
 
-from relay.stun import (
+from relay.proto.stun import (
     MAX_USERNAME,
     MESSAGE_INTEGRITY,
     MESSAGE_INTEGRITY_SHA256,

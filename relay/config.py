@@ -23,8 +23,8 @@ from relay.gateway import options as gateway_options
 from relay.gateway.options import GatewayOptions
 from relay.peer_policy import PeerRule, parse_peer_rule
 from relay.ports import DEFAULT_RANGE, parse_port_range
+from relay.proto.turn import MAX_LIFETIME
 from relay.reporting import ReportingConfig
-from relay.turn import MAX_LIFETIME
 from scaler.common import sockets
 from scaler.common.flags import (
     ConfigError,

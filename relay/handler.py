@@ -59,12 +59,19 @@ from __future__ import annotations
 import socket
 from typing import Any, Final, Protocol
 
-from relay import stun, turn
 from relay.allocation import Address, Allocation, AllocationTable, FiveTuple
 from relay.auth import Authenticator, AuthResult, AuthStatus
-from relay.channeldata import CHANNEL_MAX, CHANNEL_MIN
 from relay.peer_policy import PeerPolicy
-from relay.stun import FAMILY_IPV4, FAMILY_IPV6, Message, MessageBuilder, MessageClass, StunError
+from relay.proto import stun, turn
+from relay.proto.channeldata import CHANNEL_MAX, CHANNEL_MIN
+from relay.proto.stun import (
+    FAMILY_IPV4,
+    FAMILY_IPV6,
+    Message,
+    MessageBuilder,
+    MessageClass,
+    StunError,
+)
 from scaler.wire import DeleteReason
 
 __all__ = [

@@ -29,13 +29,13 @@ from aiohttp import web
 from relay import health
 from relay.allocation import Allocation, AllocationTable, Lifetimes
 from relay.auth import Authenticator, CredentialStore
-from relay.channeldata import CHANNEL_MAX
 from relay.config import Listen, RelayConfig
 from relay.credentials import CombinedCredentials
-from relay.framing import LEGACY_CHANNEL_MAX
 from relay.handler import RelayEndpoint, RequestHandler, family_of
 from relay.peer_policy import PeerPolicy
 from relay.ports import PortPool
+from relay.proto.channeldata import CHANNEL_MAX
+from relay.proto.framing import LEGACY_CHANNEL_MAX
 from relay.reporting import make_pusher
 from relay.stats import RelayStats
 from relay.transports import (

@@ -13,7 +13,7 @@ allocate as little as possible and to never log:
   ChannelData or Data indication header in front of it, so the message is sent without
   copying (UDP clients; TCP clients get one copy, as the transport may keep it).
 * TCP clients: one :class:`TcpConnection` (an ``asyncio.Protocol``) per connection, split
-  into frames by :class:`relay.framing.StreamDeframer`. A connection whose send buffer is
+  into frames by :class:`relay.proto.framing.StreamDeframer`. A connection whose send buffer is
   over the high-water mark drops relayed data (as UDP would) instead of buffering without
   bound. Garbage on the stream closes the connection.
 """
@@ -32,12 +32,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from relay import stun
 from relay.allocation import Address, Allocation
-from relay.framing import StreamDeframer
 from relay.ports import PortPool
+from relay.proto import stun
+from relay.proto.framing import StreamDeframer
+from relay.proto.stun import FAMILY_IPV4, FAMILY_IPV6, StunError
 from relay.stats import RelayStats
-from relay.stun import FAMILY_IPV4, FAMILY_IPV6, StunError
 from scaler.common import logs, sockets
 
 if TYPE_CHECKING:

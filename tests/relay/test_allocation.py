@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from relay.allocation import Allocation, AllocationTable, FiveTuple, Lifetimes, quota_key
 from relay.ports import PortPool, parse_port_range
-from relay.stun import FAMILY_IPV4
+from relay.proto.stun import FAMILY_IPV4
 
 SERVER = ("127.0.0.1", 3478)
 PEER = ("192.0.2.10", 5000)

@@ -8,7 +8,6 @@ import hmac
 
 import pytest
 
-from relay import stun, turn
 from relay.auth import (
     Authenticator,
     AuthStatus,
@@ -21,6 +20,7 @@ from relay.auth import (
     opaque_string,
     rest_password,
 )
+from relay.proto import stun, turn
 from tests.relay import vectors as v
 
 NOW = 1_763_701_000.0

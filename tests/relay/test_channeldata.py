@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay import channeldata, stun
+from relay.proto import channeldata, stun
 
 
 def test_encode_layout() -> None:

@@ -4,11 +4,11 @@ permission for it; new allocations need the new credentials, existing ones keep 
 
 from __future__ import annotations
 
-from relay import turn
 from relay.allocation import Address
 from relay.credentials import CombinedCredentials
 from relay.peer_policy import PeerPolicy
-from relay.stun import MessageClass
+from relay.proto import turn
+from relay.proto.stun import MessageClass
 from tests.relay.test_handler import PEER, REALM, Client, code, make_handler
 
 OTHER_CLIENT = ("198.51.100.8", 40001)

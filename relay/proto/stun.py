@@ -128,7 +128,7 @@ class MessageClass(IntEnum):
     ERROR = 0b11
 
 
-#: The only method STUN itself defines (RFC 8489 §18.2); TURN's are in :mod:`relay.turn`.
+#: The only method STUN itself defines (RFC 8489 §18.2); TURN's are in :mod:`relay.proto.turn`.
 BINDING: Final = 0x001
 
 
@@ -203,7 +203,7 @@ _MI256_MIN, _MI256_MAX = 16, 32
 _FINGERPRINT_SIZE: Final = 4
 
 #: Reason phrases of the STUN error codes (RFC 8489 §14.8); TURN adds its own in
-#: :mod:`relay.turn`.
+#: :mod:`relay.proto.turn`.
 ERROR_REASONS: Final[dict[int, str]] = {
     300: "Try Alternate",
     400: "Bad Request",
@@ -391,7 +391,7 @@ def parse(data: bytes | bytearray | memoryview) -> Message:
 
     The input must be exactly one message: its length must equal the header's length field
     plus 20 (a datagram with trailing bytes is refused; a stream is split by
-    :mod:`relay.framing` first).
+    :mod:`relay.proto.framing` first).
     """
     raw = bytes(data)
     size = len(raw)

@@ -6,7 +6,7 @@ application data) followed by the data. Channel numbers 0x4000..0x4FFF are the v
 (``00``). Over TCP (a stream) the message MUST be padded to a multiple of 4 bytes, and the
 padding is not counted in the length; over UDP padding is optional (§12.5).
 
-Decoding raises :class:`relay.stun.StunError`, and nothing else.
+Decoding raises :class:`relay.proto.stun.StunError`, and nothing else.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from typing import Final, NamedTuple
 
-from relay.stun import StunError
+from relay.proto.stun import StunError
 
 __all__ = [
     "CHANNEL_MAX",
@@ -77,8 +77,8 @@ def decode(data: bytes | bytearray | memoryview, *, stream: bool = False) -> Cha
     """Decode one ChannelData message.
 
     With ``stream=False`` (a UDP datagram) the message may be unpadded or padded to 4 bytes;
-    with ``stream=True`` (a frame from :class:`relay.framing.StreamDeframer`) it must be padded.
-    Any other trailing byte count is an error.
+    with ``stream=True`` (a frame from :class:`relay.proto.framing.StreamDeframer`) it must be
+    padded. Any other trailing byte count is an error.
     """
     size = len(data)
     if size < HEADER_SIZE:
