@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from relay.core.stats import RelayStats
 from relay.pusher import Identity, ReportPusher
-from relay.stats import RelayStats
 from scaler.common import names
 from scaler.common.flags import ConfigError, FlagParser, parse_duration, read_token
 

@@ -1,10 +1,11 @@
 """Running the relay: bind listeners, expire state, drain on SIGTERM, shut down in order.
 
-:class:`RelayServer` wires the pure parts (:mod:`relay.allocation`, :mod:`relay.handler`,
-:mod:`relay.auth`, :mod:`relay.peer_policy`) to the sockets of :mod:`relay.transports` and the
-health endpoints of :mod:`relay.health`. It is the handler's :class:`relay.handler.Lifecycle`:
+:class:`RelayServer` wires the pure parts (:mod:`relay.core.allocation`,
+:mod:`relay.core.handler`, :mod:`relay.core.auth`, :mod:`relay.core.peer_policy`) to the sockets
+of :mod:`relay.transports` and the health endpoints of :mod:`relay.health`. It is the
+handler's :class:`relay.core.handler.Lifecycle`:
 every allocation created or deleted passes through it (listener index, relayed socket,
-counters and events in :class:`relay.stats.RelayStats`, one summary log line at the end).
+counters and events in :class:`relay.core.stats.RelayStats`, one summary log line at the end).
 
 One task expires allocations, permissions and channels (:meth:`RelayServer.sweep`, every
 ``sweep_interval`` seconds) and closes TCP connections idle without an allocation.
@@ -27,17 +28,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from relay import health
-from relay.allocation import Allocation, AllocationTable, Lifetimes
-from relay.auth import Authenticator, CredentialStore
 from relay.config import Listen, RelayConfig
-from relay.credentials import CombinedCredentials
-from relay.handler import RelayEndpoint, RequestHandler, family_of
-from relay.peer_policy import PeerPolicy
-from relay.ports import PortPool
+from relay.core.allocation import Allocation, AllocationTable, Lifetimes
+from relay.core.auth import Authenticator, CredentialStore
+from relay.core.credentials import CombinedCredentials
+from relay.core.handler import RelayEndpoint, RequestHandler, family_of
+from relay.core.peer_policy import PeerPolicy
+from relay.core.ports import PortPool
+from relay.core.stats import RelayStats
 from relay.proto.channeldata import CHANNEL_MAX
 from relay.proto.framing import LEGACY_CHANNEL_MAX
 from relay.reporting import make_pusher
-from relay.stats import RelayStats
 from relay.transports import (
     TCP_IDLE_TIMEOUT,
     RelaySockets,
@@ -314,7 +315,7 @@ class RelayServer:
     def set_peer_policy(self, policy: PeerPolicy) -> None:
         """Use ``policy`` for new permissions, channels and sends from now on; peers it drops
         stay reachable for allocations holding a permission for them
-        (:meth:`relay.handler.RequestHandler.set_policy`)."""
+        (:meth:`relay.core.handler.RequestHandler.set_policy`)."""
         self.policy = policy
         self.handler.set_policy(policy)
 
@@ -348,7 +349,7 @@ class RelayServer:
     def _tcp_protocol(self) -> TcpConnection:
         return TcpConnection(self.handler, self.stats, self.connections, self.clock, self.wall)
 
-    # -- relay.handler.Lifecycle
+    # -- relay.core.handler.Lifecycle
 
     def allocation_created(self, allocation: Allocation) -> None:
         allocation.link.attach(allocation)

@@ -1,6 +1,6 @@
 """The relay's sockets: TURN listeners (UDP, TCP) and relayed UDP sockets, on asyncio.
 
-Thin by design: demultiplex, move bytes, hand STUN to :class:`relay.handler.RequestHandler`.
+Thin by design: demultiplex, move bytes, hand STUN to :class:`relay.core.handler.RequestHandler`.
 The data path (ChannelData both ways, Data indications to clients) stays here, written to
 allocate as little as possible and to never log:
 
@@ -32,16 +32,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from relay.allocation import Address, Allocation
-from relay.ports import PortPool
+from relay.core.allocation import Address, Allocation
+from relay.core.ports import PortPool
+from relay.core.stats import RelayStats
 from relay.proto import stun
 from relay.proto.framing import StreamDeframer
 from relay.proto.stun import FAMILY_IPV4, FAMILY_IPV6, StunError
-from relay.stats import RelayStats
 from scaler.common import logs, sockets
 
 if TYPE_CHECKING:
-    from relay.handler import RequestHandler
+    from relay.core.handler import RequestHandler
 
 log = logs.get("relay")
 
@@ -143,7 +143,7 @@ def bind_udp(host: str, port: int) -> socket.socket:
 
 
 class _Link:
-    """What the handler and the packet path need of a client link (see relay.handler.Link)."""
+    """What the handler and the packet path need of a client link (see relay.core.handler.Link)."""
 
     transport: str
     local: Address

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from relay.auth import RestCredentials
+from relay.core.auth import RestCredentials
 from relay.gateway.translate import EphemeralAuth, GatewaySettings
 
 __all__ = ["IceError", "ice_configuration", "turn_urls"]

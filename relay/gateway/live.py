@@ -10,7 +10,7 @@ mode) and applies the difference to the running :class:`relay.server.RelayServer
   Refresh must pass the new credentials;
 * peers: the StaticService prefixes and the ready endpoints of each routed Service's
   EndpointSlices; a peer that leaves stays reachable for the allocations already talking
-  to it (:meth:`relay.handler.RequestHandler.set_policy`).
+  to it (:meth:`relay.core.handler.RequestHandler.set_policy`).
 
 A configuration that cannot be used (an invalid Gateway or GatewayConfig, a missing
 Secret) changes nothing: the relay keeps the last good one (or, before any, serves no
@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.config import Listen
-from relay.credentials import CombinedCredentials
+from relay.core.credentials import CombinedCredentials
+from relay.core.peer_policy import PeerRule
 from relay.gateway.kube import (
     Apis,
     Scope,
@@ -53,7 +54,6 @@ from relay.gateway.status import (
     unchanged,
 )
 from relay.gateway.translate import Catalog, GatewaySettings, translate
-from relay.peer_policy import PeerRule
 from relay.server import RelayServer, StartupError
 from scaler.common import logs
 from scaler.common.flags import HostPort

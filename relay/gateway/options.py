@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from relay.core.peer_policy import PeerRule
 from relay.gateway.translate import EphemeralAuth, GatewaySettings, Key, StaticAuth
-from relay.peer_policy import PeerRule
 from scaler.common.flags import ConfigError, FlagParser, parse_duration
 from scaler.common.kube.access import KubeAccess, resolve_access
 from scaler.common.names import is_dns_label, is_dns_subdomain

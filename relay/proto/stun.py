@@ -465,7 +465,7 @@ def _as_message(message: Message | bytes | bytearray | memoryview) -> Message:
 def verify_integrity(message: Message | bytes | bytearray | memoryview, key: bytes) -> bool:
     """Check MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 §14.5) against ``key``.
 
-    ``key`` is the short-term password or the long-term key (:func:`relay.auth.long_term_key`).
+    ``key`` is the short-term password or the long-term key (:func:`relay.core.auth.long_term_key`).
     False when the attribute is absent or the message was not parsed from bytes. Bytes are
     parsed first (a malformed message raises :class:`StunError`).
     """

@@ -25,8 +25,8 @@ from aioice import stun as aioice_stun
 from aioice.turn import create_turn_endpoint
 
 from relay import config as relay_config
-from relay.auth import RestCredentials
 from relay.config import RelayConfig
+from relay.core.auth import RestCredentials
 from relay.gateway.run import FileGateway
 from tests.gateway.objects import (
     by_kind,

@@ -24,7 +24,7 @@ from aioice import stun as aioice_stun
 from aioice.turn import create_turn_endpoint
 
 from relay import config as relay_config
-from relay.auth import rest_password
+from relay.core.auth import rest_password
 from relay.gateway import ice_server
 from relay.gateway.ice import IceError, ice_configuration, turn_urls
 from relay.gateway.ice_server import IceState, create_app
@@ -272,7 +272,7 @@ def test_the_auth_process_serves_ice_and_stops_on_sigterm(tmp_path: Path) -> Non
 
 
 async def test_the_auth_service_follows_the_gateway_live(tmp_path: Path) -> None:
-    from relay.auth import rest_password as password_of
+    from relay.core.auth import rest_password as password_of
     from relay.gateway.ice_server import LiveIce
     from relay.gateway.kube import Apis
     from scaler.common.kube.client import connect

@@ -18,7 +18,7 @@ from aioice import stun as aioice_stun
 from aioice.turn import create_turn_endpoint
 
 from relay import config as relay_config
-from relay.auth import RestCredentials
+from relay.core.auth import RestCredentials
 from relay.gateway.kube import Apis
 from relay.gateway.live import LiveGateway
 from relay.server import RelayServer

@@ -10,7 +10,7 @@ import pytest
 from aioice import stun as aioice_stun
 from aioice.turn import create_turn_endpoint
 
-from relay.auth import RestCredentials
+from relay.core.auth import RestCredentials
 from tests.relay.servers import PASSWORD, REALM, SECRET, USER, address, relay_config, running
 from tests.relay.turn_client import echo_peer
 

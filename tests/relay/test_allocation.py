@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.allocation import Allocation, AllocationTable, FiveTuple, Lifetimes, quota_key
-from relay.ports import PortPool, parse_port_range
+from relay.core.allocation import Allocation, AllocationTable, FiveTuple, Lifetimes, quota_key
+from relay.core.ports import PortPool, parse_port_range
 from relay.proto.stun import FAMILY_IPV4
 
 SERVER = ("127.0.0.1", 3478)

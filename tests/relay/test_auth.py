@@ -8,7 +8,7 @@ import hmac
 
 import pytest
 
-from relay.auth import (
+from relay.core.auth import (
     Authenticator,
     AuthStatus,
     NonceManager,

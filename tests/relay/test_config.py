@@ -9,8 +9,8 @@ import pytest
 
 from relay import config
 from relay.config import Listen, default_relay_address, parse_listen
-from relay.credentials import CombinedCredentials, parse_user, read_secret_file, read_user_file
-from relay.peer_policy import parse_peer_rule
+from relay.core.credentials import CombinedCredentials, parse_user, read_secret_file, read_user_file
+from relay.core.peer_policy import parse_peer_rule
 from scaler.common.flags import ConfigError, HostPort
 
 USER = ["--user", "alice:s3cret-pw"]

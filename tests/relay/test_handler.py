@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.allocation import Address, Allocation, AllocationTable, Lifetimes
-from relay.auth import Authenticator, RestCredentials, long_term_key, rest_password
-from relay.credentials import CombinedCredentials
-from relay.handler import RequestHandler, canonical_ip
-from relay.peer_policy import PeerPolicy
+from relay.core.allocation import Address, Allocation, AllocationTable, Lifetimes
+from relay.core.auth import Authenticator, RestCredentials, long_term_key, rest_password
+from relay.core.credentials import CombinedCredentials
+from relay.core.handler import RequestHandler, canonical_ip
+from relay.core.peer_policy import PeerPolicy
 from relay.proto import stun, turn
 from relay.proto.stun import FAMILY_IPV4, FAMILY_IPV6, Message, MessageBuilder, MessageClass
 from scaler.wire import DeleteReason

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.peer_policy import PeerPolicy, PeerRule, normalize_peer, parse_peer_rule
+from relay.core.peer_policy import PeerPolicy, PeerRule, normalize_peer, parse_peer_rule
 
 DENIED = [
     "0.0.0.0",

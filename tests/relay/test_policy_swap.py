@@ -4,9 +4,9 @@ permission for it; new allocations need the new credentials, existing ones keep 
 
 from __future__ import annotations
 
-from relay.allocation import Address
-from relay.credentials import CombinedCredentials
-from relay.peer_policy import PeerPolicy
+from relay.core.allocation import Address
+from relay.core.credentials import CombinedCredentials
+from relay.core.peer_policy import PeerPolicy
 from relay.proto import turn
 from relay.proto.stun import MessageClass
 from tests.relay.test_handler import PEER, REALM, Client, code, make_handler

@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from relay.auth import RestCredentials
 from relay.config import Listen, parse_listen
-from relay.peer_policy import parse_peer_rule
+from relay.core.auth import RestCredentials
+from relay.core.peer_policy import parse_peer_rule
 from relay.proto import stun, turn
 from relay.server import RelayServer, StartupError
 from scaler import wire

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from relay.core.stats import RelayStats
 from relay.pusher import StateSource
-from relay.stats import RelayStats
 from scaler import wire
 
 AT = 1_763_701_000.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.auth import long_term_key
+from relay.core.auth import long_term_key
 from relay.proto import stun
 from tests.relay import vectors as v
 

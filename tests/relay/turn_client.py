@@ -14,7 +14,7 @@ import socket
 import struct
 from typing import Any
 
-from relay.auth import long_term_key
+from relay.core.auth import long_term_key
 from relay.proto import stun, turn
 from relay.proto.framing import LEGACY_CHANNEL_MAX, StreamDeframer
 from relay.proto.stun import Message, MessageBuilder, MessageClass

@@ -15,7 +15,7 @@ What it answers, in the order RFC 8656 gives:
 
 * Binding (RFC 8489 §6.3): XOR-MAPPED-ADDRESS, no authentication.
 * Every TURN request: 420 for unknown comprehension-required attributes (with
-  UNKNOWN-ATTRIBUTES), then the long-term credential checks (:mod:`relay.auth`: 401 with
+  UNKNOWN-ATTRIBUTES), then the long-term credential checks (:mod:`relay.core.auth`: 401 with
   REALM and NONCE, 400, 438 for a stale nonce), then 437 when the 5-tuple has no allocation
   (or already has one, for Allocate) and 441 when the username is not the allocation's.
 * Allocate (§7.2): 400 without REQUESTED-TRANSPORT, 442 for anything but UDP; DONT-FRAGMENT
@@ -59,9 +59,9 @@ from __future__ import annotations
 import socket
 from typing import Any, Final, Protocol
 
-from relay.allocation import Address, Allocation, AllocationTable, FiveTuple
-from relay.auth import Authenticator, AuthResult, AuthStatus
-from relay.peer_policy import PeerPolicy
+from relay.core.allocation import Address, Allocation, AllocationTable, FiveTuple
+from relay.core.auth import Authenticator, AuthResult, AuthStatus
+from relay.core.peer_policy import PeerPolicy
 from relay.proto import stun, turn
 from relay.proto.channeldata import CHANNEL_MAX, CHANNEL_MIN
 from relay.proto.stun import (

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from relay.peer_policy import PeerPolicy
+from relay.core.peer_policy import PeerPolicy
 from relay.proto import turn
 
 __all__ = [
@@ -190,7 +190,7 @@ class Allocation:
         #: but this allocation holds a permission for (see RequestHandler.set_policy).
         self.retained: dict[str, PeerPolicy] | None = None
         #: The credential store this allocation was authenticated with (a
-        #: relay.auth.CredentialStore): it stays valid for this allocation's requests after
+        #: relay.core.auth.CredentialStore): it stays valid for this allocation's requests after
         #: the relay's credentials change (see RequestHandler.handle).
         self.credentials: Any = None
 

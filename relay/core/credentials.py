@@ -1,6 +1,6 @@
 """Where the relay's long-term credentials come from: static users and REST API secrets.
 
-:class:`CombinedCredentials` is a :class:`relay.auth.CredentialStore` over both kinds at once
+:class:`CombinedCredentials` is a :class:`relay.core.auth.CredentialStore` over both kinds at once
 (``--user`` and ``--auth-secret`` together): a username is tried as a static user first, then
 as an ephemeral ``EXPIRY:USERID`` username under every secret. The file readers parse what a
 mounted Kubernetes Secret holds. No error message here ever contains a password or secret.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from relay.auth import RestCredentials, StaticCredentials
+from relay.core.auth import RestCredentials, StaticCredentials
 
 __all__ = [
     "CombinedCredentials",
@@ -22,7 +22,7 @@ __all__ = [
 
 
 class CombinedCredentials:
-    """Static users and REST API secrets behind one :class:`relay.auth.CredentialStore`."""
+    """Static users and REST API secrets behind one :class:`relay.core.auth.CredentialStore`."""
 
     __slots__ = ("_realm", "rest", "static")
 
