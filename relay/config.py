@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-from relay import reporting
 from relay.core.credentials import parse_user, read_secret_file, read_user_file
 from relay.core.peer_policy import PeerRule, parse_peer_rule
 from relay.core.ports import DEFAULT_RANGE, parse_port_range
 from relay.gateway import options as gateway_options
 from relay.gateway.options import GatewayOptions
 from relay.proto.turn import MAX_LIFETIME
-from relay.reporting import ReportingConfig
+from relay.reporting import config as reporting
+from relay.reporting.config import ReportingConfig
 from scaler.common import sockets
 from scaler.common.flags import (
     ConfigError,

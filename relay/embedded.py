@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from relay.config import Listen, RelayConfig
-from relay.reporting import ReportingConfig
+from relay.reporting.config import ReportingConfig
 from relay.server import RelayServer
 from scaler.common import logs, runtime
 from scaler.common.flags import FlagParser, HostPort, log_level, parse_host_port

@@ -38,7 +38,7 @@ from relay.core.ports import PortPool
 from relay.core.stats import RelayStats
 from relay.proto.channeldata import CHANNEL_MAX
 from relay.proto.framing import LEGACY_CHANNEL_MAX
-from relay.reporting import make_pusher
+from relay.reporting.pusher import make_pusher
 from relay.transports import (
     TCP_IDLE_TIMEOUT,
     RelaySockets,

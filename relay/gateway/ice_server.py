@@ -29,7 +29,7 @@ from relay.gateway import options as gateway_options
 from relay.gateway.ice import IceError, ice_configuration
 from relay.gateway.live import Follower
 from relay.gateway.translate import EphemeralAuth, GatewaySettings
-from relay.reporting import DEFAULT_GATEWAY
+from relay.reporting.config import DEFAULT_GATEWAY
 from scaler.common import logs, runtime
 from scaler.common.flags import ConfigError, FlagParser, HostPort, log_level, parse_host_port
 from scaler.common.kube.access import KubeAccess

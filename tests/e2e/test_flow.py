@@ -18,7 +18,7 @@ from typing import Final
 
 import pytest
 
-from relay.pusher import BATCH_WINDOW
+from relay.reporting.pusher import BATCH_WINDOW
 from relay.server import RelayServer
 from tests.e2e.clients import clients_of
 from tests.e2e.inprocess import attach_pusher, link_to, resolving_to

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from relay import config
-from relay.reporting import ReportingConfig, default_pod
+from relay.reporting.config import ReportingConfig, default_pod
 from scaler.common.flags import ConfigError
 from tests.net import free_port
 from tests.relay.servers import relay_config, running

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from relay.core.stats import RelayStats
-from relay.pusher import StateSource
+from relay.reporting.pusher import StateSource
 from scaler import wire
 
 AT = 1_763_701_000.0
