@@ -29,10 +29,10 @@ from aiohttp import web
 
 from relay import health
 from relay.config import Listen, RelayConfig
-from relay.core.allocation import Allocation, AllocationTable, Lifetimes
+from relay.core.allocation import Allocation, AllocationTable, Lifetimes, RelayEndpoint
 from relay.core.auth import Authenticator, CredentialStore
 from relay.core.credentials import CombinedCredentials
-from relay.core.handler import RelayEndpoint, RequestHandler, family_of
+from relay.core.handler import RequestHandler, family_of
 from relay.core.peer_policy import PeerPolicy
 from relay.core.ports import PortPool
 from relay.core.stats import RelayStats

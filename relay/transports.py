@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from relay.core.allocation import Address, Allocation
+from relay.core.allocation import Address, Allocation, ClientAddress, Payload
 from relay.core.ports import PortPool
 from relay.core.stats import RelayStats
 from relay.proto import stun
@@ -142,21 +142,9 @@ def bind_udp(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _Link:
-    """What the handler and the packet path need of a client link (see relay.core.handler.Link)."""
-
-    transport: str
-    local: Address
-
-    def attach(self, allocation: Allocation) -> None:
-        raise NotImplementedError
-
-    def detach(self, allocation: Allocation) -> None:
-        raise NotImplementedError
-
-
-class UdpListener(_Link):
-    """A TURN listener on UDP: STUN to the handler, ChannelData straight to the peer."""
+class UdpListener:
+    """A TURN listener on UDP: STUN to the handler, ChannelData straight to the peer. The
+    :class:`relay.core.allocation.ClientLink` of every UDP client on it."""
 
     transport = "udp"
 
@@ -177,7 +165,7 @@ class UdpListener(_Link):
         self.clock = clock
         self.wall = wall
         #: Client address as the socket reports it -> its allocation (the data-path index).
-        self.clients: dict[Any, Allocation] = {}
+        self.clients: dict[ClientAddress, Allocation] = {}
         #: The highest first byte of a ChannelData message (0x4F, or 0x7F for RFC 5766).
         self.channel_high = handler.channel_max >> 8
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -245,7 +233,7 @@ class UdpListener(_Link):
             stats.client_rx += received
             stats.peer_tx += relayed
 
-    def _stun(self, data: memoryview, addr: Any) -> None:
+    def _stun(self, data: memoryview, addr: ClientAddress) -> None:
         if not stun.is_stun(data):
             return
         try:
@@ -265,8 +253,9 @@ class UdpListener(_Link):
             self.stats.client_tx += len(response)
 
 
-class TcpConnection(asyncio.Protocol, _Link):
-    """One TURN client over TCP. At most one allocation per connection (its 5-tuple)."""
+class TcpConnection(asyncio.Protocol):
+    """One TURN client over TCP, its :class:`relay.core.allocation.ClientLink`. At most one
+    allocation per connection (its 5-tuple)."""
 
     transport = "tcp"
 
@@ -284,7 +273,7 @@ class TcpConnection(asyncio.Protocol, _Link):
         self.clock = clock
         self.wall = wall
         self.local: Address = ("", 0)
-        self.peer: Any = None
+        self.peer: ClientAddress = ("", 0)
         self.allocation: Allocation | None = None
         #: Monotonic time since when the connection has had no allocation (None: it has one).
         self.idle_since: float | None = clock()
@@ -359,6 +348,11 @@ class TcpConnection(asyncio.Protocol, _Link):
         if self.allocation is allocation:
             self.allocation = None
             self.idle_since = self.clock()
+
+    def sendto(self, data: Payload, client: ClientAddress, /) -> None:
+        """What the packet path sends to this connection's client: a copy (the transport may
+        keep it), written as :meth:`write` does."""
+        self.write(bytes(data))
 
     def write(self, data: bytes) -> None:
         """Send to the client unless the connection is backed up (then the data is dropped)."""
@@ -475,7 +469,7 @@ class RelaySocket:
         link = allocation.link
         udp = link.transport == "udp"
         client = allocation.client_addr
-        send = link.sendto if udp else None
+        send = link.sendto
         buf = _relay_buffer
         view = _relay_view
         rx = _relay_rx
@@ -502,14 +496,12 @@ class RelaySocket:
                 if pad and (binding is None or not udp):
                     buf[end : end + pad] = _PAD[pad]
                     end += pad
-                if send is not None:
-                    try:
-                        send(view[start:end], client)
-                    except OSError:
-                        continue
+                try:
+                    send(view[start:end], client)
+                except OSError:
+                    continue
+                if udp:  # a TCP connection counts what it writes itself
                     sent += end - start
-                else:
-                    link.write(bytes(view[start:end]))
         finally:
             stats = self.stats
             stats.peer_rx += received

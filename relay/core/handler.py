@@ -7,7 +7,8 @@ plain values and fakes:
 
 * :class:`RelayFactory` opens a relayed endpoint (a UDP socket in ``--relay-ports``) for a new
   allocation, or returns None when no port is free (508);
-* :class:`RelayEndpoint` sends a Send indication's data to a peer and is closed on deletion;
+* :class:`relay.core.allocation.RelayEndpoint` sends a Send indication's data to a peer and is
+  closed on deletion;
 * :class:`Lifecycle` hears of every allocation created and deleted (counters, events, the
   summary log line, closing the endpoint).
 
@@ -57,9 +58,17 @@ unsigned ones, RFC 8489 §9.2.5); FINGERPRINT is added when the request had one.
 from __future__ import annotations
 
 import socket
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
-from relay.core.allocation import Address, Allocation, AllocationTable, FiveTuple
+from relay.core.allocation import (
+    Address,
+    Allocation,
+    AllocationTable,
+    ClientAddress,
+    ClientLink,
+    FiveTuple,
+    RelayEndpoint,
+)
 from relay.core.auth import Authenticator, AuthResult, AuthStatus
 from relay.core.peer_policy import PeerPolicy
 from relay.proto import stun, turn
@@ -76,8 +85,6 @@ from scaler.wire import DeleteReason
 
 __all__ = [
     "Lifecycle",
-    "Link",
-    "RelayEndpoint",
     "RelayFactory",
     "RequestHandler",
     "canonical_ip",
@@ -88,37 +95,6 @@ _TURN_METHODS: Final = frozenset(
     {turn.ALLOCATE, turn.REFRESH, turn.CREATE_PERMISSION, turn.CHANNEL_BIND}
 )
 _PERMIT_CACHE_SIZE: Final = 4096
-
-
-class Link(Protocol):
-    """Where a client's messages arrive: a UDP listener or one TCP connection."""
-
-    @property
-    def transport(self) -> str:
-        """``udp`` or ``tcp``."""
-        ...
-
-    @property
-    def local(self) -> Address:
-        """The server's address of this link (the listener's bound address)."""
-        ...
-
-
-class RelayEndpoint(Protocol):
-    """An allocation's relayed transport address, owned by the I/O layer."""
-
-    @property
-    def address(self) -> Address:
-        """The relayed transport address advertised in XOR-RELAYED-ADDRESS."""
-        ...
-
-    def send(self, data: bytes, peer: Address) -> None:
-        """Send one datagram to ``peer`` from the relayed address."""
-        ...
-
-    def close(self) -> None:
-        """Release the socket and its port."""
-        ...
 
 
 class RelayFactory(Protocol):
@@ -194,7 +170,7 @@ class RequestHandler:
     # -- entry points
 
     def handle(
-        self, message: Message, link: Link, client: Any, now: float, wall: float
+        self, message: Message, link: ClientLink, client: ClientAddress, now: float, wall: float
     ) -> bytes | None:
         """Process one message from ``client`` (the address as the socket gave it) on ``link``.
 
@@ -259,7 +235,7 @@ class RequestHandler:
             return self._error(message, 400, key)
 
     def _former_credentials(
-        self, message: Message, link: Link, address: Address, wall: float, result: AuthResult
+        self, message: Message, link: ClientLink, address: Address, wall: float, result: AuthResult
     ) -> AuthResult:
         """``result``, or the check under the credentials the 5-tuple's allocation was created
         with when the relay's have changed since."""
@@ -354,8 +330,8 @@ class RequestHandler:
         self,
         *,
         message: Message,
-        link: Link,
-        client: Any,
+        link: ClientLink,
+        client: ClientAddress,
         five_tuple: FiveTuple,
         existing: Allocation | None,
         username: str,
@@ -425,7 +401,6 @@ class RequestHandler:
         allocation = Allocation(
             five_tuple,
             username,
-            relayed=relayed,
             family=family,
             created=now,
             lifetime=lifetime,
@@ -434,8 +409,8 @@ class RequestHandler:
             link=link,
             client_addr=client,
             dont_fragment=dont_fragment,
+            credentials=self.auth.store,
         )
-        allocation.credentials = self.auth.store
         self.table.add(allocation)
         builder = (
             MessageBuilder.success(message)
@@ -512,7 +487,9 @@ class RequestHandler:
             return self._error(message, 400, key)
         return self._signed(message, MessageBuilder.success(message), key)
 
-    def _send_indication(self, message: Message, link: Link, client: Any, now: float) -> None:
+    def _send_indication(
+        self, message: Message, link: ClientLink, client: ClientAddress, now: float
+    ) -> None:
         allocation = self.table.get(FiveTuple(link.transport, (client[0], client[1]), link.local))
         if allocation is None or message.unknown_comprehension_required(turn.KNOWN_ATTRIBUTES):
             return

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.core.allocation import Address, Allocation, AllocationTable, Lifetimes
+from relay.core.allocation import (
+    Address,
+    Allocation,
+    AllocationTable,
+    ClientAddress,
+    Lifetimes,
+    Payload,
+)
 from relay.core.auth import Authenticator, RestCredentials, long_term_key, rest_password
 from relay.core.credentials import CombinedCredentials
 from relay.core.handler import RequestHandler, canonical_ip
@@ -33,8 +40,14 @@ class FakeEndpoint:
     sent: list[tuple[bytes, Address]] = field(default_factory=list)
     closed: bool = False
 
+    def sendto(self, data: Payload, peer: Address, /) -> int:
+        raise AssertionError("the handler never sends ChannelData")
+
     def send(self, data: bytes, peer: Address) -> None:
         self.sent.append((data, peer))
+
+    def attach(self, allocation: Allocation) -> None:
+        pass
 
     def close(self) -> None:
         self.closed = True
@@ -90,6 +103,15 @@ class Recorder:
 class Link:
     transport: str = "udp"
     local: Address = ("203.0.113.1", 3478)
+
+    def sendto(self, data: Payload, client: ClientAddress, /) -> object:
+        raise AssertionError("the handler answers through its return value")
+
+    def attach(self, allocation: Allocation) -> None:
+        pass
+
+    def detach(self, allocation: Allocation) -> None:
+        pass
 
 
 def make_handler(
@@ -609,6 +631,7 @@ def test_send_indication_needs_a_permission_and_the_policy() -> None:
     client = Client(handler)
     client.allocate()
     endpoint = recorder.created[0].relay
+    assert isinstance(endpoint, FakeEndpoint)
 
     def send(peer: Address, data: bytes) -> None:
         builder = client.builder(

@@ -9,7 +9,7 @@ from relay.core.credentials import CombinedCredentials
 from relay.core.peer_policy import PeerPolicy
 from relay.proto import turn
 from relay.proto.stun import MessageClass
-from tests.relay.test_handler import PEER, REALM, Client, code, make_handler
+from tests.relay.test_handler import PEER, REALM, Client, FakeEndpoint, code, make_handler
 
 OTHER_CLIENT = ("198.51.100.8", 40001)
 CHANNEL = [(turn.CHANNEL_NUMBER, turn.encode_channel_number(0x4000))]
@@ -26,6 +26,7 @@ def test_a_dropped_peer_stays_reachable_for_allocations_that_hold_a_permission()
     talking.allocate()
     assert code(talking.request(turn.CREATE_PERMISSION, peers=(PEER,))) == 200
     endpoint = recorder.created[0].relay
+    assert isinstance(endpoint, FakeEndpoint)
 
     handler.set_policy(PeerPolicy([], exclusive=True))  # the media server is leaving
     send(talking, PEER, b"still there")
