@@ -24,7 +24,7 @@ def raise_file_limit(_config: RelayConfig | None = None) -> None:
 
 def serve(config: RelayConfig) -> Coroutine[Any, Any, None]:
     """The relay from flags, from Gateway API files, or live from Kubernetes."""
-    from relay.server import serve as serve_flags
+    from relay.net.server import serve as serve_flags
 
     run: Callable[[RelayConfig], Coroutine[Any, Any, None]] = serve_flags
     if config.gateway is not None:
@@ -35,7 +35,7 @@ def serve(config: RelayConfig) -> Coroutine[Any, Any, None]:
 
 
 def main(argv: Sequence[str]) -> None:
-    from relay.server import StartupError
+    from relay.net.server import StartupError
 
     runtime.run_command(
         PROGRAM,

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from relay.config import Listen, RelayConfig
+from relay.net.server import RelayServer
 from relay.reporting.config import ReportingConfig
-from relay.server import RelayServer
 from scaler.common import logs, runtime
 from scaler.common.flags import FlagParser, HostPort, log_level, parse_host_port
 from scaler.config import ScalerConfig
@@ -172,7 +172,7 @@ async def run(args: Any) -> None:
 
 def main(argv: Sequence[str]) -> None:
     """``turnscale run``."""
-    from relay.server import StartupError
+    from relay.net.server import StartupError
 
     runtime.run_command(
         "turnscale run",

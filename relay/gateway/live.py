@@ -3,7 +3,7 @@
 The relay's Gateway is ``--namespace``/``--gateway``. :class:`LiveGateway` keeps
 :class:`relay.gateway.kube.Watches` on everything it depends on and, after every change,
 translates the objects again (:func:`relay.gateway.translate.translate`, the same as file
-mode) and applies the difference to the running :class:`relay.server.RelayServer`:
+mode) and applies the difference to the running :class:`relay.net.server.RelayServer`:
 
 * listeners: only those added, removed or changed are opened or closed;
 * credentials (realm, user, shared secret): swapped; allocations stay, and their next
@@ -54,7 +54,7 @@ from relay.gateway.status import (
     unchanged,
 )
 from relay.gateway.translate import Catalog, GatewaySettings, translate
-from relay.server import RelayServer, StartupError
+from relay.net.server import RelayServer, StartupError
 from scaler.common import logs
 from scaler.common.flags import HostPort
 from scaler.common.kube.reflector import DEFAULT_TIMING, WatchTiming

@@ -1,9 +1,9 @@
 """A relay configured from Gateway API objects: from files, or live from Kubernetes.
 
-:class:`FileGateway` owns the :class:`relay.server.RelayServer` built from the translated
+:class:`FileGateway` owns the :class:`relay.net.server.RelayServer` built from the translated
 settings and the :class:`relay.gateway.peers.ServiceResolver` that keeps its peer policy in
 step with the routed Services' addresses; :func:`serve_files` runs both until the relay's
-drain ends (:func:`relay.server.serve`). :func:`serve_live` does the same with a
+drain ends (:func:`relay.net.server.serve`). :func:`serve_live` does the same with a
 :class:`relay.gateway.live.LiveGateway` watching the Kubernetes API.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from relay.config import RelayConfig
 from relay.gateway.peers import Peers, Resolve, ServiceResolver, resolve_dns
-from relay.server import RelayServer, StartupError, serve
+from relay.net.server import RelayServer, StartupError, serve
 from scaler.common import logs
 
 __all__ = ["FileGateway", "serve_files", "serve_live"]

@@ -1,6 +1,6 @@
 """In-process pieces for the scenarios a subprocess cannot set up.
 
-- :func:`attach_pusher` gives an in-process :class:`relay.server.RelayServer` a report
+- :func:`attach_pusher` gives an in-process :class:`relay.net.server.RelayServer` a report
   pusher built like :func:`relay.reporting.pusher.make_pusher` builds it, with what flags
   cannot set: a name resolver (there is no DNS server on the test machine to make one name
   resolve to two scaler replicas) and the size of the event buffer.
@@ -16,8 +16,8 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from relay.net.server import RelayServer
 from relay.reporting.pusher import EVENT_BUFFER, Identity, ReportPusher, Resolver
-from relay.server import RelayServer
 
 
 def attach_pusher(

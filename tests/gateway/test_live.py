@@ -21,7 +21,7 @@ from relay import config as relay_config
 from relay.core.auth import RestCredentials
 from relay.gateway.kube import Apis
 from relay.gateway.live import LiveGateway
-from relay.server import RelayServer
+from relay.net.server import RelayServer
 from scaler.common.flags import ConfigError
 from scaler.common.kube.client import connect
 from tests.gateway.objects import (

@@ -13,8 +13,8 @@ import pytest
 from relay.config import Listen, parse_listen
 from relay.core.auth import RestCredentials
 from relay.core.peer_policy import parse_peer_rule
+from relay.net.server import RelayServer, StartupError
 from relay.proto import stun, turn
-from relay.server import RelayServer, StartupError
 from scaler import wire
 from tests.relay.servers import (
     PASSWORD,

@@ -2,7 +2,7 @@
 
 :class:`RelayServer` wires the pure parts (:mod:`relay.core.allocation`,
 :mod:`relay.core.handler`, :mod:`relay.core.auth`, :mod:`relay.core.peer_policy`) to the sockets
-of :mod:`relay.transports` and the health endpoints of :mod:`relay.health`. It is the
+of :mod:`relay.net` and the health endpoints of :mod:`relay.net.health`. It is the
 handler's :class:`relay.core.handler.Lifecycle`:
 every allocation created or deleted passes through it (listener index, relayed socket,
 counters and events in :class:`relay.core.stats.RelayStats`, one summary log line at the end).
@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from relay import health
 from relay.config import Listen, RelayConfig
 from relay.core.allocation import Allocation, AllocationTable, Lifetimes, RelayEndpoint
 from relay.core.auth import Authenticator, CredentialStore
@@ -36,16 +35,14 @@ from relay.core.handler import RequestHandler, family_of
 from relay.core.peer_policy import PeerPolicy
 from relay.core.ports import PortPool
 from relay.core.stats import RelayStats
+from relay.net import health
+from relay.net.relayed import RelaySockets
+from relay.net.sockets import bind_listener
+from relay.net.tcp import TCP_IDLE_TIMEOUT, TcpConnection
+from relay.net.udp import UdpListener
 from relay.proto.channeldata import CHANNEL_MAX
 from relay.proto.framing import LEGACY_CHANNEL_MAX
 from relay.reporting.pusher import make_pusher
-from relay.transports import (
-    TCP_IDLE_TIMEOUT,
-    RelaySockets,
-    TcpConnection,
-    UdpListener,
-    bind_udp,
-)
 from scaler.common import logs, sockets
 from scaler.common.flags import HostPort
 from scaler.wire import DeleteReason
@@ -207,7 +204,7 @@ class RelayServer:
         handle: UdpListener | asyncio.Server
         if item.transport == "udp":
             try:
-                sock = bind_udp(item.address.host, item.address.port)
+                sock = bind_listener(item.address.host, item.address.port)
             except OSError as exc:
                 raise StartupError(f"--listen {item}: {exc.strerror or exc}") from None
             handle = UdpListener(sock, self.handler, self.stats, self.clock, self.wall)
