@@ -204,34 +204,40 @@ class RelaySocket:
 
 
 class RelaySockets:
-    """Opens relayed sockets on ``address`` with ports from ``pool`` (the RelayFactory)."""
+    """Opens relayed sockets on ``address`` with ports from ``pool`` (the RelayFactory).
+
+    Nothing is opened (every request gets None, so the client 508) until :meth:`start` gives
+    the event loop that watches the sockets.
+    """
 
     def __init__(
         self,
         address: str,
         pool: PortPool,
-        loop: asyncio.AbstractEventLoop,
         stats: RelayStats,
         attempts: int = 16,
     ) -> None:
         self.address = address
         self.family = FAMILY_IPV6 if ":" in address else FAMILY_IPV4
         self.pool = pool
-        self.loop = loop
         self.stats = stats
         self.attempts = attempts
-        #: Ports another process held when we tried them (counted for diagnostics).
-        self.bind_failures = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.reservation_lifetime = RESERVATION_LIFETIME
         #: RESERVATION-TOKEN -> (bound socket, its port, expiry in monotonic seconds).
         self._reservations: dict[bytes, tuple[socket.socket, int, float]] = {}
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open sockets from now on, watched by ``loop``."""
+        self.loop = loop
 
     def _socket(self, port: int, dont_fragment: bool) -> socket.socket:
         return bind_relayed(self.address, port, dont_fragment=dont_fragment)
 
     def open(self, family: int, *, even_port: bool, dont_fragment: bool) -> RelaySocket | None:
         """A bound relayed socket, or None when no port of the range could be bound."""
-        if family != self.family:
+        loop = self.loop
+        if loop is None or family != self.family:
             return None
         failed: set[int] = set()
         for _ in range(self.attempts):
@@ -244,17 +250,17 @@ class RelaySockets:
                 self.pool.release(port)
                 if not port_taken(exc):
                     return None
-                self.bind_failures += 1
                 failed.add(port)
                 continue
-            return RelaySocket(sock, port, self, self.loop, self.stats)
+            return RelaySocket(sock, port, self, loop, self.stats)
         return None
 
     def reserve_pair(
         self, family: int, *, dont_fragment: bool, now: float
     ) -> tuple[RelaySocket, bytes] | None:
         """A socket on an even port, and the next port bound and kept under a token."""
-        if family != self.family:
+        loop = self.loop
+        if loop is None or family != self.family:
             return None
         failed: set[int] = set()
         for _ in range(self.attempts):
@@ -268,7 +274,6 @@ class RelaySockets:
                 self.pool.release(port + 1)
                 if not port_taken(exc):
                     return None
-                self.bind_failures += 1
                 failed.add(port)
                 continue
             try:
@@ -279,12 +284,11 @@ class RelaySockets:
                 self.pool.release(port + 1)
                 if not port_taken(exc):
                     return None
-                self.bind_failures += 1
                 failed.add(port)
                 continue
             token = os.urandom(8)
             self._reservations[token] = (reserved, port + 1, now + self.reservation_lifetime)
-            return RelaySocket(sock, port, self, self.loop, self.stats), token
+            return RelaySocket(sock, port, self, loop, self.stats), token
         return None
 
     def claim(
@@ -295,18 +299,14 @@ class RelaySockets:
         if entry is None:
             return None
         sock, port, expiry = entry
-        if expiry <= now or family != self.family:
+        loop = self.loop
+        if loop is None or expiry <= now or family != self.family:
             sock.close()
             self.pool.release(port)
             return None
         if dont_fragment:
             set_dont_fragment(sock)
-        return RelaySocket(sock, port, self, self.loop, self.stats)
-
-    @property
-    def reservations(self) -> int:
-        """Ports held under a RESERVATION-TOKEN now."""
-        return len(self._reservations)
+        return RelaySocket(sock, port, self, loop, self.stats)
 
     def expire_reservations(self, now: float) -> int:
         """Release reservations nobody claimed in time; returns how many."""

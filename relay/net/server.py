@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from relay.config import Listen, RelayConfig
-from relay.core.allocation import Allocation, AllocationTable, Lifetimes, RelayEndpoint
+from relay.core.allocation import Allocation, AllocationTable, Lifetimes
 from relay.core.auth import Authenticator, CredentialStore
 from relay.core.credentials import CombinedCredentials
 from relay.core.handler import RequestHandler, family_of
@@ -43,7 +42,7 @@ from relay.net.udp import UdpListener
 from relay.proto.channeldata import CHANNEL_MAX
 from relay.proto.framing import LEGACY_CHANNEL_MAX
 from relay.reporting.pusher import make_pusher
-from scaler.common import logs, sockets
+from scaler.common import logs, runtime, sockets
 from scaler.common.flags import HostPort
 from scaler.wire import DeleteReason
 
@@ -57,23 +56,6 @@ SWEEP_INTERVAL = 1.0
 
 class StartupError(Exception):
     """A listener or the health endpoint could not be bound; the message says which."""
-
-
-class _NoRelays:
-    """The relay factory before :meth:`RelayServer.start`: no ports yet."""
-
-    def open(self, family: int, *, even_port: bool, dont_fragment: bool) -> RelayEndpoint | None:
-        return None
-
-    def reserve_pair(
-        self, family: int, *, dont_fragment: bool, now: float
-    ) -> tuple[RelayEndpoint, bytes] | None:
-        return None
-
-    def claim(
-        self, token: bytes, family: int, *, dont_fragment: bool, now: float
-    ) -> RelayEndpoint | None:
-        return None
 
 
 def _bind_tcp(address: HostPort, what: str) -> socket.socket:
@@ -116,17 +98,19 @@ class RelayServer:
             allow_loopback=config.allow_loopback_peers,
             exclusive=config.peers_exclusive,
         )
+        self.ports = PortPool(*config.relay_ports)
+        #: Opens no socket before :meth:`start` (an Allocate gets 508 until then).
+        self.relays = RelaySockets(config.relay_address, self.ports, self.stats)
         store = CombinedCredentials(config.realm, config.users, config.auth_secrets)
         self.handler = RequestHandler(
             table=self.table,
             authenticator=Authenticator(store),
             policy=self.policy,
-            relays=_NoRelays(),
+            relays=self.relays,
             lifecycle=self,
             relay_family=family_of(config.relay_address),
             channel_max=LEGACY_CHANNEL_MAX if config.legacy_channels else CHANNEL_MAX,
         )
-        self.ports = PortPool(*config.relay_ports)
         self.udp_listeners: list[UdpListener] = []
         self.connections: set[TcpConnection] = set()
         #: Bound TURN listeners (port 0 resolved), in --listen order.
@@ -155,7 +139,7 @@ class RelayServer:
         cannot be bound (nothing is left open then)."""
         loop = asyncio.get_running_loop()
         self._drained = asyncio.Event()
-        self.handler.relays = RelaySockets(self.config.relay_address, self.ports, loop, self.stats)
+        self.relays.start(loop)
         try:
             for item in self.config.listen:
                 self._open[item] = await self._open_listener(item)
@@ -272,14 +256,10 @@ class RelayServer:
     async def stop(self) -> None:
         """Close listeners, delete what is left (reason ``drained``), stop health."""
         self._serving = False
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await runtime.cancel_and_wait(self._sweeper)
+        self._sweeper = None
         closed = self.close_allocations("drained")
-        if isinstance(self.handler.relays, RelaySockets):
-            self.handler.relays.close()
+        self.relays.close()
         await self._close_listeners()
         if self.pusher is not None:
             await self.pusher.close()  # the last report: zero allocations
@@ -327,8 +307,7 @@ class RelayServer:
         """Expire what is due and close TCP connections idle without an allocation."""
         now = self.clock()
         self.handler.expire(now)
-        if isinstance(self.handler.relays, RelaySockets):
-            self.handler.relays.expire_reservations(now)
+        self.relays.expire_reservations(now)
         timeout = self.tcp_idle_timeout
         for connection in list(self.connections):
             since = connection.idle_since
@@ -395,15 +374,6 @@ async def serve(
     """Serve until SIGTERM/SIGINT, then drain (see the module docstring) and stop;
     ``started`` runs once the server is up."""
     server = RelayServer(config) if server is None else server
-    loop = asyncio.get_running_loop()
-    first = asyncio.Event()
-    second = asyncio.Event()
-
-    def on_signal() -> None:
-        if first.is_set():
-            second.set()
-        first.set()
-
     await server.start()
     if started is not None:
         try:
@@ -411,25 +381,22 @@ async def serve(
         except BaseException:
             await server.stop()
             raise
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
     try:
-        await first.wait()
-        server.begin_drain()
-        drained = asyncio.ensure_future(server.wait_drained())
-        interrupted = asyncio.ensure_future(second.wait())
-        done, pending = await asyncio.wait(
-            {drained, interrupted},
-            timeout=config.drain_timeout,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        for task in pending:
-            task.cancel()
-        outcome = (
-            "drained" if drained in done else "second signal" if interrupted in done else "timeout"
-        )
-        log.info("drain finished", outcome=outcome, allocations_left=len(server.table))
+        async with runtime.StopSignals() as signals:
+            await signals.requested.wait()
+            server.begin_drain()
+            drained = asyncio.create_task(server.wait_drained())
+            forced = asyncio.create_task(signals.forced.wait())
+            done, _ = await asyncio.wait(
+                {drained, forced},
+                timeout=config.drain_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            await runtime.cancel_and_wait(drained)
+            await runtime.cancel_and_wait(forced)
+            outcome = (
+                "drained" if drained in done else "second signal" if forced in done else "timeout"
+            )
+            log.info("drain finished", outcome=outcome, allocations_left=len(server.table))
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
         await server.stop()
