@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ from relay.gateway.status import (
 )
 from relay.gateway.translate import Catalog, GatewaySettings, translate
 from relay.net.server import RelayServer, StartupError
-from scaler.common import logs
+from scaler.common import logs, runtime
 from scaler.common.flags import HostPort
 from scaler.common.kube.reflector import DEFAULT_TIMING, WatchTiming
 
@@ -161,11 +160,8 @@ class Follower:
         self._task = asyncio.create_task(self._run(), name=f"follow {self.key[0]}/{self.key[1]}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await runtime.cancel_and_wait(self._task)
+        self._task = None
         await self.watches.close()
 
     def _changed(self) -> None:

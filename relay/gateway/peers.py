@@ -16,7 +16,6 @@ instead. Peers that leave stay reachable for the allocations already talking to 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -24,7 +23,7 @@ from typing import Final
 
 from relay.core.peer_policy import PeerPolicy, PeerRule
 from relay.gateway.translate import ServiceBackend
-from scaler.common import logs
+from scaler.common import logs, runtime
 
 __all__ = ["Peers", "Resolve", "ServiceResolver", "resolve_dns"]
 
@@ -113,11 +112,8 @@ class ServiceResolver:
             self._task = asyncio.create_task(self._run(), name="service-resolver")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await runtime.cancel_and_wait(self._task)
+        self._task = None
 
     async def refresh(self) -> None:
         """Look every Service up once and apply what changed."""
