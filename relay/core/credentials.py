@@ -1,66 +1,87 @@
 """Where the relay's long-term credentials come from: static users and REST API secrets.
 
-:class:`CombinedCredentials` is a :class:`relay.core.auth.CredentialStore` over both kinds at once
-(``--user`` and ``--auth-secret`` together): a username is tried as a static user first, then
-as an ephemeral ``EXPIRY:USERID`` username under every secret. The file readers parse what a
-mounted Kubernetes Secret holds. No error message here ever contains a password or secret.
+:class:`Credentials` is the relay's one :class:`relay.core.auth.CredentialStore`, over both
+kinds at once (``--user`` and ``--auth-secret`` together, or a GatewayConfig): a username is
+tried as a static user first, then as an ephemeral TURN REST API username ``EXPIRY[:USERID]``
+(draft-uberti-behave-turn-rest-00 §2.2) under every secret, the current one first. Only the
+derived keys of static users are kept. The file readers parse what a mounted Kubernetes
+Secret holds. No error message, ``repr`` or ``str`` here ever contains a password or secret.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Final
 
-from relay.core.auth import RestCredentials, StaticCredentials
+from relay.core.auth import long_term_key, rest_password
 
 __all__ = [
-    "CombinedCredentials",
+    "Credentials",
     "parse_user",
     "read_secret_file",
     "read_user_file",
 ]
 
+_REST_EXPIRY: Final = re.compile(r"[0-9]{1,12}")
 
-class CombinedCredentials:
-    """Static users and REST API secrets behind one :class:`relay.core.auth.CredentialStore`."""
 
-    __slots__ = ("_realm", "rest", "static")
+class Credentials:
+    """Static users (``name -> password``) and REST API secrets behind one credential store.
+
+    ``secrets`` are tried in order (the first signs new credentials, the others are kept
+    during rotation). A REST username whose expiry is not after ``now`` is refused, and so is
+    one further out than ``max_ttl`` when it is set.
+    """
+
+    __slots__ = ("_keys", "_realm", "_secrets", "max_ttl")
 
     def __init__(
         self,
         realm: str,
-        users: Iterable[tuple[str, str]] = (),
-        secrets: Sequence[str] = (),
+        users: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        secrets: Sequence[str | bytes] = (),
+        *,
+        max_ttl: float | None = None,
     ) -> None:
+        if any(len(s) == 0 for s in secrets):
+            raise ValueError("REST API secrets must not be empty")
         self._realm = realm
-        table = dict(users)
-        self.static = StaticCredentials(realm, table) if table else None
-        self.rest = RestCredentials(realm, list(secrets)) if secrets else None
+        self._keys = {name: long_term_key(name, realm, pw) for name, pw in dict(users).items()}
+        self._secrets = tuple(s.encode() if isinstance(s, str) else bytes(s) for s in secrets)
+        self.max_ttl = max_ttl
 
     def __repr__(self) -> str:
-        return f"CombinedCredentials(static={self.static!r}, rest={self.rest!r})"
+        return (
+            f"Credentials(realm={self._realm!r}, users={len(self._keys)}, "
+            f"secrets=<{len(self._secrets)} hidden>, max_ttl={self.max_ttl!r})"
+        )
 
     @property
     def realm(self) -> str:
         """The realm of every key."""
         return self._realm
 
-    def lookup(self, username: str, now: float) -> bytes | None:
-        """The static user's key, else the REST key under the current secret."""
-        if self.static is not None:
-            key = self.static.lookup(username, now)
-            if key is not None:
-                return key
-        return None if self.rest is None else self.rest.lookup(username, now)
-
     def candidates(self, username: str, now: float) -> Sequence[bytes]:
-        """Every key ``username`` may hold at ``now``."""
-        keys: list[bytes] = []
-        if self.static is not None:
-            keys.extend(self.static.candidates(username, now))
-        if self.rest is not None:
-            keys.extend(self.rest.candidates(username, now))
-        return keys
+        """Every key ``username`` may hold at ``now``: the static user's, then one per secret
+        (current first) when it is a well-formed, unexpired REST username."""
+        key = self._keys.get(username)
+        static = () if key is None else (key,)
+        if not self._secrets or not self._rest_valid(username, now):
+            return static
+        return static + tuple(
+            long_term_key(username, self._realm, rest_password(s, username)) for s in self._secrets
+        )
+
+    def _rest_valid(self, username: str, now: float) -> bool:
+        expiry_text = username.partition(":")[0]
+        if not _REST_EXPIRY.fullmatch(expiry_text):
+            return False
+        expiry = int(expiry_text)
+        if expiry <= now:
+            return False
+        return self.max_ttl is None or expiry - now <= self.max_ttl
 
 
 def parse_user(text: str, where: str) -> tuple[str, str]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.config import Listen
-from relay.core.credentials import CombinedCredentials
+from relay.core.credentials import Credentials
 from relay.core.peer_policy import PeerRule
 from relay.gateway.kube import (
     Apis,
@@ -267,7 +267,7 @@ class LiveGateway(Follower):
         credentials = (settings.realm, settings.auth)
         if credentials != self._credentials:
             users, secrets, _ = relay_fields(settings)
-            server.set_credentials(CombinedCredentials(settings.realm, users, secrets))
+            server.set_credentials(Credentials(settings.realm, users, secrets))
             self._credentials = credentials
         peers = Peers(
             settings.static_peers,

@@ -29,7 +29,7 @@ from aiohttp import web
 from relay.config import Listen, RelayConfig
 from relay.core.allocation import Allocation, AllocationTable, Lifetimes
 from relay.core.auth import Authenticator, CredentialStore
-from relay.core.credentials import CombinedCredentials
+from relay.core.credentials import Credentials
 from relay.core.handler import RequestHandler, family_of
 from relay.core.peer_policy import PeerPolicy
 from relay.core.ports import PortPool
@@ -101,7 +101,7 @@ class RelayServer:
         self.ports = PortPool(*config.relay_ports)
         #: Opens no socket before :meth:`start` (an Allocate gets 508 until then).
         self.relays = RelaySockets(config.relay_address, self.ports, self.stats)
-        store = CombinedCredentials(config.realm, config.users, config.auth_secrets)
+        store = Credentials(config.realm, config.users, config.auth_secrets)
         self.handler = RequestHandler(
             table=self.table,
             authenticator=Authenticator(store),

@@ -26,7 +26,7 @@ from aioice.turn import create_turn_endpoint
 
 from relay import config as relay_config
 from relay.config import RelayConfig
-from relay.core.auth import RestCredentials
+from relay.core.auth import rest_credentials
 from relay.gateway.run import FileGateway
 from tests.gateway.objects import (
     by_kind,
@@ -76,7 +76,7 @@ def write_config(directory: Path) -> list[str]:
 
 
 def credentials(user: str = "web-client", ttl: float = 600) -> tuple[str, str]:
-    return RestCredentials(REALM, [SECRET]).issue(user, time.time(), ttl)
+    return rest_credentials(SECRET, user, time.time(), ttl)
 
 
 @contextlib.asynccontextmanager

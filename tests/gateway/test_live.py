@@ -18,7 +18,7 @@ from aioice import stun as aioice_stun
 from aioice.turn import create_turn_endpoint
 
 from relay import config as relay_config
-from relay.core.auth import RestCredentials
+from relay.core.auth import rest_credentials
 from relay.gateway.kube import Apis
 from relay.gateway.live import LiveGateway
 from relay.net.server import RelayServer
@@ -159,7 +159,7 @@ async def live_relay(tmp_path: Path, *objects: dict[str, Any]) -> AsyncIterator[
 
 
 def rest(secret_value: str = SECRET, user: str = "web") -> tuple[str, str]:
-    return RestCredentials(REALM, [secret_value]).issue(user, time.time(), 600)
+    return rest_credentials(secret_value, user, time.time(), 600)
 
 
 def listener(server: RelayServer, transport: str) -> tuple[str, int]:

@@ -9,7 +9,7 @@ import pytest
 
 from relay import config
 from relay.config import Listen, default_relay_address, parse_listen
-from relay.core.credentials import CombinedCredentials, parse_user, read_secret_file, read_user_file
+from relay.core.credentials import Credentials, parse_user, read_secret_file, read_user_file
 from relay.core.peer_policy import parse_peer_rule
 from scaler.common.flags import ConfigError, HostPort
 
@@ -161,7 +161,7 @@ def test_secrets_stay_out_of_repr() -> None:
     )
     assert "hunter2" not in repr(loaded)
     assert "hunter2" not in str(loaded)
-    store = CombinedCredentials(loaded.realm, loaded.users, loaded.auth_secrets)
+    store = Credentials(loaded.realm, loaded.users, loaded.auth_secrets)
     assert "hunter2" not in repr(store)
 
 

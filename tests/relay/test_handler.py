@@ -17,8 +17,8 @@ from relay.core.allocation import (
     Lifetimes,
     Payload,
 )
-from relay.core.auth import Authenticator, RestCredentials, long_term_key, rest_password
-from relay.core.credentials import CombinedCredentials
+from relay.core.auth import Authenticator, long_term_key, rest_credentials, rest_password
+from relay.core.credentials import Credentials
 from relay.core.handler import RequestHandler, canonical_ip
 from relay.core.peer_policy import PeerPolicy
 from relay.proto import stun, turn
@@ -123,7 +123,7 @@ def make_handler(
 ) -> tuple[RequestHandler, FakeRelays, Recorder]:
     relays = FakeRelays() if relays is None else relays
     recorder = Recorder()
-    store = CombinedCredentials(REALM, USERS, [SECRET])
+    store = Credentials(REALM, USERS, [SECRET])
     handler = RequestHandler(
         table=AllocationTable() if table is None else table,
         authenticator=Authenticator(store),
@@ -297,14 +297,13 @@ def test_missing_username_with_integrity_is_400() -> None:
 
 def test_rest_credentials_work_until_they_expire_refresh_included() -> None:
     handler, _, _ = make_handler()
-    rest = RestCredentials(REALM, [SECRET])
-    username, password = rest.issue("carol", WALL, ttl=60)
+    username, password = rest_credentials(SECRET, "carol", WALL, ttl=60)
     client = Client(handler, username, password)
     assert code(client.allocate()) == 200
     assert code(client.request(turn.REFRESH)) == 200
     client.wall = WALL + 61  # the credential expired; the nonce is still fresh
     assert code(client.request(turn.REFRESH)) == 401
-    expired_user, expired_password = rest.issue("dave", WALL - 120, ttl=60)
+    expired_user, expired_password = rest_credentials(SECRET, "dave", WALL - 120, ttl=60)
     assert code(Client(handler, expired_user, expired_password).allocate()) == 401
 
 
@@ -312,7 +311,7 @@ def test_rotated_rest_secret_is_accepted() -> None:
     relays, recorder = FakeRelays(), Recorder()
     handler = RequestHandler(
         table=AllocationTable(),
-        authenticator=Authenticator(CombinedCredentials(REALM, (), ["new", "old"])),
+        authenticator=Authenticator(Credentials(REALM, (), ["new", "old"])),
         policy=PeerPolicy(),
         relays=relays,
         lifecycle=recorder,

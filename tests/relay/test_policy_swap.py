@@ -5,7 +5,7 @@ permission for it; new allocations need the new credentials, existing ones keep 
 from __future__ import annotations
 
 from relay.core.allocation import Address
-from relay.core.credentials import CombinedCredentials
+from relay.core.credentials import Credentials
 from relay.core.peer_policy import PeerPolicy
 from relay.proto import turn
 from relay.proto.stun import MessageClass
@@ -89,7 +89,7 @@ def test_existing_allocations_keep_the_credentials_they_were_created_with() -> N
     handler, _, _ = make_handler()
     call = Client(handler, "alice", "wonderland")
     assert code(call.allocate()) == 200
-    handler.auth.store = CombinedCredentials(REALM, [("alice", "rotated")])
+    handler.auth.store = Credentials(REALM, [("alice", "rotated")])
     assert code(call.request(turn.REFRESH)) == 200
     assert code(call.request(turn.CREATE_PERMISSION, peers=(PEER,))) == 200
     newcomer = Client(handler, "alice", "wonderland", client=OTHER_CLIENT)

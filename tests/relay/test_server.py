@@ -11,14 +11,13 @@ import aiohttp
 import pytest
 
 from relay.config import Listen, parse_listen
-from relay.core.auth import RestCredentials
+from relay.core.auth import rest_credentials
 from relay.core.peer_policy import parse_peer_rule
 from relay.net.server import RelayServer, StartupError
 from relay.proto import stun, turn
 from scaler import wire
 from tests.relay.servers import (
     PASSWORD,
-    REALM,
     RECORDED,
     SECRET,
     USER,
@@ -124,9 +123,8 @@ async def test_wrong_password_is_401(transport: str) -> None:
 
 
 async def test_rest_credentials_and_their_expiry() -> None:
-    rest = RestCredentials(REALM, [SECRET])
-    fresh_user, fresh_password = rest.issue("carol", time.time(), ttl=600)
-    old_user, old_password = rest.issue("dave", time.time() - 1200, ttl=600)
+    fresh_user, fresh_password = rest_credentials(SECRET, "carol", time.time(), ttl=600)
+    old_user, old_password = rest_credentials(SECRET, "dave", time.time() - 1200, ttl=600)
     async with running(relay_config()) as server:
         async with client(server, username=fresh_user, password=fresh_password) as c:
             await c.allocate()
