@@ -94,7 +94,6 @@ __all__ = [
 _TURN_METHODS: Final = frozenset(
     {turn.ALLOCATE, turn.REFRESH, turn.CREATE_PERMISSION, turn.CHANNEL_BIND}
 )
-_PERMIT_CACHE_SIZE: Final = 4096
 
 
 class RelayFactory(Protocol):
@@ -165,7 +164,6 @@ class RequestHandler:
         self.channel_max = channel_max
         #: While draining, new allocations are refused with 403.
         self.draining = False
-        self._permit_cache: dict[Address, bool] = {}
 
     # -- entry points
 
@@ -265,7 +263,6 @@ class RequestHandler:
         hold a permission for them (see the module docstring)."""
         old = self.policy
         self.policy = policy
-        self._permit_cache.clear()
         for allocation in self.table:
             before = allocation.retained or {}
             kept: dict[str, PeerPolicy] = {}
@@ -278,17 +275,6 @@ class RequestHandler:
                 if granted is not None:
                     kept[host] = granted
             allocation.retained = kept or None
-
-    def permits(self, peer: Address) -> bool:
-        """The peer policy for a data destination, cached (cleared when the policy changes)."""
-        cache = self._permit_cache
-        allowed = cache.get(peer)
-        if allowed is None:
-            allowed = self.policy.permits(peer[0], peer[1])
-            if len(cache) >= _PERMIT_CACHE_SIZE:
-                cache.clear()
-            cache[peer] = allowed
-        return allowed
 
     @staticmethod
     def _retained(allocation: Allocation, host: str, port: int | None, now: float) -> bool:
@@ -503,5 +489,7 @@ class RequestHandler:
         checked = self._peer(allocation, peer)
         if isinstance(checked, int) or checked[0] not in allocation.permissions:
             return
-        if self.permits(checked) or self._retained(allocation, checked[0], checked[1], now):
+        if self.policy.permits_address(checked) or self._retained(
+            allocation, checked[0], checked[1], now
+        ):
             allocation.relay.send(data, checked)
