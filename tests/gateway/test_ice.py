@@ -23,7 +23,7 @@ import pytest
 from aioice import stun as aioice_stun
 from aioice.turn import create_turn_endpoint
 
-from relay import config as relay_config
+from relay import settings as relay_settings
 from relay.core.auth import rest_password
 from relay.gateway import ice_server
 from relay.gateway.ice import IceError, ice_configuration, turn_urls
@@ -203,7 +203,7 @@ async def test_ice_credentials_work_on_the_relay_and_stop_when_they_expire(
     transport: str, tmp_path: Path
 ) -> None:
     flags = write_config(tmp_path)
-    relay = relay_config.load(flags, environ={})
+    relay = relay_settings.load(flags, environ={})
     assert relay.gateway is not None
     auth = ice_server.load([*flags[:4], "--public-address", "127.0.0.1"], environ={})
     state = IceState(auth.settings, auth.addresses)
