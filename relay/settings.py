@@ -50,8 +50,6 @@ def from_args(args: argparse.Namespace) -> Settings:
     return Settings(relay, gateway)
 
 
-def load(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Parse flags over ``TURNSCALE_*`` variables; raise ConfigError naming the flag."""
     return from_args(build_parser().parse_flags(argv, environ))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from relay.proto.indication import MAX_HEADER_SIZE
+
 __all__ = [
     "BATCH",
     "LISTENER",
@@ -30,9 +32,9 @@ __all__ = [
 BATCH: Final = 64
 #: Bytes a UDP datagram can carry.
 MAX_DATAGRAM: Final = 65536
-#: Where peer data lands in :data:`RELAY`: room for a Data indication header in front
-#: (20 STUN header + 24 XOR-PEER-ADDRESS (IPv6) + 4 DATA header).
-RELAY_OFFSET: Final = 48
+#: Where peer data lands in :data:`RELAY`: room for the longest header in front, a Data
+#: indication's (20 STUN header + 24 XOR-PEER-ADDRESS (IPv6) + 4 DATA header).
+RELAY_OFFSET: Final = MAX_HEADER_SIZE
 
 #: Peer -> client: the header goes in front of the data, up to 3 bytes of padding after it.
 RELAY: Final = bytearray(RELAY_OFFSET + MAX_DATAGRAM + 4)

@@ -22,31 +22,25 @@ import asyncio
 import os
 import random
 import socket
-import struct
-from typing import Any, Final
+from typing import Final
 
 from relay.core.allocation import Address, Allocation
 from relay.core.ports import PortPool
 from relay.core.stats import RelayStats
 from relay.net.buffers import BATCH, RELAY, RELAY_OFFSET, RELAY_RX, RELAY_VIEW
 from relay.net.sockets import bind_relayed, port_taken, set_dont_fragment
-from relay.proto import stun
-from relay.proto.stun import FAMILY_IPV4, FAMILY_IPV6
+from relay.proto.channeldata import pack_header_into
+from relay.proto.indication import write_header as write_data_indication
+from relay.proto.indication import xor_peer_address, xor_peer_address_v4
+from relay.proto.stun import FAMILY_IPV4, FAMILY_IPV6, PADDING
 
 __all__ = ["RESERVATION_LIFETIME", "RelaySocket", "RelaySockets"]
 
 #: How long the port after an EVEN-PORT (R bit) allocation stays reserved (RFC 8656 §7.2:
 #: "approximately 30 seconds").
 RESERVATION_LIFETIME: Final = 30.0
-_PAD: Final = (b"", b"\x00", b"\x00\x00", b"\x00\x00\x00")
-_HEADER = struct.Struct("!HH")
-_STUN_HEADER = struct.Struct("!HHI12s")
-_XOR4 = struct.Struct("!HHBBHI")
-#: Data indication message type: method 0x007, class indication.
-_DATA_INDICATION: Final = 0x0017
-_XOR_PEER_ADDRESS: Final = 0x0012
-_DATA_ATTRIBUTE: Final = 0x0013
-_COOKIE: Final = stun.MAGIC_COOKIE
+#: A peer's address as the socket reports it (IPv6: a 4-tuple).
+PeerAddress = tuple[str, int] | tuple[str, int, int, int]
 _randbytes = random.Random().randbytes
 
 
@@ -82,7 +76,8 @@ class RelaySocket:
         self.stats = stats
         self._factory = factory
         self._loop: asyncio.AbstractEventLoop | None = loop
-        self._xor_cache: dict[Address, bytes] = {}
+        #: XOR-PEER-ADDRESS of recent IPv4 peers without a channel (Data indications).
+        self._xor_cache: dict[PeerAddress, bytes] = {}
 
     def __repr__(self) -> str:
         return f"RelaySocket({self.address[0]}:{self.address[1]})"
@@ -152,12 +147,12 @@ class RelaySocket:
                 end = RELAY_OFFSET + size
                 if binding is not None:
                     start = RELAY_OFFSET - 4
-                    _HEADER.pack_into(buf, start, binding.channel, size)
+                    pack_header_into(buf, start, binding.channel, size)
                 else:
                     start = self._data_indication(addr, size, v6)
                 pad = -size & 3
                 if pad and (binding is None or not udp):
-                    buf[end : end + pad] = _PAD[pad]
+                    buf[end : end + pad] = PADDING[pad]
                     end += pad
                 try:
                     send(view[start:end], client)
@@ -171,35 +166,20 @@ class RelaySocket:
             allocation.peer_rx += received
             stats.client_tx += sent
 
-    def _data_indication(self, addr: Any, size: int, v6: bool) -> int:
+    def _data_indication(self, addr: PeerAddress, size: int, v6: bool) -> int:
         """Write a Data indication header in front of the data; return where it starts."""
-        buf = RELAY
         transaction_id = _randbytes(12)
-        if not v6:
-            attribute = self._xor_cache.get(addr)
-            if attribute is None:
-                attribute = self._xor4(addr)
-            start = RELAY_OFFSET - 36
+        if v6:
+            attribute = xor_peer_address(addr[0], addr[1], transaction_id)
         else:
-            value = stun.encode_xor_address(addr[0], addr[1], transaction_id)
-            attribute = _HEADER.pack(_XOR_PEER_ADDRESS, len(value)) + value
-            start = RELAY_OFFSET - 48
-        length = len(attribute) + 4 + size + (-size & 3)
-        _STUN_HEADER.pack_into(buf, start, _DATA_INDICATION, length, _COOKIE, transaction_id)
-        at = start + 20
-        buf[at : at + len(attribute)] = attribute
-        _HEADER.pack_into(buf, RELAY_OFFSET - 4, _DATA_ATTRIBUTE, size)
-        return start
+            attribute = self._xor_cache.get(addr) or self._xor_v4(addr)
+        return write_data_indication(RELAY, RELAY_OFFSET, size, attribute, transaction_id)
 
-    def _xor4(self, addr: Address) -> bytes:
+    def _xor_v4(self, addr: PeerAddress) -> bytes:
         cache = self._xor_cache
         if len(cache) >= 64:
             cache.clear()
-        packed = int.from_bytes(socket.inet_aton(addr[0]), "big")
-        attribute = _XOR4.pack(
-            _XOR_PEER_ADDRESS, 8, 0, FAMILY_IPV4, addr[1] ^ (_COOKIE >> 16), packed ^ _COOKIE
-        )
-        cache[addr] = attribute
+        attribute = cache[addr] = xor_peer_address_v4(addr[0], addr[1])
         return attribute
 
 

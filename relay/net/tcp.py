@@ -22,6 +22,7 @@ from relay.core.handler import RequestHandler
 from relay.core.stats import RelayStats
 from relay.net.bugs import report_bug
 from relay.proto import stun
+from relay.proto.channeldata import unpack_header
 from relay.proto.framing import StreamDeframer
 from relay.proto.stun import StunError
 
@@ -152,8 +153,9 @@ class TcpConnection(asyncio.Protocol):
         allocation = self.allocation
         if allocation is None:
             return
-        end = 4 + ((frame[2] << 8) | frame[3])
-        binding = allocation.channels.get((frame[0] << 8) | frame[1])
+        channel, length = unpack_header(frame)
+        end = 4 + length
+        binding = allocation.channels.get(channel)
         if binding is None:
             return
         try:

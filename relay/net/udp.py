@@ -22,6 +22,7 @@ from relay.core.stats import RelayStats
 from relay.net.buffers import BATCH, LISTENER, LISTENER_VIEW
 from relay.net.bugs import report_bug
 from relay.proto import stun
+from relay.proto.channeldata import unpack_header
 from relay.proto.stun import StunError
 
 __all__ = ["UdpListener"]
@@ -98,10 +99,11 @@ class UdpListener:
                     allocation = clients.get(addr)
                     if allocation is None:
                         continue
-                    end = 4 + ((buf[2] << 8) | buf[3])
-                    if end > size:
+                    channel, length = unpack_header(buf)
+                    end = 4 + length
+                    if end > size:  # bytes after the data (padding) are ignored
                         continue
-                    binding = allocation.channels.get((first << 8) | buf[1])
+                    binding = allocation.channels.get(channel)
                     if binding is None:
                         continue
                     try:

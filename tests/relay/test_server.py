@@ -179,6 +179,32 @@ async def test_every_denied_peer_form_is_403_on_an_ipv6_relay() -> None:
         assert await _refusals(server, DENIED_FORMS, stun.FAMILY_IPV6) == {}
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_data_both_ways_on_an_ipv6_relay(transport: str) -> None:
+    config = relay_config(
+        listen=(parse_listen("udp://[::1]:0"), parse_listen("tcp://[::1]:0")),
+        relay_address="::1",
+    )
+    async with (
+        running(config) as server,
+        echo_peer("::1") as (peer, _),
+        echo_peer("::1") as (channel_peer, _),
+        client(server, transport) as c,
+    ):
+        relayed = await c.allocate(
+            extra=[(turn.REQUESTED_ADDRESS_FAMILY, turn.encode_address_family(stun.FAMILY_IPV6))]
+        )
+        assert relayed[0] == "::1"
+        await c.create_permission(peer)
+        for payload in (b"ping", b"odd", b"1"):  # Data indications, padded or not
+            c.send_indication(peer, payload)
+            assert await c.receive() == (peer, payload)
+        await c.channel_bind(0x4001, channel_peer)
+        for payload in (b"x" * 5, b"y" * 200):
+            c.send_channel(0x4001, payload)
+            assert await c.receive() == (0x4001, payload)
+
+
 async def test_loopback_switch_opens_loopback_only() -> None:
     async with running(relay_config(allow_loopback_peers=True)) as server:
         still_denied = ["0.0.0.0", "169.254.169.254", "224.0.0.1", "255.255.255.255"]
