@@ -4,7 +4,9 @@ they lead to.
 With either, the Gateway API objects replace the flags that say the same thing:
 ``--listen`` (the Gateway's listeners, bound on ``--listener-address``), ``--realm``,
 ``--user*`` and ``--auth-secret*`` (the GatewayConfig), ``--allow-peer`` (the routes).
-Giving one of those too is an error rather than a guess at which wins.
+Giving one of those too is an error rather than a guess at which wins. What they say instead
+reaches the relay's config as :class:`relay.config.Overrides` (:func:`overrides`;
+:mod:`relay.settings` puts the two together).
 """
 
 from __future__ import annotations

@@ -1,19 +1,22 @@
 """Running the relay: bind listeners, expire state, drain on SIGTERM, shut down in order.
 
-:class:`RelayServer` wires the pure parts (:mod:`relay.core.allocation`,
-:mod:`relay.core.handler`, :mod:`relay.core.auth`, :mod:`relay.core.peer_policy`) to the sockets
-of :mod:`relay.net` and the health endpoints of :mod:`relay.net.health`. It is the
-handler's :class:`relay.core.handler.Lifecycle`:
-every allocation created or deleted passes through it (listener index, relayed socket,
-counters and events in :class:`relay.core.stats.RelayStats`, one summary log line at the end).
+:class:`RelayServer` wires the pure parts (:mod:`relay.core`: the allocation table, the
+request handler, the authenticator over :class:`relay.core.credentials.Credentials`, the peer
+policy, the port pool) to the sockets of :mod:`relay.net.udp`, :mod:`relay.net.tcp` and
+:mod:`relay.net.relayed` and to the health endpoints of :mod:`relay.net.health`. The relayed
+sockets are built first, then the handler that opens them. It is the handler's
+:class:`relay.core.handler.Lifecycle`: every allocation created or deleted passes through it
+(listener index, relayed socket, counters and events in :class:`relay.core.stats.RelayStats`,
+one summary log line at the end).
 
 One task expires allocations, permissions and channels (:meth:`RelayServer.sweep`, every
-``sweep_interval`` seconds) and closes TCP connections idle without an allocation.
+``sweep_interval`` seconds), unclaimed port reservations (RFC 8656 §7.2), and closes TCP
+connections idle without an allocation.
 
-Drain (:func:`serve`): the first SIGTERM or SIGINT makes the relay not ready and refuses new
-allocations (403) while existing ones keep working; it exits when none are left or after
-``--drain-timeout`` (the rest are deleted with reason ``drained``). A second signal exits at
-once.
+Drain (:func:`serve`, signals through :class:`scaler.common.runtime.StopSignals`): the first
+SIGTERM or SIGINT makes the relay not ready and refuses new allocations (403) while existing
+ones keep working; it exits when none are left or after ``--drain-timeout`` (the rest are
+deleted with reason ``drained``). A second signal ends the drain at once.
 """
 
 from __future__ import annotations

@@ -1,0 +1,4 @@
+"""Tools run against a relay fleet.
+
+* :mod:`.load`: ``turnscale load``, real TURN allocations for a while.
+"""
