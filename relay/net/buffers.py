@@ -7,7 +7,7 @@ per direction serves every socket and no datagram costs an allocation:
   slice of it.
 * :data:`RELAY`: datagrams from peers (:mod:`.relayed`), received at :data:`RELAY_OFFSET`
   (through :data:`RELAY_RX`) so that the ChannelData or Data indication header
-  (RFC 8656 §12.4, §11.4) is written in front of the data and the message leaves without a
+  (RFC 8656 §12.7, §11.3) is written in front of the data and the message leaves without a
   copy.
 """
 

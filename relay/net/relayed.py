@@ -10,8 +10,8 @@ synchronously while the Allocate is answered (no task per allocation).
 :class:`RelaySocket` is the allocation's :class:`relay.core.allocation.RelayEndpoint`. A
 readable event drains up to :data:`relay.net.buffers.BATCH` datagrams into the process's relay
 buffer, at an offset that leaves room for the header: data from a peer with a channel goes to
-the client as ChannelData (§12.4), from a peer with only a permission as a Data indication
-(§11.4), both written in front of the data so UDP clients get it without a copy (TCP clients
+the client as ChannelData (§12.7), from a peer with only a permission as a Data indication
+(§11.3), both written in front of the data so UDP clients get it without a copy (TCP clients
 get one copy, as the transport may keep it). Data from a peer without a permission is counted
 and dropped (§9).
 """

@@ -1,11 +1,12 @@
-"""One TURN client over TCP (RFC 8656 §5, RFC 6062's client leg): an ``asyncio.Protocol``.
+"""One TURN client over TCP (RFC 8656 §2.1: TCP between client and server): an
+``asyncio.Protocol``.
 
-The stream is split into STUN and ChannelData frames by
-:class:`relay.proto.framing.StreamDeframer`; garbage on it closes the connection. ChannelData
-goes to the allocation's peer, STUN to the request handler. A connection whose send buffer is
-over the high-water mark drops relayed data (as UDP would) instead of buffering without bound.
-A connection without an allocation is closed after :data:`TCP_IDLE_TIMEOUT` (by the server's
-sweep).
+The stream is split into STUN messages (RFC 8489 §6.2.2) and padded ChannelData messages
+(RFC 8656 §12.5) by :class:`relay.proto.framing.StreamDeframer`; garbage on it closes the
+connection. ChannelData goes to the allocation's peer, STUN to the request handler. A
+connection whose send buffer is over the high-water mark drops relayed data (as UDP would)
+instead of buffering without bound. A connection without an allocation is closed after
+:data:`TCP_IDLE_TIMEOUT` (by the server's sweep).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """A TURN listener on UDP (RFC 8656 §5, §12): STUN to the request handler, ChannelData from
-clients straight to their peers.
+clients straight to their peers (§12.6).
 
 The socket is non-blocking and watched with ``loop.add_reader``; a readable event drains up to
 :data:`relay.net.buffers.BATCH` datagrams with ``recvfrom_into`` into the process's one
 listener buffer. ChannelData (the first byte 0x40..0x4F, or up to 0x7F for RFC 5766 channels)
 from a client with an allocation goes to its peer as a slice of that buffer, without a copy
-and without a log line; STUN (first byte below 0x40, RFC 8656 §12.1) goes to the handler and
+and without a log line; STUN (first byte below 0x40, RFC 8656 §12) goes to the handler and
 its answer back to the client.
 """
 

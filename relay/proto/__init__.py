@@ -6,6 +6,6 @@
   (RFC 8656).
 * :mod:`.channeldata`: ChannelData messages (RFC 8656 §12.4, §12.5), and the header helpers
   the packet path parses and frames with.
-* :mod:`.indication`: Data indications (RFC 8656 §11.4) written in place, for the packet path.
+* :mod:`.indication`: Data indications (RFC 8656 §11.3) written in place, for the packet path.
 * :mod:`.framing`: a TURN-over-TCP stream split into STUN and ChannelData frames.
 """

@@ -1,4 +1,4 @@
-"""Data indications (RFC 8656 §11.4), written in place in front of data already in a buffer.
+"""Data indications (RFC 8656 §11.3), written in place in front of data already in a buffer.
 
 The relay receives a peer's datagram :data:`MAX_HEADER_SIZE` bytes into its buffer, then writes
 the indication's header in front of it, so the message leaves without a copy:

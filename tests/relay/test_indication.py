@@ -1,4 +1,4 @@
-"""Data indications written in place (RFC 8656 §11.4): what the relay sends a client for a
+"""Data indications written in place (RFC 8656 §11.3): what the relay sends a client for a
 peer without a channel, checked against a vector and against the reference encoder."""
 
 from __future__ import annotations
