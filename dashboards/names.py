@@ -13,7 +13,9 @@ from scaler.ingest import RESULTS
 from scaler.keda.metadata import METRIC_PREFIX
 from scaler.scaling import ScalingPolicy
 
-# The scaler's defaults (--min-replicas, --max-replicas, --target-per-replica).
+# The scaler's defaults (--min-replicas, --max-replicas, --target-per-replica); dashboards
+# and alerts read each gateway's own from stunner_scaler_{min,max}_replicas and
+# stunner_scaler_target_per_replica, these only name the defaults in descriptions.
 POLICY: Final = ScalingPolicy()
 # The scaler's --stale-after default: a relay whose last report is older is stale.
 STALE_AFTER_SECONDS: Final = 15
@@ -47,5 +49,9 @@ RELAYS_UP: Final = "namespace_gateway:stunner_relay_up:sum"
 RELAYS_DRAINING: Final = "namespace_gateway:stunner_relay_draining:sum"
 SCALER_ALLOCATIONS: Final = "namespace_gateway:stunner_scaler_allocations:max"
 DESIRED_REPLICAS: Final = "namespace_gateway:stunner_scaler_desired_replicas:max"
+# Each gateway's own bounds and target (its trigger's over mutual TLS, else the flags).
+MIN_REPLICAS: Final = "namespace_gateway:stunner_scaler_min_replicas:max"
+MAX_REPLICAS: Final = "namespace_gateway:stunner_scaler_max_replicas:max"
+TARGET_PER_REPLICA: Final = "namespace_gateway:stunner_scaler_target_per_replica:max"
 PER_REPLICA: Final = "namespace_gateway:stunner_scaler_allocations_per_desired_replica:ratio"
 REPORTS: Final = "namespace_job_result:turnscale_reports:rate5m"

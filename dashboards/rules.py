@@ -15,15 +15,17 @@ from dashboards.names import (
     ALLOCATIONS,
     DESIRED_REPLICAS,
     KEDA_METRIC_REGEX,
+    MAX_REPLICAS,
+    MIN_REPLICAS,
     NEAR_CAPACITY,
     PER_REPLICA,
-    POLICY,
     REJECTED_REGEX,
     RELAYS,
     RELAYS_DRAINING,
     RELAYS_UP,
     REPORTS,
     SCALER_ALLOCATIONS,
+    TARGET_PER_REPLICA,
 )
 
 Rule = dict[str, Any]
@@ -61,6 +63,9 @@ RECORDING_RULES: Final = (
     ),
     _record(SCALER_ALLOCATIONS, "max by (namespace, gateway) (stunner_scaler_allocations)"),
     _record(DESIRED_REPLICAS, "max by (namespace, gateway) (stunner_scaler_desired_replicas)"),
+    _record(MIN_REPLICAS, "max by (namespace, gateway) (stunner_scaler_min_replicas)"),
+    _record(MAX_REPLICAS, "max by (namespace, gateway) (stunner_scaler_max_replicas)"),
+    _record(TARGET_PER_REPLICA, "max by (namespace, gateway) (stunner_scaler_target_per_replica)"),
     _record(PER_REPLICA, f"{SCALER_ALLOCATIONS}\n/\n({DESIRED_REPLICAS} > 0)"),
     _record(REPORTS, "sum by (namespace, job, result) (rate(turnscale_reports_total[5m]))"),
 )
@@ -121,7 +126,7 @@ ALERTS: Final = (
     ),
     _alert(
         "TurnscaleFleetAtMaxReplicas",
-        f"{DESIRED_REPLICAS} >= {POLICY.max_replicas}",
+        f"{DESIRED_REPLICAS} >= on (namespace, gateway) {MAX_REPLICAS}",
         duration="15m",
         severity="warning",
         summary="A relay fleet is held at its maximum replicas",
@@ -134,16 +139,16 @@ ALERTS: Final = (
     ),
     _alert(
         "TurnscaleFleetNearCapacity",
-        f"{PER_REPLICA} >= {POLICY.target_per_replica * NEAR_CAPACITY:g}\n"
+        f"{PER_REPLICA} >= on (namespace, gateway) {TARGET_PER_REPLICA} * {NEAR_CAPACITY:g}\n"
         "and on (namespace, gateway)\n"
-        f"{DESIRED_REPLICAS} >= {POLICY.max_replicas}",
+        f"{DESIRED_REPLICAS} >= on (namespace, gateway) {MAX_REPLICAS}",
         duration="5m",
         severity="critical",
         summary="A relay fleet at maximum replicas is close to its allocation target",
         description=(
             "Gateway {{ $labels.namespace }}/{{ $labels.gateway }} carries "
-            "{{ $value | humanize }} allocations per replica at its maximum of "
-            f"{POLICY.max_replicas} replicas (target {POLICY.target_per_replica}). It "
+            "{{ $value | humanize }} allocations per replica at its maximum replicas, "
+            f"{NEAR_CAPACITY:.0%} or more of its target per replica. It "
             "cannot scale out further: raise maxReplicas or add capacity before relays "
             "run past their planned load."
         ),
@@ -159,7 +164,10 @@ ALERTS: Final = (
             '{{ $value | printf "%.2f" }} relay reports per second as {{ $labels.result }}. '
             "Rejected reports change nothing, so their relays are missing from scaling. "
             "unauthorized: check the relays' token; invalid or too_large: the relay "
-            "version; fleet_full: --max-relays."
+            "version (or clocks: a report from the future is invalid); fleet_full: "
+            "--max-relays; forbidden: a report for a pod from an address not that pod's "
+            "(a forgery, or NAT between relays and scaler); unknown_pod: a pod the scaler's "
+            "pod watch does not show (selector, namespace)."
         ),
     ),
     _alert(

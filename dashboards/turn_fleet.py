@@ -9,6 +9,8 @@ from dashboards.names import (
     ALLOCATIONS,
     DESIRED_REPLICAS,
     FLEET,
+    MAX_REPLICAS,
+    MIN_REPLICAS,
     NEAR_CAPACITY,
     PER_REPLICA,
     POLICY,
@@ -19,6 +21,7 @@ from dashboards.names import (
     RELAYS_UP,
     SCALER_ALLOCATIONS,
     STALE_AFTER_SECONDS,
+    TARGET_PER_REPLICA,
 )
 
 UID: Final = "turnscale-turn-fleet"
@@ -95,8 +98,9 @@ SCALING = Row(
         Panel(
             "Allocations per replica",
             f"Highest allocations per desired replica among the selected gateways. Red from "
-            f"{NEAR_CAPACITY:.0%} of the target ({POLICY.target_per_replica}): at max replicas "
-            "that is the TurnscaleFleetNearCapacity alert.",
+            f"{NEAR_CAPACITY:.0%} of the default target ({POLICY.target_per_replica}); at a "
+            f"gateway's max replicas, {NEAR_CAPACITY:.0%} of its own target is the "
+            "TurnscaleFleetNearCapacity alert.",
             "short",
             (Query(f"max({PER_REPLICA}{{{FLEET}}})", "allocations per replica"),),
             kind="stat",
@@ -135,8 +139,9 @@ SCALING = Row(
         Panel(
             "Replicas: desired, actual and bounds",
             "What the scaler asks for beside what the relay Deployment runs "
-            "(kube-state-metrics, Deployment named after its gateway), with the "
-            f"scaler's default bounds ({POLICY.min_replicas} and {POLICY.max_replicas}).",
+            "(kube-state-metrics, Deployment named after its gateway), with each "
+            "gateway's min and max replicas (its KEDA trigger's over mutual TLS, else the "
+            f"scaler's flags, by default {POLICY.min_replicas} and {POLICY.max_replicas}).",
             "short",
             (
                 Query(f"{DESIRED_REPLICAS}{{{FLEET}}}", "desired {{namespace}}/{{gateway}}"),
@@ -145,16 +150,17 @@ SCALING = Row(
                     f"(kube_deployment_status_replicas{{{DEPLOYMENT}}})",
                     "actual {{namespace}}/{{deployment}}",
                 ),
-                Query(f"vector({POLICY.min_replicas})", "min replicas"),
-                Query(f"vector({POLICY.max_replicas})", "max replicas"),
+                Query(f"{MIN_REPLICAS}{{{FLEET}}}", "min {{namespace}}/{{gateway}}"),
+                Query(f"{MAX_REPLICAS}{{{FLEET}}}", "max {{namespace}}/{{gateway}}"),
             ),
             decimals=0,
         ),
         Panel(
             "Allocations per replica against the target",
             "Allocations per desired replica for each gateway, and per running replica "
-            f"over the selection, against the target ({POLICY.target_per_replica}). The "
-            f"dashed line is {NEAR_CAPACITY:.0%} of the target.",
+            "over the selection, against each gateway's target per replica (by default "
+            f"{POLICY.target_per_replica}). The dashed line is {NEAR_CAPACITY:.0%} of the "
+            "default target.",
             "short",
             (
                 Query(f"{PER_REPLICA}{{{FLEET}}}", "per desired replica {{namespace}}/{{gateway}}"),
@@ -163,7 +169,7 @@ SCALING = Row(
                     f"sum(kube_deployment_status_replicas{{{DEPLOYMENT}}})",
                     "per running replica",
                 ),
-                Query(f"vector({POLICY.target_per_replica})", "target"),
+                Query(f"{TARGET_PER_REPLICA}{{{FLEET}}}", "target {{namespace}}/{{gateway}}"),
             ),
             thresholds=(POLICY.target_per_replica * NEAR_CAPACITY,),
         ),

@@ -53,7 +53,9 @@ INGEST = Row(
         Panel(
             "Rejected reports per second",
             "Reports rejected whole (they change nothing): invalid (400), unauthorized "
-            "(401), too_large (413), unsupported_media_type (415), fleet_full (503). The "
+            "(401), too_large (413), unsupported_media_type (415), fleet_full (503), "
+            "forbidden (403, not from the pod it names), unknown_pod (503, not in the pod "
+            "watch). The "
             "TurnscaleReportsRejected alert fires while any persist.",
             "reqps",
             (
@@ -80,6 +82,16 @@ INGEST = Row(
             "Relays each scaler pod tracks now (bounded by --max-relays).",
             "short",
             (Query(f"sum by (pod) (turnscale_relays_tracked{{{SCALER}}})", "{{pod}}"),),
+            decimals=0,
+        ),
+        Panel(
+            "Exporting replica",
+            "1 for the scaler pod that exports the fleet's stunner_* series (it holds the "
+            "Lease, or runs alone): one pod at a time, so sum(stunner_allocations_active) "
+            "counts each relay once. 0 everywhere for at most the lease duration during "
+            "a failover.",
+            "short",
+            (Query(f"sum by (pod) (turnscale_scaler_leader{{{SCALER}}})", "{{pod}}"),),
             decimals=0,
         ),
     ),

@@ -19,6 +19,7 @@ from scaler.common.flags import (
     positive_int,
     read_token,
 )
+from scaler.common.sockets import is_loopback
 from scaler.kube import settings as kube_settings
 from scaler.scaling import ScalingPolicy
 
@@ -39,6 +40,8 @@ class ScalerConfig:
     grpc_client_ca: Path | None = None
     # The Kubernetes integration (--kubernetes); None: off, --expire-after for all relays.
     kubernetes: kube_settings.KubeSettings | None = None
+    # --insecure-open-reports: accept reports from anyone on a non-loopback address.
+    open_reports: bool = False
 
 
 def optional_path(text: str) -> Path | None:
@@ -116,6 +119,12 @@ def build_parser(prog: str = "turnscale scaler") -> FlagParser:
         help="file holding the bearer token relays must send (none: no auth)",
     )
     parser.add_flag(
+        "--insecure-open-reports",
+        action="store_true",
+        help="accept reports without a token on a non-loopback --http address (labs only: "
+        "anyone who reaches the port then decides how many relays run)",
+    )
+    parser.add_flag(
         "--max-relays",
         type=positive_int,
         default=1000,
@@ -163,6 +172,26 @@ def add_kubernetes_flags(parser: FlagParser) -> None:
         help="how often relay pods' pod-deletion-cost is brought up to date during scale-in; "
         "also the least time between two patches of one pod (0: off) (--kubernetes)",
     )
+    parser.add_flag(
+        "--lease-name",
+        default=kube_settings.DEFAULT_LEASE_NAME,
+        help="the coordination.k8s.io Lease whose holder exports the fleet on /metrics "
+        "and patches deletion costs, in the relay namespace (--kubernetes)",
+    )
+    parser.add_flag(
+        "--lease-duration",
+        type=parse_duration,
+        default="15s",
+        help="how long a follower waits after the leader's last renewal before taking the "
+        "Lease over; whole seconds (--kubernetes)",
+    )
+    parser.add_flag(
+        "--renew-deadline",
+        type=parse_duration,
+        default="10s",
+        help="a leader that has not renewed for this long stops exporting; shorter than "
+        "--lease-duration, whole seconds (--kubernetes)",
+    )
 
 
 def load(
@@ -197,20 +226,40 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
             relay_namespace=args.relay_namespace,
             deletion_cost_interval=args.deletion_cost_interval,
             environ=os.environ if environ is None else environ,
+            lease_name=args.lease_name,
+            lease=kube_settings.lease_timing(args.lease_duration, args.renew_deadline),
         )
+    token = read_token(args.token_file) if args.token_file else None
+    check_reports_closed(args.http, token, kubernetes, args.insecure_open_reports)
     return ScalerConfig(
         http=args.http,
         grpc=args.grpc,
         policy=policy,
         stale_after=args.stale_after,
         expire_after=args.expire_after,
-        token=read_token(args.token_file) if args.token_file else None,
+        token=token,
         max_relays=args.max_relays,
         log_level=args.log_level,
         grpc_tls_cert=args.grpc_tls_cert,
         grpc_tls_key=args.grpc_tls_key,
         grpc_client_ca=args.grpc_client_ca,
         kubernetes=kubernetes,
+        open_reports=args.insecure_open_reports,
+    )
+
+
+def check_reports_closed(
+    http: HostPort, token: str | None, kubernetes: object, open_reports: bool
+) -> None:
+    """Reports decide how many relays run and which one is deleted first: off loopback, a
+    scaler needs a token, or pod-bound reports (--kubernetes), or an explicit opt-out."""
+    if token is not None or kubernetes is not None or open_reports or is_loopback(http.host):
+        return
+    raise ConfigError(
+        f"--http {http} is reachable from other machines but reports need no token: give "
+        "--token-file FILE (the bearer token relays send), or --kubernetes (reports bound to "
+        "the relay pods), or listen on 127.0.0.1; --insecure-open-reports accepts anyone's "
+        "reports (labs only)"
     )
 
 

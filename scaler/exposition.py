@@ -2,6 +2,8 @@
 
 Metric names and labels are a contract (README, "Metrics reference"). Nothing
 is mutated per report; ``collect()`` builds fresh metric families from state.
+:func:`make_registry` is the scaler's private registry: the fleet collector, the gRPC
+and Kubernetes statistics (their own collectors), then the process's own metrics.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
+from scaler.exporter import ALONE, Exporter
 from scaler.families import RenderedFamily, encode
-from scaler.fleet import DURATION_BUCKETS, FleetState
+from scaler.fleet import FleetState
 from scaler.ingest import RESULTS, IngestStats
-from scaler.scaling import ScalingPolicy
+from scaler.scaling import GatewayPolicies
 from scaler.wire import SIDES, Transport
 
 RELAY_LABELS = ["namespace", "gateway", "pod"]
@@ -32,33 +34,35 @@ SIDE_HELP = ": side=client on its TURN listeners, side=peer on its relayed socke
 
 
 class FleetCollector(Collector):
+    """The relays, allocation durations, scaling inputs and ingest counters.
+
+    A gateway's exported desired replicas follow ``policies``: what its KEDA trigger
+    asks for, else the flags. The ``stunner_*`` families are exported only while
+    ``exporter`` leads (:mod:`scaler.exporter`); the ``turnscale_*`` ones always.
+    """
+
     def __init__(
         self,
         fleet: FleetState,
         stats: IngestStats,
-        policy: ScalingPolicy,
+        policies: GatewayPolicies,
         clock: Callable[[], float] = time.monotonic,
+        exporter: Exporter = ALONE,
     ) -> None:
         self.fleet = fleet
         self.stats = stats
-        self.policy = policy
+        self.policies = policies
         self.clock = clock
-        # Other parts of the scaler (gRPC, Kubernetes) add their own families here.
-        self.extra: list[Callable[[], Iterator[Metric]]] = []
-        # The policy a gateway's exported desired replicas follow, given (namespace,
-        # gateway); the KEDA front end answers with what the gateway's trigger asks for.
-        self.policy_for: Callable[[str, str], ScalingPolicy] = self._flag_policy
-
-    def _flag_policy(self, namespace: str, gateway: str) -> ScalingPolicy:
-        return self.policy
+        self.exporter = exporter
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._relays()
-        yield from self._durations()
-        yield from self._scaling()
-        yield from self._own()
-        for extra in self.extra:
-            yield from extra()
+        # Read once: a scrape shows the fleet whole or not at all.
+        leading = self.exporter.leading
+        if leading:
+            yield from self._relays()
+            yield from self._durations()
+            yield from self._scaling()
+        yield from self._own(leading)
 
     def _relays(self) -> Iterator[Metric]:
         now = self.clock()
@@ -141,14 +145,8 @@ class FleetCollector(Collector):
             "Lifetime of ended TURN allocations",
             labels=["namespace", "gateway", "transport"],
         )
-        bounds = [*(_le(bound) for bound in DURATION_BUCKETS), "+Inf"]
         for (namespace, gateway, transport), histogram in self.fleet.durations():
-            counts = [*histogram.buckets, histogram.count]
-            family.add_metric(
-                [namespace, gateway, transport],
-                list(zip(bounds, counts, strict=True)),
-                histogram.total,
-            )
+            family.add_metric([namespace, gateway, transport], histogram.samples(), histogram.total)
         yield family
 
     def _scaling(self) -> Iterator[Metric]:
@@ -162,15 +160,38 @@ class FleetCollector(Collector):
             "Relay replicas the scaling rule asks for (clamped to the min and max replicas)",
             labels=["namespace", "gateway"],
         )
+        # The bounds the desired replicas follow (a mutual-TLS trigger's, else the flags), so
+        # dashboards and alerts compare against each gateway's own, not the defaults.
+        bounds = [
+            GaugeMetricFamily(
+                f"stunner_scaler_{name}",
+                f"{what} the scaler's rule uses for the gateway",
+                labels=["namespace", "gateway"],
+            )
+            for name, what in (
+                ("min_replicas", "Fewest relay replicas"),
+                ("max_replicas", "Most relay replicas"),
+                ("target_per_replica", "Allocations per relay replica"),
+            )
+        ]
         for namespace, gateway in sorted(self.fleet.gateways()):
             selection = self.fleet.select(gateway, namespace)
             allocations.add_metric([namespace, gateway], selection.allocations)
-            policy = self.policy_for(namespace, gateway)
+            policy = self.policies.policy_for(namespace, gateway)
             desired.add_metric([namespace, gateway], policy.desired_replicas(selection.allocations))
+            values = (policy.min_replicas, policy.max_replicas, policy.target_per_replica)
+            for family, number in zip(bounds, values, strict=True):
+                family.add_metric([namespace, gateway], number)
         yield allocations
         yield desired
+        yield from bounds
 
-    def _own(self) -> Iterator[Metric]:
+    def _own(self, leading: bool) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "turnscale_scaler_leader",
+            "1 while this scaler replica exports the fleet (holds the Lease, or runs alone)",
+            value=1 if leading else 0,
+        )
         reports = CounterMetricFamily(
             "turnscale_reports",
             "Relay reports received, by result",
@@ -191,17 +212,12 @@ class FleetCollector(Collector):
         )
 
 
-def _le(bound: float) -> str:
-    """Bucket bound as client libraries write it (``1.0``, ``+Inf``)."""
-    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
-    return text
-
-
-def make_registry(collector: FleetCollector) -> CollectorRegistry:
-    """A private registry (no process-global state): the fleet collector, plus the
+def make_registry(*collectors: Collector) -> CollectorRegistry:
+    """A private registry (no process-global state): ``collectors`` in order, then the
     scaler process's own CPU, memory and file descriptors (``process_*``)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
+    for collector in collectors:
+        registry.register(collector)
     ProcessCollector(registry=registry)
     return registry
 

@@ -19,6 +19,7 @@ from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
+from scaler.histogram import Histogram
 from scaler.wire import (
     AllocationCreated,
     DeleteReason,
@@ -97,22 +98,6 @@ def _summed(base: dict[K, int], current: dict[K, int]) -> dict[K, int]:
 
 
 @dataclass(slots=True)
-class Histogram:
-    """Cumulative-bucket histogram of allocation durations for one gateway and transport."""
-
-    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
-    count: int = 0
-    total: float = 0.0
-
-    def observe(self, value: float) -> None:
-        for index, bound in enumerate(DURATION_BUCKETS):
-            if value <= bound:
-                self.buckets[index] += 1
-        self.count += 1
-        self.total += value
-
-
-@dataclass(slots=True)
 class Relay:
     """One pod's relay as last reported."""
 
@@ -169,18 +154,20 @@ class FleetState:
 
     # ---- ingest -------------------------------------------------------------
 
-    def apply(self, report: Report, now: float) -> Outcome:
+    def apply(self, report: Report, now: float, *, bounded: bool = True) -> Outcome:
         """Apply one decoded report received at ``now``.
 
-        Raises :class:`FleetFull` for a new relay beyond ``max_relays`` and
+        Raises :class:`FleetFull` for a new relay beyond ``max_relays`` (unless not
+        ``bounded``: its pod is known to exist) and
         :class:`ReportError` for a report whose totals go down within one instance.
         Either way nothing changes.
         """
         identity = report.relay
         key = (identity.namespace, identity.pod)
         relay = self._relays.get(key) or self._retired.get(key)
+        full = bounded and len(self._relays) >= self.max_relays
         if relay is None:
-            if len(self._relays) >= self.max_relays:
+            if full:
                 raise FleetFull(f"already tracking {self.max_relays} relays (--max-relays)")
             relay = Relay(identity, report.state, report.draining, report.seq, now)
             self._admit(key, relay)
@@ -191,7 +178,7 @@ class FleetState:
         if incoming < held:
             return Outcome.OLD_INSTANCE
         if incoming > held:
-            if key not in self._relays and len(self._relays) >= self.max_relays:
+            if key not in self._relays and full:
                 raise FleetFull(f"already tracking {self.max_relays} relays (--max-relays)")
             relay.base.add_state(relay.state)
             relay.identity = identity
@@ -202,7 +189,7 @@ class FleetState:
             return Outcome.ACCEPTED
 
         if report.seq > relay.seq:
-            if key not in self._relays and len(self._relays) >= self.max_relays:
+            if key not in self._relays and full:
                 raise FleetFull(f"already tracking {self.max_relays} relays (--max-relays)")
             _check_monotonic(relay.state, report.state)
             shift = report.seq - relay.seq
@@ -243,7 +230,7 @@ class FleetState:
             group = (identity.namespace, identity.gateway, event.transport)
             histogram = self._durations.get(group)
             if histogram is None:
-                histogram = self._durations[group] = Histogram()
+                histogram = self._durations[group] = Histogram(DURATION_BUCKETS)
             histogram.observe(event.duration)
 
     # ---- time ---------------------------------------------------------------

@@ -1,22 +1,23 @@
 """The scaler's HTTP front end (aiohttp): reports, metrics, metrics-api, health.
 
-Handlers are thin: they translate requests to :class:`ScalerService` calls.
+Handlers are thin: they translate requests to :class:`ScalerService` calls, render the
+private registry (``/metrics``) and show the :class:`scaler.readiness.Readiness` checks
+(``/readyz``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from scaler.exposition import render
+from scaler.readiness import Readiness
 from scaler.service import ScalerService
 from scaler.wire import MAX_BODY_BYTES
 
 SERVICE = web.AppKey("service", ScalerService)
-SWEEP_INTERVAL = 1.0
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+READINESS = web.AppKey("readiness", Readiness)
 
 
 async def post_report(request: web.Request) -> web.Response:
@@ -40,8 +41,7 @@ async def post_report(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    payload, content_type = render(service.registry, request.headers.get("Accept"))
+    payload, content_type = render(request.app[REGISTRY], request.headers.get("Accept"))
     response = web.Response(body=payload)
     response.headers["Content-Type"] = content_type
     return response
@@ -60,35 +60,23 @@ async def get_healthz(request: web.Request) -> web.Response:
 
 
 async def get_readyz(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    status = 200 if service.ready else 503
-    body = {"ready": service.ready, "checks": dict(service.readiness)}
-    return web.json_response(body, status=status)
+    readiness = request.app[READINESS]
+    ready = readiness.ready
+    body = {"ready": ready, "checks": readiness.checks()}
+    return web.json_response(body, status=200 if ready else 503)
 
 
-async def _sweeper(app: web.Application) -> AsyncIterator[None]:
-    service = app[SERVICE]
-
-    async def sweep_forever() -> None:
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            service.sweep()
-
-    task = asyncio.create_task(sweep_forever(), name="fleet-sweeper")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-def create_app(service: ScalerService) -> web.Application:
+def create_app(
+    service: ScalerService, registry: CollectorRegistry, readiness: Readiness
+) -> web.Application:
     # Slack over the report limit so an oversized body is seen (and answered 413) by us.
     app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
     app[SERVICE] = service
+    app[REGISTRY] = registry
+    app[READINESS] = readiness
     app.router.add_post("/v1/reports", post_report)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/v1/scale", get_scale)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)
-    app.cleanup_ctx.append(_sweeper)
     return app

@@ -8,12 +8,16 @@ nothing, is counted under its ``result`` and is logged once.
 from __future__ import annotations
 
 import hmac
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
+from scaler.binding import PodBinding
 from scaler.common import logs
 from scaler.fleet import FleetFull, FleetState, Outcome
-from scaler.wire import MAX_BODY_BYTES, ReportError, decode
+from scaler.wire import MAX_BODY_BYTES, Report, ReportError, decode
 
 log = logs.get("scaler.ingest")
 
@@ -25,7 +29,16 @@ RESULTS = (
     "too_large",
     "unsupported_media_type",
     "fleet_full",
+    "forbidden",
+    "unknown_pod",
 )
+
+#: How far ahead of the scaler's wall clock a report's ``started_at``/``sent_at`` may be
+#: (clock skew between nodes); beyond it a report could take over a pod "from the future".
+MAX_CLOCK_AHEAD: Final = 5.0
+#: Rejections are logged at most this often per result (a flood of bad reports must not
+#: flood the log); each log line says how many were left unsaid since the last.
+LOG_EVERY: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +56,27 @@ class IngestStats:
 
 
 class ReportIngest:
-    def __init__(self, fleet: FleetState, token: str | None = None) -> None:
+    """The rules a report passes before it changes the fleet, in order: token, content
+    type, size, the contract (:func:`scaler.wire.decode`), timestamps not from the future,
+    and with ``binding`` the pod it names sending it from its own IP."""
+
+    def __init__(
+        self,
+        fleet: FleetState,
+        token: str | None = None,
+        *,
+        binding: PodBinding | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        log_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.fleet = fleet
         self.stats = IngestStats()
+        self.binding = binding
+        self.wall_clock = wall_clock
         self._token = token.encode() if token else None
+        self._log_clock = log_clock
+        self._logged_at: dict[str, float] = {}
+        self._unlogged: Counter[str] = Counter()
 
     def handle(
         self,
@@ -68,7 +98,18 @@ class ReportIngest:
             return self._reject(413, "too_large", message, peer)
         try:
             report = decode(body)
-            outcome = self.fleet.apply(report, now)
+            self._check_not_ahead(report)
+        except ReportError as exc:
+            return self._reject(400, "invalid", str(exc), peer)
+        if self.binding is not None:
+            identity = report.relay
+            refusal = self.binding.refusal(identity.namespace, identity.pod, peer)
+            if refusal is not None:
+                return self._reject(refusal.status, refusal.result, refusal.message, peer)
+        try:
+            # A pod the watch knows is never locked out by --max-relays: the pods bound
+            # the fleet then, and an unbound scaler has the limit to keep labels bounded.
+            outcome = self.fleet.apply(report, now, bounded=self.binding is None)
         except ReportError as exc:
             return self._reject(400, "invalid", str(exc), peer)
         except FleetFull as exc:
@@ -86,7 +127,33 @@ class ReportIngest:
             return False
         return hmac.compare_digest(credential.strip().encode(), self._token)
 
+    def _check_not_ahead(self, report: Report) -> None:
+        latest = self.wall_clock() + MAX_CLOCK_AHEAD
+        for name, value in (
+            ("relay.started_at", report.relay.started_at),
+            ("sent_at", report.sent_at),
+        ):
+            if value > latest:
+                raise ReportError(
+                    f"{value:.3f} at `{name}` is more than {MAX_CLOCK_AHEAD:g} s ahead of the "
+                    "scaler's clock"
+                )
+
     def _reject(self, status: int, result: str, message: str, peer: str | None) -> Answer:
         self.stats.reports[result] += 1
-        log.warning("report rejected", status=status, result=result, error=message, peer=peer)
+        now = self._log_clock()
+        last = self._logged_at.get(result)
+        if last is not None and now - last < LOG_EVERY:
+            self._unlogged[result] += 1
+        else:
+            self._logged_at[result] = now
+            suppressed = self._unlogged.pop(result, 0)
+            log.warning(
+                "report rejected",
+                status=status,
+                result=result,
+                error=message,
+                peer=peer,
+                **({"suppressed": suppressed} if suppressed else {}),
+            )
         return Answer(status, {"error": message})

@@ -1,8 +1,16 @@
-"""The scaling rule (README, "Scaling rule"): desired = clamp(ceil(allocations / target), min, max)."""
+"""The scaling rule (README, "Scaling rule").
+
+desired = clamp(ceil(allocations / target), min, max)
+
+:class:`GatewayPolicies` is which policy each gateway's fleet follows: the flags, or what
+its KEDA trigger asks for (:class:`scaler.keda.policies.PolicyBook`). The exported desired
+replicas and the deletion-cost planner read the same one.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +31,9 @@ class ScalingPolicy:
         """Replicas for ``allocations``, as KEDA's HPA computes it from the same target."""
         wanted = -(-allocations // self.target_per_replica)  # ceil without floats
         return min(max(wanted, self.min_replicas), self.max_replicas)
+
+
+class GatewayPolicies(Protocol):
+    """The policy one gateway's relay fleet follows now."""
+
+    def policy_for(self, namespace: str, gateway: str) -> ScalingPolicy: ...

@@ -1,4 +1,9 @@
-"""The scaler's state and the operations its HTTP and gRPC front ends share."""
+"""The scaler's state and the operations its front ends share.
+
+:class:`ScalerService` holds the fleet state, report ingest, the flags' scaling policy and
+the change feed; the HTTP and gRPC front ends, the Kubernetes integration and the sweeper
+call it. :class:`scaler.server.ScalerServer` builds it first and everything else around it.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,7 @@ import time
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry
-
 from scaler.changes import ChangeFeed
-from scaler.config import ScalerConfig
-from scaler.exposition import FleetCollector, make_registry
 from scaler.fleet import FleetState, RelayKey
 from scaler.ingest import Answer, ReportIngest
 from scaler.scaling import ScalingPolicy
@@ -45,27 +46,24 @@ class ScaleAnswer:
 
 
 class ScalerService:
-    """Composition root: fleet state, ingest, metrics and change notification."""
+    """Fleet state, ingest and change notification; answers from memory only."""
 
-    def __init__(self, config: ScalerConfig, clock: Callable[[], float] = time.monotonic) -> None:
-        self.config = config
+    def __init__(
+        self,
+        fleet: FleetState,
+        ingest: ReportIngest,
+        policy: ScalingPolicy,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``ingest`` applies reports to ``fleet``; ``policy`` is the flags' (``/v1/scale``,
+        and what KEDA triggers leave out)."""
+        if ingest.fleet is not fleet:
+            raise ValueError("ingest must apply reports to the service's fleet")
+        self.fleet = fleet
+        self.ingest = ingest
+        self.policy = policy
         self.clock = clock
-        self.fleet = FleetState(
-            stale_after=config.stale_after,
-            expire_after=config.expire_after,
-            max_relays=config.max_relays,
-        )
-        self.ingest = ReportIngest(self.fleet, config.token)
-        self.collector = FleetCollector(self.fleet, self.ingest.stats, config.policy, clock)
-        self.registry: CollectorRegistry = make_registry(self.collector)
         self.changes = ChangeFeed()
-        # Named readiness checks; /readyz is 200 only while all of them are true,
-        # except the advisory ones: shown in /readyz, never making the scaler unready.
-        self.readiness: dict[str, bool] = {"http": False}
-        self.advisory: set[str] = set()
-        # Relays that must not expire however long they are silent (their pod exists);
-        # the Kubernetes integration replaces this, else --expire-after applies to all.
-        self.spared: Callable[[], Container[RelayKey]] = _nothing_spared
 
     def submit_report(
         self, *, content_type: str, authorization: str | None, body: bytes | None, peer: str | None
@@ -82,9 +80,12 @@ class ScalerService:
             self.changes.notify()
         return answer
 
-    def sweep(self) -> None:
-        """Expire silent relays; run about once a second."""
-        if self.fleet.expire(self.clock(), self.spared()):
+    def sweep(self, spared: Container[RelayKey] = ()) -> None:
+        """Expire silent relays but ``spared`` ones (their pod exists); wakes push answers.
+
+        :class:`scaler.sweeper.Sweeper` calls it about once a second.
+        """
+        if self.fleet.expire(self.clock(), spared):
             self.changes.notify()
 
     def remove_relay(self, namespace: str, pod: str) -> bool:
@@ -106,13 +107,5 @@ class ScalerService:
             namespace,
             selection.allocations,
             selection.relays,
-            policy or self.config.policy,
+            policy or self.policy,
         )
-
-    @property
-    def ready(self) -> bool:
-        return all(ok for name, ok in self.readiness.items() if name not in self.advisory)
-
-
-def _nothing_spared() -> Container[RelayKey]:
-    return ()

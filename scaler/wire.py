@@ -1,9 +1,47 @@
-"""Report wire contract, version 1 (relay -> scaler), as msgspec types.
+"""The report wire contract, version 1: what a relay pushes to the scaler, as msgspec types.
 
-One decode validates the whole report in a single pass: types, bounds, label
-syntax (Kubernetes object names) and the event union. Anything else is a
-:class:`ReportError` naming the offending field, and the report is rejected whole.
-The relay's pusher encodes the same types, so both ends share one definition.
+``POST /v1/reports`` with ``Content-Type: application/json`` (and ``Authorization: Bearer
+<token>`` when the scaler has a token). One report describes one relay process::
+
+    {"version": 1,
+     "relay": {"pod": "stunner-6f7c9-xk2p", "namespace": "stunner",
+               "gateway": "stunner-gateway", "instance": "5f0c2a9e1b7d4c3f",
+               "started_at": 1763701000.25},
+     "seq": 17, "sent_at": 1763701042.01, "draining": false,
+     "state": {"allocations": {"udp": 40, "tcp": 2},
+               "connections_total": {"udp": 950, "tcp": 31},
+               "bytes_received_total": {"client": 123456, "peer": 456789},
+               "bytes_sent_total": {"client": 456001, "peer": 120034}},
+     "events": [{"type": "allocation_created", "at": 1763701041.90,
+                 "allocation": "9f2e", "transport": "udp"},
+                {"type": "allocation_deleted", "at": 1763701042.00, "allocation": "77aa",
+                 "transport": "tcp", "reason": "refresh_zero", "duration": 312.4,
+                 "bytes_received": 1200, "bytes_sent": 3400}]}
+
+The rules both ends keep:
+
+- ``relay.pod`` names the relay; ``relay.instance`` is random per process start and
+  ``started_at`` is when that process started; ``seq`` starts at 1 per instance and grows
+  by one per report.
+- ``state`` is authoritative: gauges are current values, ``*_total`` are cumulative since
+  the instance started. Any single report restores that relay's whole state, so a lost,
+  repeated or reordered report never corrupts a total.
+- ``events`` carry what a snapshot cannot: allocation lifecycles (durations, deletion
+  reasons ``refresh_zero``, ``expired``, ``drained``, ``error``; bytes per allocation). At
+  most :data:`MAX_EVENTS` per report.
+- Sides: ``client`` is traffic on the TURN listeners, ``peer`` on relayed sockets.
+  Transports: ``udp``, ``tcp``, ``tls``, ``dtls``.
+- A relay reports within 50 ms of any allocation change and at least every 5 s.
+- The scaler answers 202 (accepted, or ``late``: an older seq not seen before, whose events
+  count), 200 for a duplicate or older ``seq`` or an older instance than the one it holds
+  (ignored, idempotent), 400 with ``{"error": ...}`` naming the bad field, 401 for a bad
+  token, 413 for a body over the limit, 415 for the wrong content type, 503 for a new relay
+  beyond ``--max-relays``.
+
+One decode validates the whole report in a single pass: types, bounds, label syntax
+(Kubernetes object names) and the event union. Anything else is a :class:`ReportError`
+naming the offending field, and the report is rejected whole. The relay's pusher encodes
+the same types, so both ends share one definition.
 """
 
 from __future__ import annotations

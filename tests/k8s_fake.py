@@ -92,6 +92,9 @@ GATEWAY_CLASSES = Resource(
 UDP_ROUTES = Resource("stunner.l7mp.io", "v1", "udproutes", "UDPRoute", status=True)
 GATEWAY_CONFIGS = Resource("stunner.l7mp.io", "v1", "gatewayconfigs", "GatewayConfig")
 STATIC_SERVICES = Resource("stunner.l7mp.io", "v1", "staticservices", "StaticService")
+# Leader election: created, read and replaced whole (optimistic concurrency on
+# metadata.resourceVersion), never patched.
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 RESOURCES = (
     PODS,
     SECRETS,
@@ -101,6 +104,7 @@ RESOURCES = (
     UDP_ROUTES,
     GATEWAY_CONFIGS,
     STATIC_SERVICES,
+    LEASES,
 )
 BY_KIND = {resource.kind: resource for resource in RESOURCES}
 
@@ -351,6 +355,10 @@ class FakeKubeApi:
         self.watch_queries: list[dict[str, str]] = []
         self.port = 0
         self._runner: web.AppRunner | None = None
+        # Cleared by stall(): requests are accepted but not answered, like an API server
+        # behind a broken network path.
+        self._answering = asyncio.Event()
+        self._answering.set()
 
     # ---- lifecycle ----------------------------------------------------------
 
@@ -360,7 +368,7 @@ class FakeKubeApi:
         return f"{scheme}://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._stall_middleware])
         for resource in RESOURCES:
             self._route(app, resource)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -387,19 +395,41 @@ class FakeKubeApi:
         item = collections[0] + "/{name}"
         app.router.add_get(item, bind(self._get))
         app.router.add_patch(item, bind(self._patch))
+        if resource == LEASES:
+            app.router.add_post(collections[0], bind(self._create))
+            app.router.add_put(item, bind(self._replace))
         if resource.status:
             app.router.add_patch(item + "/status", bind(self._patch, status_only=True))
+
+    @web.middleware
+    async def _stall_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        await self._answering.wait()
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    def stall(self) -> None:
+        """Accept requests but answer none until :meth:`resume`."""
+        self._answering.clear()
+
+    def resume(self) -> None:
+        self._answering.set()
 
     async def stop(self) -> None:
         """Stop serving (connections refused until :meth:`start` again, same port)."""
         self.drop_watches()
+        self._answering.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
-    def kubeconfig(self, directory: Path, namespace: str = "stunner") -> Path:
+    def kubeconfig(
+        self, directory: Path, namespace: str = "stunner", *, server: str | None = None
+    ) -> Path:
+        """A kubeconfig for this API (or for ``server``, a path to it such as a proxy)."""
         path = directory / "kubeconfig"
-        cluster: JsonObj = {"server": self.url}
+        if server is not None:
+            path = directory / f"kubeconfig-{server.rpartition(':')[2]}"
+        cluster: JsonObj = {"server": server or self.url}
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -440,6 +470,7 @@ class FakeKubeApi:
         ready: bool = True,
         phase: str = "Running",
         annotations: Mapping[str, str] | None = None,
+        ip: str = "127.0.0.1",  # where the tests' relays report from
     ) -> JsonObj:
         metadata: JsonObj = {
             "name": name,
@@ -459,7 +490,8 @@ class FakeKubeApi:
             "status": {
                 "phase": phase,
                 "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-                "podIP": "10.0.0.1",
+                "podIP": ip,
+                "podIPs": [{"ip": ip}],
             },
         }
         self.pods[(namespace, name)] = pod
@@ -549,7 +581,8 @@ class FakeKubeApi:
     # ---- faults ---------------------------------------------------------------
 
     def fail_next(self, operation: str, status: int = 500, count: int = 1) -> None:
-        """The next ``count`` requests of ``operation`` (list, watch, patch, get) fail."""
+        """The next ``count`` requests of ``operation`` (list, watch, patch, get, create,
+        update) fail."""
         self.faults.append(Fault(operation, status, count))
 
     def drop_watches(self) -> None:
@@ -764,6 +797,63 @@ class FakeKubeApi:
         table[key] = pod
         self._record("MODIFIED", old, pod, resource)
         return web.json_response(pod)
+
+    async def _create(self, request: web.Request, resource: Resource = LEASES) -> web.Response:
+        """POST: a new object; 409 AlreadyExists when the name is taken."""
+        self.requests["create"] = self.requests.get("create", 0) + 1
+        if not self._authorized(request):
+            return status_response(401, "Unauthorized")
+        fault = self._fault("create")
+        if fault is not None:
+            return fault
+        namespace = request.match_info.get("namespace", "")
+        try:
+            body = json.loads(await request.read())
+            name = body["metadata"]["name"]
+        except (ValueError, KeyError, TypeError) as exc:
+            return status_response(400, f"not an object with metadata.name: {exc}")
+        table = self.objects[resource]
+        if (namespace, name) in table:
+            return status_response(409, f'{resource.plural} "{name}" already exists')
+        body["apiVersion"], body["kind"] = resource.api_version, resource.kind
+        body["metadata"].update(
+            namespace=namespace, uid=f"uid-{name}", resourceVersion=str(self._bump())
+        )
+        table[(namespace, name)] = body
+        self._record("ADDED", None, body, resource)
+        return web.json_response(body, status=201)
+
+    async def _replace(self, request: web.Request, resource: Resource = LEASES) -> web.Response:
+        """PUT: the whole object; 409 Conflict unless it names the current resourceVersion."""
+        self.requests["update"] = self.requests.get("update", 0) + 1
+        if not self._authorized(request):
+            return status_response(401, "Unauthorized")
+        fault = self._fault("update")
+        if fault is not None:
+            return fault
+        key = (request.match_info.get("namespace", ""), request.match_info["name"])
+        try:
+            body = json.loads(await request.read())
+            version = body["metadata"].get("resourceVersion")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return status_response(400, f"not an object with metadata: {exc}")
+        table = self.objects[resource]
+        old = table.get(key)
+        if old is None:
+            return status_response(404, f'{resource.plural} "{key[1]}" not found')
+        if version != old["metadata"]["resourceVersion"]:
+            return status_response(
+                409,
+                f'Operation cannot be fulfilled on {resource.plural} "{key[1]}": the object '
+                "has been modified; please apply your changes to the latest version",
+            )
+        body["apiVersion"], body["kind"] = resource.api_version, resource.kind
+        body["metadata"].update(
+            namespace=key[0], uid=old["metadata"]["uid"], resourceVersion=str(self._bump())
+        )
+        table[key] = body
+        self._record("MODIFIED", old, body, resource)
+        return web.json_response(body)
 
 
 # ---- wiring the scaler to the fake (kept apart from the fake's own logic) -------------

@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 WITHIN = 10.0
 
 
 async def eventually(
-    check: Callable[[], object], what: str = "condition", within: float = WITHIN
+    check: Callable[[], object | Awaitable[object]],
+    what: str = "condition",
+    within: float = WITHIN,
+    *,
+    interval: float = 0.01,
+    explain: Callable[[], str] | None = None,
 ) -> None:
-    """Poll ``check()`` until it is truthy; fail naming ``what`` after ``within`` seconds.
+    """Poll ``check()`` (plain or async) until it is truthy; fail naming ``what`` (and
+    ``explain()``, what is still wrong) after ``within`` seconds.
 
     Polling, not an event: the state belongs to a server under test, not to the test.
     """
     deadline = time.monotonic() + within
-    while not check():
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still not true after {within} s")
-        await asyncio.sleep(0.01)
+            detail = f":\n  {explain()}" if explain is not None else ""
+            raise AssertionError(f"{what}: still not true after {within} s{detail}")
+        await asyncio.sleep(interval)

@@ -1,4 +1,4 @@
-"""Tools run against a relay fleet.
+"""Tools that run against a relay fleet.
 
-* :mod:`.load`: ``turnscale load``, real TURN allocations for a while.
+- :mod:`relay.tools.load`: ``turnscale load``, real TURN allocations through aioice.
 """

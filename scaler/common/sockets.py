@@ -3,6 +3,7 @@ bind error surfaces at start-up (as :class:`OSError`) rather than inside a serve
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 
@@ -29,3 +30,13 @@ def bind_udp(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP literal, or ``localhost``) is only reachable from this machine."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

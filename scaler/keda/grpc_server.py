@@ -2,7 +2,9 @@
 
 A ``grpc.aio`` server on the scaler's event loop (uvloop in production), so the
 servicers read the fleet state the HTTP ingest writes without locks or threads.
-Calls are counted by an interceptor into :class:`scaler.keda.stats.GrpcStats`.
+Calls are counted by an interceptor into :class:`scaler.keda.stats.GrpcStats`, a
+collector of the scaler's registry; every trigger's policy goes to the
+:class:`scaler.keda.policies.PolicyBook` the exported desired replicas read.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from scaler.keda.policies import PolicyBook
 from scaler.keda.proto import externalscaler_pb2_grpc as pb_grpc
 from scaler.keda.servicer import SERVICE_NAME, ExternalScalerServicer
 from scaler.keda.stats import UNKNOWN_METHOD, GrpcStats, method_label
-from scaler.scaling import ScalingPolicy
 from scaler.service import ScalerService
 
 HEALTH_SERVICE: Final = "grpc.health.v1.Health"
@@ -189,22 +190,25 @@ class TlsFiles:
 
 
 class GrpcFrontEnd:
-    """The gRPC server around one :class:`ScalerService`; start, then stop once."""
+    """The gRPC server around one :class:`ScalerService`; start, then stop once.
 
-    def __init__(self, service: ScalerService, tls: TlsFiles | None = None) -> None:
+    ``stats`` (its calls, by method and code) is for the scaler's registry to collect.
+    """
+
+    def __init__(
+        self, service: ScalerService, policies: PolicyBook, tls: TlsFiles | None = None
+    ) -> None:
         self.service = service
+        self.policies = policies
         self.tls = tls
         self.stats = GrpcStats(UNARY_METHODS, STREAM_METHODS)
-        self.policies = PolicyBook(service.config.policy)
-        self.servicer = ExternalScalerServicer(service, self.policies)
+        # Only callers with a client certificate may set what /metrics exports.
+        self.servicer = ExternalScalerServicer(
+            service, policies, trusted_callers=tls is not None and tls.client_ca is not None
+        )
         self.health = HealthServicer()
         self.address: HostPort | None = None
         self._server: grpc.aio.Server | None = None
-        service.collector.extra.append(self.stats.collect)
-        service.collector.policy_for = self._policy_for
-
-    def _policy_for(self, namespace: str, gateway: str) -> ScalingPolicy:
-        return self.policies.policy_for(namespace, gateway, self.service.clock())
 
     async def start(self, address: HostPort) -> HostPort:
         """Bind ``address`` (port 0 picks a free port), serve, and report SERVING."""

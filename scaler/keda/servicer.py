@@ -29,9 +29,22 @@ MAX_LOGGED_ERRORS: Final = 100
 
 
 class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
-    def __init__(self, service: ScalerService, policies: PolicyBook) -> None:
+    """KEDA's calls, answered from memory.
+
+    A trigger's bounds (``minReplicas``, ``maxReplicas``, ``targetPerReplica``) go into
+    ``policies`` (what ``/metrics`` and the deletion-cost planner follow) only when
+    ``trusted_callers``: the listener requires mutual TLS, so every caller presented a
+    certificate of the client CA. Otherwise any caller that reaches the port could rewrite
+    the exported desired replicas, and the flags decide them. Answers to the call itself
+    always use its metadata (KEDA's HPA does its own arithmetic from them).
+    """
+
+    def __init__(
+        self, service: ScalerService, policies: PolicyBook, *, trusted_callers: bool = False
+    ) -> None:
         self.service = service
         self.policies = policies
+        self.trusted_callers = trusted_callers
         self.open_streams = 0
         self._closing = False
         self._logged: set[str] = set()
@@ -60,7 +73,7 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
                     continue  # the yield awaited: look at the state again before waiting
                 # No await between reading the state and waiting: no change slips past.
                 await changes.wait()
-                self.policies.record(trigger, self.service.clock())
+                self._record(trigger)
         finally:
             self.open_streams -= 1
 
@@ -116,11 +129,15 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
     ) -> Trigger:
         try:
-            trigger = parse_trigger(request.scalerMetadata, self.service.config.policy)
+            trigger = parse_trigger(request.scalerMetadata, self.service.policy)
         except MetadataError as error:
             await self._invalid(request, context, str(error))
-        self.policies.record(trigger, self.service.clock())
+        self._record(trigger)
         return trigger
+
+    def _record(self, trigger: Trigger) -> None:
+        if self.trusted_callers:
+            self.policies.record(trigger)
 
     async def _invalid(
         self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext, message: str

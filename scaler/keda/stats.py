@@ -1,4 +1,5 @@
-"""The gRPC front end's own counters, rendered at scrape time (no per-call metric objects).
+"""The gRPC front end's own counters: a collector of the scaler's registry, rendered at
+scrape time (no per-call metric objects).
 
 - ``turnscale_grpc_requests_total{method,code}``: finished RPCs by status code
   (a stream counts once, when it ends).
@@ -22,7 +23,9 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.utils import floatToGoString
+from prometheus_client.registry import Collector
+
+from scaler.histogram import Histogram
 
 UNKNOWN_METHOD: Final = "unknown"
 # Upper bounds in seconds: answers come from memory, so most land far below 1 ms.
@@ -43,44 +46,20 @@ DURATION_BUCKETS: Final = (
 )
 
 
-class _Histogram:
-    __slots__ = ("buckets", "count", "total")
-
-    def __init__(self) -> None:
-        self.buckets = [0] * len(DURATION_BUCKETS)
-        self.count = 0
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        for index, bound in enumerate(DURATION_BUCKETS):
-            if seconds <= bound:
-                self.buckets[index] += 1
-                break
-        self.count += 1
-        self.total += seconds
-
-    def cumulative(self) -> list[int]:
-        out, running = [], 0
-        for count in self.buckets:
-            running += count
-            out.append(running)
-        return out
-
-
 def method_label(full_method: str) -> str:
     """The label of a gRPC method path: ``/pkg.Service/Method`` -> ``pkg.Service/Method``."""
     return full_method.lstrip("/")
 
 
-class GrpcStats:
+class GrpcStats(Collector):
     def __init__(self, unary: Iterable[str] = (), streams: Iterable[str] = ()) -> None:
         """``unary`` and ``streams`` are the served methods, exported from the start at zero."""
         self.requests: Counter[tuple[str, str]] = Counter()
-        self.durations: dict[str, _Histogram] = {}
+        self.durations: dict[str, Histogram] = {}
         self.streams: Counter[str] = Counter()
         for method in unary:
             self.requests[(method, "OK")] += 0
-            self.durations[method] = _Histogram()
+            self.durations[method] = Histogram(DURATION_BUCKETS)
         for method in streams:
             self.requests[(method, "OK")] += 0
             self.streams[method] += 0
@@ -91,7 +70,7 @@ class GrpcStats:
         if seconds is not None:
             histogram = self.durations.get(method)
             if histogram is None:
-                histogram = self.durations[method] = _Histogram()
+                histogram = self.durations[method] = Histogram(DURATION_BUCKETS)
             histogram.observe(seconds)
 
     def stream_opened(self, method: str) -> None:
@@ -114,10 +93,8 @@ class GrpcStats:
             "Time to answer unary gRPC calls, by method",
             labels=["method"],
         )
-        bounds = [*(_le(bound) for bound in DURATION_BUCKETS), "+Inf"]
         for method, histogram in sorted(self.durations.items()):
-            counts = [*histogram.cumulative(), histogram.count]
-            durations.add_metric([method], list(zip(bounds, counts, strict=True)), histogram.total)
+            durations.add_metric([method], histogram.samples(), histogram.total)
         yield durations
         streams = GaugeMetricFamily(
             "turnscale_grpc_streams_active",
@@ -127,9 +104,3 @@ class GrpcStats:
         for method, count in sorted(self.streams.items()):
             streams.add_metric([method], count)
         yield streams
-
-
-def _le(bound: float) -> str:
-    """Bucket bound as client libraries write it (``0.001``, ``1.0``)."""
-    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
-    return text

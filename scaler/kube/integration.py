@@ -1,5 +1,9 @@
 """The Kubernetes integration around one :class:`ScalerService` (``--kubernetes``).
 
+Built by :class:`scaler.server.ScalerServer` with the gateway policies the exported
+desired replicas follow (so scale-in is planned by the same numbers), its advisory
+readiness check, and registered on the scaler's registry as a collector.
+
 - Watches the relay pods. A deleted pod's relay leaves the fleet at once (so does one
   whose pod finished, e.g. evicted). A relay whose pod exists but that stopped
   reporting keeps its last allocations, exported as stale (``stunner_relay_up`` 0),
@@ -19,48 +23,66 @@ without Kubernetes, because deleted pods can no longer be told apart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Container, Iterator
 from typing import Final
 
 import aiohttp
 from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from scaler.common import logs
 from scaler.common.backoff import Backoff
 from scaler.common.kube import client as kube_client
 from scaler.common.kube.access import KubeAccess
 from scaler.common.kube.reflector import DEFAULT_TIMING, WatchTiming, status_message
+from scaler.common.runtime import cancel_and_wait
 from scaler.fleet import RelayKey
 from scaler.kube.cost import CostPatch, CostPlanner
+from scaler.kube.leader import LeaderElector
 from scaler.kube.pods import POD_DELETION_COST, PodInfo, PodView
 from scaler.kube.settings import KubeSettings
 from scaler.kube.stats import KubeStats
 from scaler.kube.watch import PodWatcher
+from scaler.readiness import Check
+from scaler.scaling import GatewayPolicies
 from scaler.service import ScalerService
 
 log = logs.get("scaler.kube")
 
+# The name of the integration's advisory readiness check.
 CHECK: Final = "kubernetes"
 PATCH_TIMEOUT: Final = 10.0
 
 Connect = Callable[[KubeAccess], Awaitable[kube_client.KubeClient]]
 
 
-class KubeIntegration:
+class KubeIntegration(Collector):
+    """The relay pod watch and the deletion-cost rounds; ``collect()`` is its metrics.
+
+    ``check`` is set while the watch is in sync (advisory: see the module docstring);
+    ``policies`` give each gateway's desired replicas, as on ``/metrics``.
+    """
+
     def __init__(
         self,
         service: ScalerService,
         settings: KubeSettings,
+        policies: GatewayPolicies,
+        check: Check,
         *,
+        leader: LeaderElector,
+        view: PodView,
         timing: WatchTiming = DEFAULT_TIMING,
         connect: Connect = kube_client.connect,
     ) -> None:
         self.service = service
+        self.leader = leader
         self.settings = settings
+        self.policies = policies
+        self.check = check
         self.timing = timing
         self._connect = connect
-        self.view = PodView()
+        self.view = view
         self.stats = KubeStats()
         interval = settings.deletion_cost_interval
         self.planner = CostPlanner(min_interval=interval) if interval > 0 else None
@@ -68,10 +90,6 @@ class KubeIntegration:
         self.watcher: PodWatcher | None = None
         self._down_since: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        service.readiness[CHECK] = False
-        service.advisory.add(CHECK)
-        service.spared = self.spared
-        service.collector.extra.append(self.collect)
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -83,10 +101,7 @@ class KubeIntegration:
 
     async def stop(self) -> None:
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks.clear()
         if self.client is not None:
             await self.client.close()
@@ -108,7 +123,21 @@ class KubeIntegration:
             namespace=self.client.namespace,
             selector=str(self.settings.relay_selector),
             deletion_cost_interval=self.settings.deletion_cost_interval or "off",
+            lease=f"{self.client.namespace}/{self.settings.lease_name}",
+            identity=self.leader.identity,
         )
+        self.view.namespace = self.client.namespace
+        # The election runs beside the watch; both end with this task.
+        election = asyncio.ensure_future(
+            self.leader.run(self.client.api_client, self.client.namespace)
+        )
+        try:
+            await self._watch()
+        finally:
+            await cancel_and_wait(election)
+
+    async def _watch(self) -> None:
+        assert self.client is not None
         self.watcher = PodWatcher(
             self.client.core,
             self.client.namespace,
@@ -140,7 +169,7 @@ class KubeIntegration:
         elif self.stats.watch_up or self._down_since is None:
             self._down_since = self.service.clock()
         self.stats.watch_up = up
-        self.service.readiness[CHECK] = up
+        self.check.ok = up
 
     def _gone(self, key: RelayKey, why: str) -> None:
         if self.service.remove_relay(*key):
@@ -156,7 +185,7 @@ class KubeIntegration:
         if self.stats.watch_up:
             return True
         down_since = self._down_since
-        return down_since is not None and now - down_since <= self.service.config.expire_after
+        return down_since is not None and now - down_since <= self.service.fleet.expire_after
 
     def spared(self) -> Container[RelayKey]:
         """Relays whose pod exists: ``FleetState.expire`` leaves them (stale) in place."""
@@ -171,13 +200,16 @@ class KubeIntegration:
             await self.update_costs()
 
     async def update_costs(self) -> int:
-        """One planning round; returns the patches made. Only on an in-sync view."""
+        """One planning round; returns the patches made. Only on an in-sync view, and only
+        by the leader (two replicas patching would fight over the same annotations)."""
         if self.planner is None or self.client is None or not self.stats.watch_up:
+            return 0
+        if not self.leader.leading:
             return 0
         plan = self.planner.plan(
             self.service.fleet,
             self.view.as_mapping(),
-            self.service.collector.policy_for,
+            self.policies.policy_for,
             self.service.clock(),
         )
         self.stats.scaling_in = {(f.namespace, f.gateway): f.scaling_in for f in plan.fleets}
@@ -233,11 +265,12 @@ class KubeIntegration:
     # ---- metrics -----------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
+        """The ``turnscale_kubernetes_*`` families, with the pod counts of this scrape."""
         now = self.service.clock()
         alive = self.view.alive()
         self.stats.relay_pods = len(alive)
         spared = alive if self.trusted(now) else frozenset()
-        expire_after = self.service.config.expire_after
+        expire_after = self.service.fleet.expire_after
         self.stats.relays_spared = sum(
             1
             for relay in self.service.fleet.relays()

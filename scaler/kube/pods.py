@@ -34,6 +34,7 @@ class PodInfo:
     ready: bool
     terminating: bool  # metadata.deletionTimestamp is set
     deletion_cost: int | None  # the annotation's value; None when absent or not an int32
+    ips: tuple[str, ...] = ()  # status.podIPs (status.podIP): where its reports come from
 
     @property
     def key(self) -> RelayKey:
@@ -65,7 +66,21 @@ def pod_info(obj: Mapping[str, Any]) -> PodInfo:
         ready=_ready(status),
         terminating=metadata.get("deletionTimestamp") is not None,
         deletion_cost=parse_cost(annotations.get(POD_DELETION_COST)),
+        ips=_ips(status),
     )
+
+
+def _ips(status: Mapping[str, Any]) -> tuple[str, ...]:
+    found: list[str] = []
+    listed = status.get("podIPs")
+    for entry in listed if isinstance(listed, list) else []:
+        ip = entry.get("ip") if isinstance(entry, Mapping) else None
+        if isinstance(ip, str) and ip and ip not in found:
+            found.append(ip)
+    single = status.get("podIP")
+    if isinstance(single, str) and single and single not in found:
+        found.append(single)
+    return tuple(found)
 
 
 def _ready(status: Mapping[str, Any]) -> bool:
@@ -100,6 +115,8 @@ class PodView:
         self._pods: dict[RelayKey, PodInfo] = {}
         # True once a list has filled the view; a watch keeps it current from there.
         self.listed = False
+        # The watched namespace, once the client knows it (scaler.binding reads it).
+        self.namespace: str | None = None
 
     def replace(self, pods: Iterable[PodInfo]) -> list[RelayKey]:
         """Take a fresh list; return the pods that were known and are gone now."""

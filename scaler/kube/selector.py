@@ -13,9 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from scaler.common.names import is_dns_subdomain
+
+# A label key's name part and a label value: 63 letters, digits, -_. at most, alphanumeric
+# at both ends. (A key's prefix is a DNS subdomain: scaler.common.names.)
 _NAME: Final = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-_PREFIX: Final = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-_KEY = re.compile(rf"(({_PREFIX})/)?{_NAME}")
+_KEY_NAME = re.compile(_NAME)
 _VALUE = re.compile(rf"({_NAME})?")
 _SET = re.compile(r"\s*([^\s!=(),]+)\s+(in|notin)\s*\(([^()]*)\)\s*")
 _EQUALITY = re.compile(r"\s*([^\s!=(),]+)\s*(==|=|!=)\s*([^\s!=(),]*)\s*")
@@ -104,8 +107,8 @@ def _requirement(part: str) -> Requirement:
 
 
 def _key(key: str) -> str:
-    prefix, _, name = key.rpartition("/")
-    if _KEY.fullmatch(key) is None or len(prefix) > 253 or len(name) > 63:
+    prefix, slash, name = key.rpartition("/")
+    if (slash and not is_dns_subdomain(prefix)) or _KEY_NAME.fullmatch(name) is None:
         raise SelectorError(f"{key!r} is not a label key (like app or example.com/tier)")
     return key
 

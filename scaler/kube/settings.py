@@ -14,8 +14,40 @@ from typing import Final
 
 from scaler.common.flags import ConfigError
 from scaler.common.kube.access import SERVICE_ACCOUNT_DIR, KubeAccess, resolve_access
-from scaler.common.names import is_dns_label
+from scaler.common.names import is_dns_label, is_dns_subdomain
 from scaler.kube.selector import Selector, SelectorError, parse_selector
+
+DEFAULT_LEASE_NAME: Final = "turnscale-scaler"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTiming:
+    """Whole seconds, as a Lease stores them: ``lease_duration > renew_deadline >
+    1.2 * retry_period``, ``retry_period >= 1`` (kubernetes-asyncio's rules)."""
+
+    lease_duration: int = 15
+    renew_deadline: int = 10
+    retry_period: int = 2
+
+
+DEFAULT_LEASE: Final = LeaseTiming()
+
+
+def lease_timing(lease_duration: float, renew_deadline: float) -> LeaseTiming:
+    """``--lease-duration`` and ``--renew-deadline``; the retry period follows from them."""
+    if lease_duration != int(lease_duration) or renew_deadline != int(renew_deadline):
+        raise ConfigError("--lease-duration and --renew-deadline take whole seconds")
+    lease, renew = int(lease_duration), int(renew_deadline)
+    if renew < 2:
+        raise ConfigError(f"--renew-deadline ({renew}s) must be at least 2s")
+    if lease <= renew:
+        raise ConfigError(
+            f"--lease-duration ({lease}s) must be longer than --renew-deadline ({renew}s): "
+            "a leader that cannot renew must stop exporting before another can take over"
+        )
+    # Retries every 2 s (1 s for the shortest deadlines) fit several into a deadline.
+    return LeaseTiming(lease, renew, 2 if renew >= 3 else 1)
+
 
 DEFAULT_SELECTOR: Final = "app=stunner"
 
@@ -29,6 +61,9 @@ class KubeSettings:
     # How often deletion costs are planned; also the least time between two patches
     # of one pod. 0 turns deletion costs off.
     deletion_cost_interval: float
+    # The exporter Lease (scaler.kube.leader): in the relay namespace.
+    lease_name: str = DEFAULT_LEASE_NAME
+    lease: LeaseTiming = DEFAULT_LEASE
 
     @property
     def kubeconfig(self) -> Path | None:
@@ -63,6 +98,8 @@ def resolve(
     deletion_cost_interval: float,
     environ: Mapping[str, str],
     service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+    lease_name: str = DEFAULT_LEASE_NAME,
+    lease: LeaseTiming = DEFAULT_LEASE,
 ) -> KubeSettings:
     """The credentials (see :func:`resolve_access`) and the scaler's own settings."""
     if deletion_cost_interval < 0:
@@ -73,4 +110,6 @@ def resolve(
         environ=environ,
         service_account_dir=service_account_dir,
     )
-    return KubeSettings(access, relay_selector, deletion_cost_interval)
+    if not is_dns_subdomain(lease_name):
+        raise ConfigError(f"--lease-name {lease_name!r} is not a Kubernetes object name")
+    return KubeSettings(access, relay_selector, deletion_cost_interval, lease_name, lease)

@@ -1,4 +1,8 @@
-"""What the Kubernetes integration exports on ``/metrics`` (``service.collector.extra``)."""
+"""What the Kubernetes integration counts and exports on ``/metrics``.
+
+:class:`KubeStats` renders the ``turnscale_kubernetes_*`` families; the integration, a
+collector of the scaler's registry, fills in the pod counts at scrape time first.
+"""
 
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ Every wait polls with a deadline; nothing depends on how long a step takes.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -54,6 +53,7 @@ from tests.dashboards.fleet import (
 from tests.dashboards.relay_feeder import RelayFeeder
 from tests.scaler.helpers import scaler_config
 from tests.tools import require_tool
+from tests.waiting import eventually
 
 # Grafana's $__rate_interval for a 1 s scrape interval: four scrape intervals.
 RATE_INTERVAL: Final = "4s"
@@ -111,19 +111,17 @@ async def fleet_feeder() -> AsyncIterator[FleetFeeder]:
         await feeder.stop()
 
 
-async def eventually(
+async def no_problems_left(
     check: Callable[[], Awaitable[list[str]]], what: str, within: float = WITHIN
 ) -> None:
     """Run ``check`` (the problems it still sees) until it sees none, within a deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        problems = await check()
-        if not problems:
-            return
-        if time.monotonic() > deadline:
-            listed = "\n  ".join(problems)
-            raise AssertionError(f"{what}: still not true after {within} s:\n  {listed}")
-        await asyncio.sleep(1.0)
+    problems: list[str] = []
+
+    async def none_left() -> bool:
+        problems[:] = await check()
+        return not problems
+
+    await eventually(none_left, what, within, interval=1.0, explain=lambda: "\n  ".join(problems))
 
 
 def has_finite_value(data: dict[str, Any]) -> bool:
@@ -243,7 +241,7 @@ async def test_dashboards_and_rules_against_a_real_prometheus(
                 return [f"stunner_relay_up not yet scraped from both replicas: {raw}"]
             return await recording_problems(prometheus)
 
-        await eventually(both_replicas_counted_once, "recording rules with two replicas")
+        await no_problems_left(both_replicas_counted_once, "recording rules with two replicas")
 
         await replicas[1].stop()  # one scaler replica goes down
 
@@ -258,6 +256,6 @@ async def test_dashboards_and_rules_against_a_real_prometheus(
                 pytest.fail(str(error))
 
         try:
-            await eventually(everything, "every panel, recorded series and alert")
+            await no_problems_left(everything, "every panel, recorded series and alert")
         except AssertionError as error:
             raise AssertionError(f"{error}\nprometheus log:\n{prometheus.log_tail()}") from None

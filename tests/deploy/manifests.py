@@ -25,6 +25,9 @@ BUILDS: Final[dict[str, tuple[str, ...]]] = {
     "monitoring": ("monitoring",),
     "servicemonitor": ("monitoring", "servicemonitor"),
     "metrics-api": ("metrics-api",),
+    # KEDA's prometheus trigger on the scraped sum (an alternative trigger, like
+    # metrics-api, so not part of "everything").
+    "prometheus-trigger": ("monitoring", "prometheus-trigger"),
     "relay-service-clusterip": ("relay-service-clusterip",),
     "static-credentials": ("static-credentials",),
     # The relays configured live from Gateway API objects (an alternative to the flags,

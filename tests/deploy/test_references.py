@@ -350,6 +350,27 @@ def test_files_named_by_variables_are_mounted_from_the_secret(everything: list[O
             assert inside in {item["path"] for item in secret["items"]}, variable
 
 
+def test_the_prometheus_trigger_sums_what_the_one_exporter_exports(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    objects = rendered["prometheus-trigger"]
+    scaled = one(objects, "ScaledObject", RELAY)["spec"]
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "prometheus"
+    metadata = trigger["metadata"]
+    # Users copy this query verbatim: it must stay the plain sum.
+    assert metadata["query"] == "sum(stunner_allocations_active)"
+    assert metadata["metricName"] == "stunner_allocations_active"
+    assert urlsplit(metadata["serverAddress"]).scheme == "http"
+    scaler = one(objects, "Deployment", SCALER)
+    variables = env(container(scaler))
+    assert metadata["threshold"] == variables["TURNSCALE_TARGET_PER_REPLICA"]
+    # Exact only with one exporter: the replicas elect it over the Kubernetes API.
+    assert scaler["spec"]["replicas"] >= 2 and variables["TURNSCALE_KUBERNETES"] == "true"
+    (monitor,) = of_kind(objects, "PodMonitor")
+    assert all(endpoint["honorLabels"] for endpoint in monitor["spec"]["podMetricsEndpoints"])
+
+
 # ---- identity, RBAC, hardening -------------------------------------------------------------
 
 
@@ -364,8 +385,17 @@ def test_the_scaler_has_the_least_rbac_it_needs(everything: list[Obj]) -> None:
     ]
     assert binding["roleRef"]["kind"] == "Role"  # namespaced, not cluster-wide
     role = one(everything, "Role", binding["roleRef"]["name"])
+    lease = scaler_config.build_parser().parse_flags([], {}).lease_name
+    assert "TURNSCALE_LEASE_NAME" not in env(container(scaler))  # the default name
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "patch"]}
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "patch"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease],
+            "verbs": ["get", "update"],
+        },
     ]
     assert not of_kind(everything, "ClusterRole") and not of_kind(everything, "ClusterRoleBinding")
     relay = one(everything, "Deployment", RELAY)

@@ -17,8 +17,31 @@ from scaler import config
 from scaler.common.flags import ConfigError, HostPort, env_name, parse_duration, parse_host_port
 
 
+def test_a_scaler_open_to_the_network_needs_a_token_or_pod_bound_reports(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError, match="--token-file FILE") as refused:
+        config.load([], environ={})  # 0.0.0.0:8080 and no token
+    assert "--kubernetes" in str(refused.value)
+    with pytest.raises(ConfigError, match="--token-file"):
+        config.load(["--http", "[::]:8080"], environ={})
+    for loopback in ("127.0.0.1:8080", "127.0.0.2:8080", "[::1]:8080", "localhost:8080"):
+        assert config.load(["--http", loopback], environ={}).token is None
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    assert config.load(["--token-file", str(token)], environ={}).token == "s3cret"
+    lab = config.load([], environ={"TURNSCALE_INSECURE_OPEN_REPORTS": "true"})
+    assert lab.open_reports and lab.token is None
+
+
+def test_the_refusal_is_one_line_and_exit_2() -> None:
+    result = run_cli(env={"TURNSCALE_HTTP": "0.0.0.0:0", "TURNSCALE_GRPC": "127.0.0.1:0"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--token-file" in result.stderr.splitlines()[0]
+
+
 def test_defaults_match_the_design() -> None:
-    loaded = config.load([], environ={})
+    loaded = config.load(["--insecure-open-reports"], environ={})
     assert loaded.http == HostPort("0.0.0.0", 8080)
     assert loaded.grpc == HostPort("0.0.0.0", 9090)
     assert (loaded.policy.min_replicas, loaded.policy.max_replicas) == (2, 10)

@@ -8,24 +8,27 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from scaler.exposition import render
-from scaler.service import ScalerService
+from scaler.server import ScalerServer
 from tests.reports import created, deleted, report
 from tests.scaler.helpers import FakeClock, scaler_config
 
 OM_ACCEPT = "application/openmetrics-text; version=1.0.0"
 
 
-def busy_service() -> ScalerService:
+def busy_scaler() -> ScalerServer:
+    """A whole scaler (built, not started) whose fleet and gRPC statistics are not empty."""
     clock = FakeClock()
-    service = ScalerService(scaler_config(), clock)
-    service.fleet.apply(report("relay-a", udp=4, tcp=1, events=[created(), deleted()]), clock.now)
-    service.fleet.apply(
+    scaler = ScalerServer(scaler_config(), clock)
+    fleet = scaler.service.fleet
+    fleet.apply(report("relay-a", udp=4, tcp=1, events=[created(), deleted()]), clock.now)
+    fleet.apply(
         report("relay-b", gateway="gw.two", udp=2, connections={"udp": 3, "tls": 9}, draining=True),
         clock.now,
     )
     clock.now += 20.25
-    service.fleet.apply(report("relay-c", namespace="ns-3", udp=1), clock.now)
-    return service
+    fleet.apply(report("relay-c", namespace="ns-3", udp=1), clock.now)
+    scaler.grpc.stats.finished("externalscaler.ExternalScaler/IsActive", "OK", 0.0003)
+    return scaler
 
 
 def as_set(families: object) -> set[tuple[str, str, frozenset[tuple[str, str]], float]]:
@@ -39,18 +42,18 @@ def as_set(families: object) -> set[tuple[str, str, frozenset[tuple[str, str]], 
 
 
 def test_text_format_matches_the_library_encoder() -> None:
-    service = busy_service()
-    ours, content_type = render(service.registry, None)
+    registry = busy_scaler().registry
+    ours, content_type = render(registry, None)
     assert content_type.startswith("text/plain; version=0.0.4")
-    theirs = generate_latest(service.registry)
+    theirs = generate_latest(registry)
     assert as_set(parse_text(ours.decode())) == as_set(parse_text(theirs.decode()))
 
 
 def test_openmetrics_matches_the_library_encoder() -> None:
-    service = busy_service()
-    ours, content_type = render(service.registry, OM_ACCEPT)
+    registry = busy_scaler().registry
+    ours, content_type = render(registry, OM_ACCEPT)
     assert content_type.startswith("application/openmetrics-text")
-    theirs = openmetrics_exposition.generate_latest(service.registry)  # type: ignore[no-untyped-call]
+    theirs = openmetrics_exposition.generate_latest(registry)  # type: ignore[no-untyped-call]
     assert ours.endswith(b"# EOF\n")
     assert ours.count(b"# EOF") == 1
     parsed_ours = parse_om(ours.decode())  # type: ignore[no-untyped-call]
@@ -59,9 +62,9 @@ def test_openmetrics_matches_the_library_encoder() -> None:
 
 
 def test_empty_fleet_renders_valid_families() -> None:
-    service = ScalerService(scaler_config(), FakeClock())
+    registry = ScalerServer(scaler_config(), FakeClock()).registry
     for accept in (None, OM_ACCEPT):
-        body, _ = render(service.registry, accept)
+        body, _ = render(registry, accept)
         text = body.decode()
         families = parse_om(text) if accept else parse_text(text)  # type: ignore[no-untyped-call]
         names = {family.name for family in families}

@@ -10,9 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from scaler import wire
-from scaler.http import create_app
-from scaler.service import ScalerService
-from tests.reports import as_dict, as_json, created, deleted, report
+from scaler.server import ScalerServer
+from tests.reports import T0, as_dict, as_json, created, deleted, report
 from tests.scaler.helpers import FakeClock, scaler_config, value
 
 JSON = {"Content-Type": "application/json"}
@@ -22,23 +21,19 @@ Client = TestClient[Any, Any]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def make_client(
     clock: FakeClock,
-) -> AsyncIterator[Callable[..., Coroutine[Any, Any, tuple[Client, ScalerService]]]]:
+) -> AsyncIterator[Callable[..., Coroutine[Any, Any, tuple[Client, ScalerServer]]]]:
+    """The HTTP app of a whole scaler (built, not started) with its listeners' checks ok."""
     clients: list[Client] = []
 
-    async def make(**config: Any) -> tuple[Client, ScalerService]:
-        service = ScalerService(scaler_config(**config), clock)
-        service.readiness["http"] = True
-        client: Client = TestClient(TestServer(create_app(service)))
+    async def make(**config: Any) -> tuple[Client, ScalerServer]:
+        scaler = ScalerServer(scaler_config(**config), clock)
+        scaler.readiness["http"].ok = scaler.readiness["grpc"].ok = True
+        client: Client = TestClient(TestServer(scaler.app))
         await client.start_server()
         clients.append(client)
-        return client, service
+        return client, scaler
 
     yield make
     for client in clients:
@@ -159,7 +154,7 @@ BAD_REPORTS = [
 async def test_bad_reports_are_rejected_whole_naming_the_problem(
     make_client: Any, body: bytes, names: str
 ) -> None:
-    client, service = await make_client()
+    client, scaler = await make_client()
     await push(client, as_json(report(seq=1, udp=5)))
     before = await metrics(client)
     status, answer = await push(client, body)
@@ -176,7 +171,7 @@ async def test_bad_reports_are_rejected_whole_naming_the_problem(
         return [line for line in text.splitlines() if line.startswith("stunner_")]
 
     assert fleet_lines(before) == fleet_lines(after)
-    relay = service.fleet.get("stunner", "relay-a")
+    relay = scaler.service.fleet.get("stunner", "relay-a")
     assert relay is not None
     assert relay.seq == 1
 
@@ -305,13 +300,13 @@ async def test_scale_without_gateway_is_the_whole_fleet(make_client: Any) -> Non
 async def test_metrics_follow_instances_staleness_and_expiry(
     make_client: Any, clock: FakeClock
 ) -> None:
-    client, service = await make_client()
+    client, scaler = await make_client()
     await push(client, as_json(report(seq=3, udp=4, connections={"udp": 10}, sent={"peer": 50})))
     text = await metrics(client)
     assert value(text, "stunner_relay_up", **LABELS) == 1
     assert value(text, "stunner_bytes_sent_total", **LABELS, side="peer") == 50
 
-    restart = report(seq=1, instance="two", started_at=2e9, udp=1, sent={"peer": 5})
+    restart = report(seq=1, instance="two", started_at=T0 + 100, udp=1, sent={"peer": 5})
     await push(client, as_json(restart))
     text = await metrics(client)
     assert value(text, "stunner_bytes_sent_total", **LABELS, side="peer") == 55
@@ -324,7 +319,7 @@ async def test_metrics_follow_instances_staleness_and_expiry(
     assert value(text, "stunner_allocations_active", **LABELS, transport="udp") == 1
 
     clock.now += 45
-    service.sweep()
+    scaler.sweeper.sweep()
     text = await metrics(client)
     assert value(text, "stunner_relay_up", **LABELS) is None
     assert (
@@ -370,11 +365,11 @@ async def test_process_metrics_for_the_scaler_itself(make_client: Any) -> None:
 
 
 async def test_health_and_readiness(make_client: Any) -> None:
-    client, service = await make_client()
+    client, scaler = await make_client()
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
     assert (ready.status, (await ready.json())["ready"]) == (200, True)
-    service.readiness["http"] = False
+    scaler.readiness["http"].ok = False
     not_ready = await client.get("/readyz")
     assert not_ready.status == 503
-    assert (await not_ready.json())["checks"] == {"http": False}
+    assert await not_ready.json() == {"ready": False, "checks": {"http": False, "grpc": True}}

@@ -103,7 +103,7 @@ async def test_expired_relays_stop_counting(keda: Keda) -> None:
     keda.clock.now += 30
     await keda.report("relay-b", udp=12)
     keda.clock.now += 40  # relay-a silent for 70 s, past --expire-after 60s
-    keda.server.service.sweep()
+    keda.server.sweeper.sweep()
     assert await keda.metric_value(ref(gateway=GATEWAY)) == 12
 
 
@@ -296,7 +296,7 @@ async def test_stop_turns_not_serving_and_ends_streams_cleanly() -> None:
         assert await read(stream) is grpc.aio.EOF
         assert await stream.code() == grpc.StatusCode.OK
         await asyncio.wait_for(stopping, TIMEOUT)
-        assert keda.server.service.readiness == {"http": False, "grpc": False}
+        assert keda.server.readiness.checks() == {"http": False, "grpc": False}
         assert keda.server.grpc.servicer.open_streams == 0
 
 
@@ -337,20 +337,25 @@ async def test_grpc_calls_are_counted_and_timed_on_metrics(keda: Keda) -> None:
     assert value(text, bucket, method=f"{SERVICE}/IsActive", le="+Inf") == 2
 
 
-async def test_exported_desired_replicas_follow_the_trigger_bounds(keda: Keda) -> None:
+async def test_an_anonymous_caller_cannot_rewrite_the_exported_desired_replicas(
+    keda: Keda,
+) -> None:
     await keda.report(udp=250)
-    await keda.report("relay-x", udp=250, gateway="other-gateway")
     labels = {"namespace": NAMESPACE}
 
-    async def desired(gateway: str) -> float | None:
+    async def desired() -> float | None:
         text = await keda.metrics()
-        return value(text, "stunner_scaler_desired_replicas", gateway=gateway, **labels)
+        return value(text, "stunner_scaler_desired_replicas", gateway=GATEWAY, **labels)
 
-    assert await desired(GATEWAY) == 3  # the flags: 250 / 100, within 2..10
-    trigger = ref(gateway=GATEWAY, targetPerReplica="50", maxReplicas="4")
-    await keda.stub.GetMetricSpec(trigger)
-    assert await desired(GATEWAY) == 4  # 250 / 50 = 5, clamped to the trigger's 4
-    assert await desired("other-gateway") == 3  # another trigger's fleet keeps the flags
+    assert await desired() == 3  # the flags: 250 / 100, within 2..10
+    # Without mutual TLS anyone who reaches the port could be calling: its bounds answer
+    # its own call (the spec's target is its targetPerReplica) but change no export.
+    hostile = ref(gateway=GATEWAY, minReplicas="0", maxReplicas="1", targetPerReplica="50")
+    assert (await keda.stub.IsActive(hostile)).result is True
+    spec = await keda.stub.GetMetricSpec(hostile)
+    assert spec.metricSpecs[0].targetSize == 50
+    assert await desired() == 3
+    assert len(keda.server.policies) == 0
 
 
 # ---- uvloop and the real command ------------------------------------------------------

@@ -15,8 +15,10 @@ from grpc_health.v1 import health_pb2
 from scaler.common.flags import ConfigError
 from scaler.config import ScalerConfig, load
 from scaler.keda.proto import externalscaler_pb2_grpc as pb_grpc
+from tests.scaler.helpers import value
 from tests.scaler.keda_helpers import (
     GATEWAY,
+    NAMESPACE,
     TIMEOUT,
     Pki,
     make_pki,
@@ -99,6 +101,31 @@ async def test_mutual_tls_wants_a_client_certificate_from_the_client_ca(pki: Pki
         stranger = credentials(pki, client=(pki.other_client_cert, pki.other_client_key))
         assert await refused(target, stranger) == grpc.StatusCode.UNAVAILABLE
         assert await refused(target, None) == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_over_mutual_tls_the_trigger_bounds_decide_the_exported_replicas(
+    pki: Pki,
+) -> None:
+    mtls = config(
+        *("--grpc-tls-cert", pki.server_cert, "--grpc-tls-key", pki.server_key),
+        *("--grpc-client-ca", pki.ca),
+    )
+    creds = credentials(pki, client=(pki.client_cert, pki.client_key))
+    async with running_scaler(mtls, channel=lambda t: grpc.aio.secure_channel(t, creds)) as keda:
+        await keda.report(udp=250)
+        await keda.report("relay-x", udp=250, gateway="other-gateway")
+
+        async def desired(gateway: str) -> float | None:
+            text = await keda.metrics()
+            return value(
+                text, "stunner_scaler_desired_replicas", gateway=gateway, namespace=NAMESPACE
+            )
+
+        assert await desired(GATEWAY) == 3  # the flags: 250 / 100, within 2..10
+        trigger = ref(gateway=GATEWAY, targetPerReplica="50", maxReplicas="4")
+        await keda.stub.GetMetricSpec(trigger)
+        assert await desired(GATEWAY) == 4  # 250 / 50 = 5, clamped to the trigger's 4
+        assert await desired("other-gateway") == 3  # another trigger's fleet keeps the flags
 
 
 def test_the_flags_also_come_from_the_environment(pki: Pki) -> None:

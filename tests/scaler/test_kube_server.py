@@ -4,7 +4,6 @@ the Kubernetes API is away."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -26,15 +25,6 @@ from tests.scaler.keda_helpers import make_pki
 from tests.waiting import eventually
 
 BASE = ["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeKubeApi]:
-    api = FakeKubeApi(bookmark_interval=0.05)
-    api.add_pod("relay-a")
-    await api.start()
-    yield api
-    await api.stop()
 
 
 # ---- flags ------------------------------------------------------------------------------
@@ -167,6 +157,7 @@ async def test_a_broken_kubeconfig_is_a_setup_error(tmp_path: Path) -> None:
 async def test_the_scaler_serves_on_while_the_kubernetes_api_is_away(
     fake: FakeKubeApi, tmp_path: Path
 ) -> None:
+    fake.add_pod("relay-a")
     config = load([*BASE, "--kubernetes", "--kubeconfig", str(fake.kubeconfig(tmp_path))], {})
     server = ScalerServer(config, FakeClock())
     await server.start()
@@ -214,4 +205,4 @@ async def test_the_scaler_serves_on_while_the_kubernetes_api_is_away(
     finally:
         await channel.close()
         await server.stop()
-    assert server.service.readiness == {"http": False, "grpc": False, "kubernetes": False}
+    assert server.readiness.checks() == {"http": False, "grpc": False, "kubernetes": False}

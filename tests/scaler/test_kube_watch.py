@@ -4,57 +4,21 @@ API errors and an API server that goes away."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from scaler.exposition import render
 from scaler.kube.integration import KubeIntegration
-from scaler.service import ScalerService
-from tests.k8s_fake import FakeKubeApi, fast_timing, kube_settings
+from scaler.server import ScalerServer
+from tests.k8s_fake import FakeKubeApi
 from tests.reports import as_json, report
-from tests.scaler.helpers import FakeClock, scaler_config, value
+from tests.scaler.conftest import StartKube
+from tests.scaler.helpers import FakeClock, value
 from tests.waiting import eventually
 
-Started = Callable[..., Awaitable[tuple[KubeIntegration, ScalerService]]]
 
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeKubeApi]:
-    api = FakeKubeApi(bookmark_interval=0.05)
-    await api.start()
-    yield api
-    await api.stop()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def started(fake: FakeKubeApi, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Started]:
-    running: list[KubeIntegration] = []
-
-    async def start(**settings: Any) -> tuple[KubeIntegration, ScalerService]:
-        service = ScalerService(scaler_config(), clock)
-        service.readiness["http"] = True
-        integration = KubeIntegration(
-            service, kube_settings(fake, tmp_path, **settings), timing=fast_timing()
-        )
-        await integration.start()
-        running.append(integration)
-        return integration, service
-
-    yield start
-    for integration in running:
-        await integration.stop()
-
-
-def push(service: ScalerService, pod: str, seq: int = 1, **kwargs: Any) -> int:
-    answer = service.submit_report(
+def push(scaler: ScalerServer, pod: str, seq: int = 1, **kwargs: Any) -> int:
+    answer = scaler.service.submit_report(
         content_type="application/json",
         authorization=None,
         body=as_json(report(pod, seq=seq, **kwargs)),
@@ -63,8 +27,8 @@ def push(service: ScalerService, pod: str, seq: int = 1, **kwargs: Any) -> int:
     return answer.status
 
 
-def metric(service: ScalerService, name: str, **labels: str) -> float | None:
-    text = render(service.registry, None)[0].decode()
+def metric(scaler: ScalerServer, name: str, **labels: str) -> float | None:
+    text = render(scaler.registry, None)[0].decode()
     return value(text, name, **labels)
 
 
@@ -74,15 +38,17 @@ async def synced(integration: KubeIntegration, pods: int) -> None:
     )
 
 
-async def test_list_then_watch_follows_the_relay_pods(fake: FakeKubeApi, started: Started) -> None:
+async def test_list_then_watch_follows_the_relay_pods(
+    fake: FakeKubeApi, start_kube: StartKube
+) -> None:
     fake.add_pod("relay-a")
     fake.add_pod("relay-b")
     fake.add_pod("web-1", labels={"app": "web"})  # not a relay
     fake.add_pod("relay-x", namespace="elsewhere")  # not in the relay namespace
     listed_at = str(fake.resource_version)
-    integration, service = await started()
+    integration, scaler = await start_kube()
     await synced(integration, 2)
-    assert service.readiness["kubernetes"] is True
+    assert scaler.readiness["kubernetes"].ok is True
     fake.add_pod("relay-c")
     fake.update_pod("relay-a", ready=False)
     await eventually(lambda: len(integration.view) == 3, "relay-c seen")
@@ -93,56 +59,58 @@ async def test_list_then_watch_follows_the_relay_pods(fake: FakeKubeApi, started
     assert first["resourceVersion"] == listed_at
     assert int(first["timeoutSeconds"]) == 2
     assert fake.requests["list"] == 1
-    assert metric(service, "turnscale_kubernetes_watch_up") == 1
-    assert metric(service, "turnscale_kubernetes_relay_pods") == 3
+    assert metric(scaler, "turnscale_kubernetes_watch_up") == 1
+    assert metric(scaler, "turnscale_kubernetes_relay_pods") == 3
 
 
-async def test_a_deleted_pod_leaves_the_fleet_at_once(fake: FakeKubeApi, started: Started) -> None:
+async def test_a_deleted_pod_leaves_the_fleet_at_once(
+    fake: FakeKubeApi, start_kube: StartKube
+) -> None:
     fake.add_pod("relay-a")
     fake.add_pod("relay-b")
-    integration, service = await started()
+    integration, scaler = await start_kube()
     await synced(integration, 2)
-    assert push(service, "relay-a", udp=40) == 202
-    assert push(service, "relay-b", udp=30) == 202
-    generation = service.fleet.generation
+    assert push(scaler, "relay-a", udp=40) == 202
+    assert push(scaler, "relay-b", udp=30) == 202
+    generation = scaler.service.fleet.generation
     fake.delete_pod("relay-a")
-    await eventually(lambda: service.fleet.get("stunner", "relay-a") is None, "relay-a gone")
-    assert service.scale("stunner-gateway").allocations == 30
-    assert service.fleet.generation > generation  # KEDA's StreamIsActive is woken
-    assert metric(service, "turnscale_kubernetes_relays_removed_total") == 1
+    await eventually(lambda: scaler.service.fleet.get("stunner", "relay-a") is None, "relay-a gone")
+    assert scaler.service.scale("stunner-gateway").allocations == 30
+    assert scaler.service.fleet.generation > generation  # KEDA's StreamIsActive is woken
+    assert metric(scaler, "turnscale_kubernetes_relays_removed_total") == 1
     # A pod that finished (evicted: phase Failed) is gone too, though its object stays.
     fake.update_pod("relay-b", phase="Failed")
-    await eventually(lambda: service.fleet.get("stunner", "relay-b") is None, "relay-b gone")
+    await eventually(lambda: scaler.service.fleet.get("stunner", "relay-b") is None, "relay-b gone")
 
 
 async def test_a_silent_relay_whose_pod_exists_stays_stale_not_expired(
-    fake: FakeKubeApi, started: Started, clock: FakeClock
+    fake: FakeKubeApi, start_kube: StartKube, clock: FakeClock
 ) -> None:
     fake.add_pod("relay-a")
-    integration, service = await started()
+    integration, scaler = await start_kube()
     await synced(integration, 1)
-    push(service, "relay-a", udp=40)
-    push(service, "relay-gone", udp=25)  # its pod is not in the API
+    push(scaler, "relay-a", udp=40)
+    push(scaler, "relay-gone", udp=25)  # its pod is not in the API
     clock.now += 120.0  # twice --expire-after
-    service.sweep()
-    assert service.fleet.get("stunner", "relay-gone") is None
-    assert service.scale("stunner-gateway").allocations == 40
+    scaler.sweeper.sweep()
+    assert scaler.service.fleet.get("stunner", "relay-gone") is None
+    assert scaler.service.scale("stunner-gateway").allocations == 40
     labels = {"namespace": "stunner", "gateway": "stunner-gateway", "pod": "relay-a"}
-    assert metric(service, "stunner_relay_up", **labels) == 0  # exported as stale
-    assert metric(service, "stunner_allocations_active", **labels, transport="udp") == 40
-    assert metric(service, "turnscale_kubernetes_relays_spared") == 1
+    assert metric(scaler, "stunner_relay_up", **labels) == 0  # exported as stale
+    assert metric(scaler, "stunner_allocations_active", **labels, transport="udp") == 40
+    assert metric(scaler, "turnscale_kubernetes_relays_spared") == 1
     # Once the pod is being deleted, its silent relay is no longer spared.
     fake.update_pod("relay-a", deleting=True)
     await eventually(lambda: not integration.view.alive(), "pod terminating")
-    service.sweep()
-    assert service.fleet.get("stunner", "relay-a") is None
+    scaler.sweeper.sweep()
+    assert scaler.service.fleet.get("stunner", "relay-a") is None
 
 
 async def test_bookmarks_move_the_resource_version_a_watch_resumes_from(
-    fake: FakeKubeApi, started: Started
+    fake: FakeKubeApi, start_kube: StartKube
 ) -> None:
     fake.add_pod("relay-a")
-    integration, _ = await started()
+    integration, _ = await start_kube()
     await synced(integration, 1)
     fake.add_pod("unrelated", namespace="elsewhere")  # moves the version, not our event
     moved = str(fake.resource_version)
@@ -155,16 +123,18 @@ async def test_bookmarks_move_the_resource_version_a_watch_resumes_from(
 
 
 async def test_a_dropped_watch_resumes_from_the_last_version_without_losing_events(
-    fake: FakeKubeApi, started: Started
+    fake: FakeKubeApi, start_kube: StartKube
 ) -> None:
     fake.add_pod("relay-a")
-    integration, service = await started()
+    integration, scaler = await start_kube()
     await synced(integration, 1)
-    push(service, "relay-a", udp=10)
+    push(scaler, "relay-a", udp=10)
     fake.drop_watches()
     fake.delete_pod("relay-a")  # happens while no watch is open
     fake.add_pod("relay-b")
-    await eventually(lambda: service.fleet.get("stunner", "relay-a") is None, "replayed delete")
+    await eventually(
+        lambda: scaler.service.fleet.get("stunner", "relay-a") is None, "replayed delete"
+    )
     await eventually(lambda: integration.view.get(("stunner", "relay-b")) is not None, "add")
     assert integration.stats.restarts.get("dropped", 0) >= 1
     assert fake.requests["list"] == 1  # resumed, not relisted
@@ -172,14 +142,14 @@ async def test_a_dropped_watch_resumes_from_the_last_version_without_losing_even
 
 
 async def test_410_gone_lists_again_and_finds_what_it_missed(
-    fake: FakeKubeApi, started: Started
+    fake: FakeKubeApi, start_kube: StartKube
 ) -> None:
     fake.add_pod("relay-a")
     fake.add_pod("relay-b")
-    integration, service = await started()
+    integration, scaler = await start_kube()
     await synced(integration, 2)
-    push(service, "relay-a", udp=10)
-    push(service, "relay-b", udp=20)
+    push(scaler, "relay-a", udp=10)
+    push(scaler, "relay-b", udp=20)
     # The watch cannot reconnect for a while; meanwhile a pod goes and history is compacted.
     fake.fail_next("watch", 503, count=1_000_000)
     fake.drop_watches()
@@ -188,18 +158,18 @@ async def test_410_gone_lists_again_and_finds_what_it_missed(
     fake.compact()
     fake.faults.clear()
     await eventually(lambda: integration.stats.restarts.get("expired", 0) >= 1, "410 seen")
-    await eventually(lambda: service.fleet.get("stunner", "relay-a") is None, "relisted")
+    await eventually(lambda: scaler.service.fleet.get("stunner", "relay-a") is None, "relisted")
     assert fake.requests["list"] == 2
-    assert service.fleet.get("stunner", "relay-b") is not None
+    assert scaler.service.fleet.get("stunner", "relay-b") is not None
     await eventually(lambda: integration.stats.watch_up, "watching again")
     assert integration.stats.api_errors.get("watch", 0) >= 1  # the 503s
 
 
 async def test_a_410_error_event_mid_stream_lists_again(
-    fake: FakeKubeApi, started: Started
+    fake: FakeKubeApi, start_kube: StartKube
 ) -> None:
     fake.add_pod("relay-a")
-    integration, _ = await started()
+    integration, _ = await start_kube()
     await synced(integration, 1)
     fake.expire_watches()
     await eventually(lambda: fake.requests.get("list", 0) == 2, "relisted")
@@ -208,57 +178,57 @@ async def test_a_410_error_event_mid_stream_lists_again(
 
 
 async def test_api_errors_back_off_and_never_make_the_scaler_unready(
-    fake: FakeKubeApi, started: Started
+    fake: FakeKubeApi, start_kube: StartKube
 ) -> None:
     fake.add_pod("relay-a")
     fake.fail_next("list", 500, count=3)
-    integration, service = await started()
+    integration, scaler = await start_kube()
     await synced(integration, 1)
     assert fake.requests["list"] == 4
     assert integration.stats.api_errors["list"] == 3
-    assert metric(service, "turnscale_kubernetes_api_errors_total", operation="list") == 3
+    assert metric(scaler, "turnscale_kubernetes_api_errors_total", operation="list") == 3
 
 
 async def test_an_api_server_that_goes_away_shows_but_changes_nothing_else(
-    fake: FakeKubeApi, started: Started, clock: FakeClock
+    fake: FakeKubeApi, start_kube: StartKube, clock: FakeClock
 ) -> None:
     fake.add_pod("relay-a")
     fake.add_pod("relay-b")
-    integration, service = await started()
+    integration, scaler = await start_kube()
     await synced(integration, 2)
-    push(service, "relay-a", udp=40)
+    push(scaler, "relay-a", udp=40)
     clock.now += 50.0
     await fake.stop()  # at t+50
     await eventually(lambda: not integration.stats.watch_up, "watch down")
     await eventually(lambda: integration.stats.api_errors.get("watch", 0) >= 2, "retrying")
     # Ingest, scaling answers and readiness carry on.
-    assert service.readiness["kubernetes"] is False
-    assert service.ready
-    assert push(service, "relay-b", udp=5) == 202
-    assert service.scale("stunner-gateway").allocations == 45
-    assert metric(service, "turnscale_kubernetes_watch_up") == 0
+    assert scaler.readiness["kubernetes"].ok is False
+    assert scaler.readiness.ready
+    assert push(scaler, "relay-b", udp=5) == 202
+    assert scaler.service.scale("stunner-gateway").allocations == 45
+    assert metric(scaler, "turnscale_kubernetes_watch_up") == 0
     assert "cannot connect" in (integration.watcher.last_error or "")  # type: ignore[union-attr]
     # The last pod list is trusted for --expire-after after the API went away: relay-a,
     # silent for 70 s, stays. Later, silent relays expire as without Kubernetes.
     clock.now += 20.0
-    service.sweep()
-    assert service.fleet.get("stunner", "relay-a") is not None
+    scaler.sweeper.sweep()
+    assert scaler.service.fleet.get("stunner", "relay-a") is not None
     clock.now += 41.0
-    service.sweep()
-    assert service.fleet.get("stunner", "relay-a") is None
+    scaler.sweeper.sweep()
+    assert scaler.service.fleet.get("stunner", "relay-a") is None
     await fake.start()  # same port
     await eventually(lambda: integration.stats.watch_up, "watching again")
-    assert service.readiness["kubernetes"] is True
+    assert scaler.readiness["kubernetes"].ok is True
     assert integration.spared() == {("stunner", "relay-a"), ("stunner", "relay-b")}
 
 
 async def test_a_wrong_token_is_an_api_error_that_keeps_being_retried(
-    fake: FakeKubeApi, started: Started, tmp_path: Path
+    fake: FakeKubeApi, start_kube: StartKube, tmp_path: Path
 ) -> None:
-    integration, service = await started()
+    integration, scaler = await start_kube()
     await synced(integration, 0)
     fake.token = "rotated"
     fake.drop_watches()
     await eventually(lambda: integration.stats.api_errors.get("watch", 0) >= 2, "401s")
     assert "401" in (integration.watcher.last_error or "")  # type: ignore[union-attr]
-    assert not integration.stats.watch_up and service.ready
+    assert not integration.stats.watch_up and scaler.readiness.ready
