@@ -1,17 +1,13 @@
-"""The turnscale TURN relay (RFC 8489 STUN, RFC 8656 TURN), in layers.
+"""The turnscale TURN relay (RFC 8489 STUN, RFC 8656 TURN), in layers, lowest first.
 
-* :mod:`.proto`: the wire formats, sans-I/O (STUN, TURN, ChannelData, Data indications, TCP
-  framing).
-* :mod:`.core`: the logic, pure (auth, credentials, peer policy, ports, allocations, the
-  request handler, stats).
-* :mod:`.reporting`: reporting to the scalers (flags, the pusher).
-* :mod:`.config`: the relay's frozen configuration and its flags.
-* :mod:`.net`: the asyncio edges (listeners, relayed sockets, health, the server and its
-  drain).
-* :mod:`.gateway`: the relay configured by Gateway API objects, and ``turnscale auth``.
-* :mod:`.settings`: the relay's and the gateway's flags composed: what ``turnscale relay``
-  parses.
-* :mod:`.cli`: ``turnscale relay`` (and ``python -m relay``).
-* :mod:`.embedded`: ``turnscale run``, a scaler, a relay and an echo peer on loopback.
-* :mod:`.tools`: ``turnscale load``.
+- :mod:`relay.proto`: the wire formats, sans-I/O and stdlib only.
+- :mod:`relay.core`: the logic, pure, clocks passed in.
+- :mod:`relay.reporting`: reporting to the scalers: its flags, the pusher.
+- :mod:`relay.config`: the relay's frozen configuration and its flags.
+- :mod:`relay.net`: the asyncio edges: listeners, relayed sockets, health, the server.
+- :mod:`relay.gateway`: the relay configured by Gateway API objects; ``turnscale auth``.
+- :mod:`relay.settings`: the relay's and the gateway's flags composed (``turnscale relay``).
+- :mod:`relay.cli`: ``turnscale relay`` and ``python -m relay``.
+- :mod:`relay.embedded`: ``turnscale run``: a scaler, a relay and an echo peer on loopback.
+- :mod:`relay.tools`: tools run against a relay fleet (``turnscale load``).
 """

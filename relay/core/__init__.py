@@ -1,10 +1,10 @@
 """The relay's logic, pure: plain values in, plain values out, clocks passed in.
 
-* :mod:`.auth`: long-term credential keys, nonces and the server-side checks.
-* :mod:`.credentials`: where the keys come from: static users and REST API secrets.
-* :mod:`.peer_policy`: which peers a client may reach (SSRF protection).
-* :mod:`.ports`: which relayed-transport ports are free.
-* :mod:`.allocation`: allocations, their expiry and quotas, and what they hold.
-* :mod:`.handler`: the STUN/TURN request handler.
-* :mod:`.stats`: the counters and lifecycle events the reports are made of.
+- :mod:`relay.core.auth`: long-term keys, nonces, REST API minting, the RFC 8489 §9.2.4 checks.
+- :mod:`relay.core.credentials`: the one credential store: static users and REST API secrets.
+- :mod:`relay.core.peer_policy`: which peers a client may reach (SSRF protection), cached.
+- :mod:`relay.core.ports`: which relayed-transport ports are free.
+- :mod:`relay.core.allocation`: allocations, expiry, quotas; the endpoint and link Protocols.
+- :mod:`relay.core.handler`: the STUN/TURN request handler (RFC 8656 §5-§12).
+- :mod:`relay.core.stats`: the counters and lifecycle events the reports are made of.
 """
