@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import resource
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from relay.config import RelayConfig, load
+from relay.settings import Settings, load
 from scaler.common import runtime
 
 PROGRAM = "turnscale relay"
 
 
-def raise_file_limit(_config: RelayConfig | None = None) -> None:
+def raise_file_limit(_settings: Settings | None = None) -> None:
     """One socket per allocation: lift the soft open-file limit to the hard one."""
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -22,27 +22,28 @@ def raise_file_limit(_config: RelayConfig | None = None) -> None:
         pass
 
 
-def serve(config: RelayConfig) -> Coroutine[Any, Any, None]:
+def serve(settings: Settings) -> Coroutine[Any, Any, None]:
     """The relay from flags, from Gateway API files, or live from Kubernetes."""
-    from relay.server import serve as serve_flags
+    if settings.gateway is None:
+        from relay.net.server import serve as serve_flags
 
-    run: Callable[[RelayConfig], Coroutine[Any, Any, None]] = serve_flags
-    if config.gateway is not None:
-        from relay.gateway.run import serve_files, serve_live
+        return serve_flags(settings.relay)
+    from relay.gateway.run import serve_files, serve_live
 
-        run = serve_live if config.gateway.kubernetes is not None else serve_files
-    return run(config)
+    run = serve_live if settings.gateway.kubernetes is not None else serve_files
+    return run(settings.relay, settings.gateway)
 
 
 def main(argv: Sequence[str]) -> None:
-    from relay.server import StartupError
+    from relay.net.server import StartupError
 
     runtime.run_command(
         PROGRAM,
         argv,
         load,
         serve,
-        event_loop=lambda config: config.event_loop,
+        log_level=lambda settings: settings.relay.log_level,
+        event_loop=lambda settings: settings.relay.event_loop,
         prepare=raise_file_limit,
         startup_errors=(StartupError,),
     )

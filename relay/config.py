@@ -3,6 +3,11 @@
 Every flag also reads ``TURNSCALE_<FLAG>`` (repeatable flags take a comma-separated list
 there). A bad value is a :class:`scaler.common.flags.ConfigError` naming the flag; passwords and
 secrets never appear in an error, a log line or a ``repr``.
+
+These are the relay's own flags (and the reporting ones). Another source of configuration,
+the Gateway API objects, adds its flags to the same parser and hands :func:`from_args` an
+:class:`Overrides` in place of the flags it replaces; :mod:`relay.settings` composes the two,
+so nothing here depends on :mod:`relay.gateway`.
 """
 
 from __future__ import annotations
@@ -12,19 +17,17 @@ import dataclasses
 import ipaddress
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-from relay import reporting
-from relay.credentials import parse_user, read_secret_file, read_user_file
-from relay.gateway import options as gateway_options
-from relay.gateway.options import GatewayOptions
-from relay.peer_policy import PeerRule, parse_peer_rule
-from relay.ports import DEFAULT_RANGE, parse_port_range
-from relay.reporting import ReportingConfig
-from relay.turn import MAX_LIFETIME
+from relay.core.credentials import parse_user, read_secret_file, read_user_file
+from relay.core.peer_policy import PeerRule, parse_peer_rule
+from relay.core.ports import DEFAULT_RANGE, parse_port_range
+from relay.proto.turn import MAX_LIFETIME
+from relay.reporting import config as reporting
+from relay.reporting.config import ReportingConfig
 from scaler.common import sockets
 from scaler.common.flags import (
     ConfigError,
@@ -39,11 +42,11 @@ from scaler.common.flags import (
 __all__ = [
     "DEFAULT_LISTEN",
     "Listen",
+    "Overrides",
     "RelayConfig",
     "build_parser",
     "default_relay_address",
     "from_args",
-    "load",
     "parse_listen",
 ]
 
@@ -119,8 +122,6 @@ class RelayConfig:
     event_loop: str = "uvloop"
     legacy_channels: bool = False
     reporting: ReportingConfig = field(default_factory=ReportingConfig)
-    #: Set with ``--config``: the Gateway API objects the relay was configured from.
-    gateway: GatewayOptions | None = None
 
     @property
     def user_names(self) -> tuple[str, ...]:
@@ -246,15 +247,24 @@ def build_parser(prog: str = "turnscale relay") -> FlagParser:
         help="asyncio event loop implementation",
     )
     reporting.add_flags(parser)
-    gateway_options.add_flags(parser)
     return parser
 
 
-def load(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
-) -> RelayConfig:
-    """Parse flags over ``TURNSCALE_*`` variables; raise :class:`ConfigError` naming the flag."""
-    return from_args(build_parser().parse_flags(argv, environ))
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """What another configuration source (the Gateway API objects) says in place of
+    ``--listen``, ``--realm``, ``--user*``, ``--auth-secret*`` and ``--allow-peer``. With it
+    only ``allow_peers`` are reachable (:attr:`RelayConfig.peers_exclusive`)."""
+
+    listen: tuple[Listen, ...]
+    realm: str
+    users: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    auth_secrets: tuple[str, ...] = field(default=(), repr=False)
+    allow_peers: tuple[PeerRule, ...] = ()
+    #: Where the listeners bind: the default relay address is derived from it.
+    listener_host: str = "0.0.0.0"
+    #: The fleet name reported (replaces ``--gateway``), when the source knows it.
+    gateway: str | None = None
 
 
 def default_relay_address(listen: Sequence[Listen]) -> str:
@@ -283,24 +293,23 @@ def _check_bindable(address: str) -> None:
         ) from None
 
 
-def from_args(args: argparse.Namespace) -> RelayConfig:
-    report_to = reporting.from_args(args)
-    gateway = gateway_options.from_args(args, report_to.namespace)
+def from_args(
+    args: argparse.Namespace,
+    *,
+    report_to: ReportingConfig | None = None,
+    overrides: Overrides | None = None,
+) -> RelayConfig:
+    """The config of parsed flags (``report_to``: their reporting part, when the caller has
+    read it already); ``overrides`` replaces the listener, credential and peer flags."""
+    report_to = reporting.from_args(args) if report_to is None else report_to
     relay_address = args.relay_address
-    if gateway is not None:
-        settings = gateway.settings
-        host = HostPort(gateway.listener_address, 0)
-        listen = tuple(
-            Listen(
-                "udp" if item.transport == "udp" else "tcp",
-                dataclasses.replace(host, port=item.port),
-            )
-            for item in (settings.listeners if settings is not None else ())
-        )
-        users, secrets, allow_peers = gateway_options.relay_fields(settings)
-        realm = settings.realm if settings is not None else "turnscale"
-        if settings is not None:
-            report_to = dataclasses.replace(report_to, gateway=settings.name)
+    if overrides is not None:
+        listen, realm = overrides.listen, overrides.realm
+        users, secrets = overrides.users, overrides.auth_secrets
+        allow_peers = overrides.allow_peers
+        if overrides.gateway is not None:
+            report_to = dataclasses.replace(report_to, gateway=overrides.gateway)
+        host = HostPort(overrides.listener_host, 0)
         relay_address = relay_address or default_relay_address([Listen("udp", host)])
     else:
         listen, realm, flag_users, flag_secrets = _flag_credentials(args)
@@ -319,7 +328,7 @@ def from_args(args: argparse.Namespace) -> RelayConfig:
         auth_secrets=tuple(secrets),
         allow_peers=allow_peers,
         allow_loopback_peers=args.allow_loopback_peers,
-        peers_exclusive=gateway is not None,
+        peers_exclusive=overrides is not None,
         max_lifetime=args.max_lifetime,
         user_quota=args.user_quota,
         total_quota=args.total_quota,
@@ -329,7 +338,6 @@ def from_args(args: argparse.Namespace) -> RelayConfig:
         event_loop=args.event_loop,
         legacy_channels=args.legacy_channels,
         reporting=report_to,
-        gateway=gateway,
     )
 
 

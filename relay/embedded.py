@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from relay.config import Listen, RelayConfig
-from relay.reporting import ReportingConfig
-from relay.server import RelayServer
-from scaler.common import logs, runtime
+from relay.net.server import RelayServer
+from relay.reporting.config import ReportingConfig
+from scaler.common import logs, runtime, sockets
 from scaler.common.flags import FlagParser, HostPort, log_level, parse_host_port
 from scaler.config import ScalerConfig
 from scaler.scaling import ScalingPolicy
@@ -142,7 +142,7 @@ async def run(args: Any) -> None:
     scaler = ScalerServer(scaler_config(args))
     await scaler.start()
     peer_transport, _ = await loop.create_datagram_endpoint(
-        EchoPeer, local_addr=(args.peer.host, args.peer.port)
+        EchoPeer, sock=sockets.bind_udp(args.peer.host, args.peer.port)
     )
     relay: RelayServer | None = None
     try:
@@ -172,7 +172,7 @@ async def run(args: Any) -> None:
 
 def main(argv: Sequence[str]) -> None:
     """``turnscale run``."""
-    from relay.server import StartupError
+    from relay.net.server import StartupError
 
     runtime.run_command(
         "turnscale run",

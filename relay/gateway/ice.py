@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from relay.auth import RestCredentials
+from relay.core.auth import rest_credentials
 from relay.gateway.translate import EphemeralAuth, GatewaySettings
 
 __all__ = ["IceError", "ice_configuration", "turn_urls"]
@@ -74,9 +74,7 @@ def ice_configuration(
                 f"username: at most {MAX_USER_ID} printable ASCII characters, no ':' or space"
             )
         ttl = _ttl(query.get("ttl"), auth.lifetime)
-        username, credential = RestCredentials(settings.realm, [auth.secret]).issue(
-            user_id, now, ttl
-        )
+        username, credential = rest_credentials(auth.secret, user_id, now, ttl)
     else:
         username, credential = auth.username, auth.password
     server["username"] = username

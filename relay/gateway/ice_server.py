@@ -29,8 +29,8 @@ from relay.gateway import options as gateway_options
 from relay.gateway.ice import IceError, ice_configuration
 from relay.gateway.live import Follower
 from relay.gateway.translate import EphemeralAuth, GatewaySettings
-from relay.reporting import DEFAULT_GATEWAY
-from scaler.common import logs, runtime
+from relay.reporting.config import DEFAULT_GATEWAY
+from scaler.common import logs, runtime, sockets
 from scaler.common.flags import ConfigError, FlagParser, HostPort, log_level, parse_host_port
 from scaler.common.kube.access import KubeAccess
 from scaler.common.kube.reflector import DEFAULT_TIMING, WatchTiming
@@ -241,8 +241,8 @@ async def serve(config: AuthConfig) -> None:
     runner = web.AppRunner(create_app(state), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.http.host, config.http.port)
-        await site.start()
+        sock = sockets.bind_tcp(config.http.host, config.http.port)
+        await web.SockSite(runner, sock).start()
         settings = config.settings
         log.info(
             "ice endpoint serving",

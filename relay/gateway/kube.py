@@ -12,12 +12,11 @@ configuration (each referenced Secret by name, each routed Service's EndpointSli
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from scaler.common import logs
+from scaler.common import logs, runtime
 from scaler.common.kube.reflector import DEFAULT_TIMING, NoStats, Reflector, WatchTiming
 
 __all__ = ["Apis", "ObjectWatch", "Scope", "Watches"]
@@ -184,10 +183,7 @@ class Watches:
     async def stop(self, scope: Scope) -> None:
         task = self._tasks.pop(scope, None)
         watch = self.watches.pop(scope, None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await runtime.cancel_and_wait(task)
         if watch is not None and watch.items:
             self.changed()
 

@@ -3,14 +3,14 @@
 The relay's Gateway is ``--namespace``/``--gateway``. :class:`LiveGateway` keeps
 :class:`relay.gateway.kube.Watches` on everything it depends on and, after every change,
 translates the objects again (:func:`relay.gateway.translate.translate`, the same as file
-mode) and applies the difference to the running :class:`relay.server.RelayServer`:
+mode) and applies the difference to the running :class:`relay.net.server.RelayServer`:
 
 * listeners: only those added, removed or changed are opened or closed;
 * credentials (realm, user, shared secret): swapped; allocations stay, and their next
   Refresh must pass the new credentials;
 * peers: the StaticService prefixes and the ready endpoints of each routed Service's
   EndpointSlices; a peer that leaves stays reachable for the allocations already talking
-  to it (:meth:`relay.handler.RequestHandler.set_policy`).
+  to it (:meth:`relay.core.handler.RequestHandler.set_policy`).
 
 A configuration that cannot be used (an invalid Gateway or GatewayConfig, a missing
 Secret) changes nothing: the relay keeps the last good one (or, before any, serves no
@@ -24,14 +24,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from relay.config import Listen
-from relay.credentials import CombinedCredentials
+from relay.core.credentials import Credentials
+from relay.core.peer_policy import PeerRule
 from relay.gateway.kube import (
     Apis,
     Scope,
@@ -53,9 +53,8 @@ from relay.gateway.status import (
     unchanged,
 )
 from relay.gateway.translate import Catalog, GatewaySettings, translate
-from relay.peer_policy import PeerRule
-from relay.server import RelayServer, StartupError
-from scaler.common import logs
+from relay.net.server import RelayServer, StartupError
+from scaler.common import logs, runtime
 from scaler.common.flags import HostPort
 from scaler.common.kube.reflector import DEFAULT_TIMING, WatchTiming
 
@@ -161,11 +160,8 @@ class Follower:
         self._task = asyncio.create_task(self._run(), name=f"follow {self.key[0]}/{self.key[1]}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await runtime.cancel_and_wait(self._task)
+        self._task = None
         await self.watches.close()
 
     def _changed(self) -> None:
@@ -271,7 +267,7 @@ class LiveGateway(Follower):
         credentials = (settings.realm, settings.auth)
         if credentials != self._credentials:
             users, secrets, _ = relay_fields(settings)
-            server.set_credentials(CombinedCredentials(settings.realm, users, secrets))
+            server.set_credentials(Credentials(settings.realm, users, secrets))
             self._credentials = credentials
         peers = Peers(
             settings.static_peers,

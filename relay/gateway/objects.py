@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import msgspec
 
-from relay.peer_policy import PeerRule
+from relay.core.peer_policy import PeerRule
 from scaler.common.names import is_dns_label, is_dns_subdomain
 
 __all__ = [

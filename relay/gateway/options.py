@@ -4,25 +4,29 @@ they lead to.
 With either, the Gateway API objects replace the flags that say the same thing:
 ``--listen`` (the Gateway's listeners, bound on ``--listener-address``), ``--realm``,
 ``--user*`` and ``--auth-secret*`` (the GatewayConfig), ``--allow-peer`` (the routes).
-Giving one of those too is an error rather than a guess at which wins.
+Giving one of those too is an error rather than a guess at which wins. What they say instead
+reaches the relay's config as :class:`relay.config.Overrides` (:func:`overrides`;
+:mod:`relay.settings` puts the two together).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from relay.config import Listen, Overrides
+from relay.core.peer_policy import PeerRule
 from relay.gateway.translate import EphemeralAuth, GatewaySettings, Key, StaticAuth
-from relay.peer_policy import PeerRule
-from scaler.common.flags import ConfigError, FlagParser, parse_duration
+from scaler.common.flags import ConfigError, FlagParser, HostPort, parse_duration
 from scaler.common.kube.access import KubeAccess, resolve_access
 from scaler.common.names import is_dns_label, is_dns_subdomain
 
-__all__ = ["GatewayOptions", "add_flags", "from_args"]
+__all__ = ["GatewayOptions", "add_flags", "from_args", "overrides", "relay_fields"]
 
 DEFAULT_SECRETS_DIR: Final = Path("/etc/turnscale/gateway-secrets")
 #: Flags the Gateway API objects replace, and the argparse attribute that tells they were given.
@@ -224,3 +228,27 @@ def relay_fields(
     users = ((auth.username, auth.password),) if isinstance(auth, StaticAuth) else ()
     secrets = (auth.secret,) if isinstance(auth, EphemeralAuth) else ()
     return users, secrets, settings.static_peers
+
+
+def overrides(options: GatewayOptions) -> Overrides:
+    """What the objects say in place of the relay's listener, realm, credential and peer
+    flags (in live mode: no listener, credential or peer until the objects are read)."""
+    settings = options.settings
+    host = HostPort(options.listener_address, 0)
+    listen = tuple(
+        Listen(
+            "udp" if item.transport == "udp" else "tcp",
+            dataclasses.replace(host, port=item.port),
+        )
+        for item in (settings.listeners if settings is not None else ())
+    )
+    users, secrets, allow_peers = relay_fields(settings)
+    return Overrides(
+        listen=listen,
+        realm=settings.realm if settings is not None else "turnscale",
+        users=users,
+        auth_secrets=secrets,
+        allow_peers=allow_peers,
+        listener_host=options.listener_address,
+        gateway=settings.name if settings is not None else None,
+    )

@@ -1,7 +1,7 @@
 """The peer allow-list of a relay configured by routes, kept current while it runs.
 
 :class:`Peers` is the pure part: the StaticService rules plus the current addresses of each
-routed Service, composed into an exclusive :class:`relay.peer_policy.PeerPolicy` (no route,
+routed Service, composed into an exclusive :class:`relay.core.peer_policy.PeerPolicy` (no route,
 or a Service without addresses, means no peer, never any peer).
 
 :class:`ServiceResolver` finds the Services' addresses through DNS (``NAME.NAMESPACE.svc``:
@@ -10,21 +10,20 @@ the pod IPs of a headless Service, else its ClusterIP) at start and every
 for another reason (a timeout, a DNS server in trouble) keeps the last addresses, so a DNS
 hiccup never cuts a media server off. Live mode feeds :class:`Peers` from EndpointSlices
 instead. Peers that leave stay reachable for the allocations already talking to them
-(:meth:`relay.handler.RequestHandler.set_policy`).
+(:meth:`relay.core.handler.RequestHandler.set_policy`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Final
 
+from relay.core.peer_policy import PeerPolicy, PeerRule
 from relay.gateway.translate import ServiceBackend
-from relay.peer_policy import PeerPolicy, PeerRule
-from scaler.common import logs
+from scaler.common import logs, runtime
 
 __all__ = ["Peers", "Resolve", "ServiceResolver", "resolve_dns"]
 
@@ -113,11 +112,8 @@ class ServiceResolver:
             self._task = asyncio.create_task(self._run(), name="service-resolver")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await runtime.cancel_and_wait(self._task)
+        self._task = None
 
     async def refresh(self) -> None:
         """Look every Service up once and apply what changed."""

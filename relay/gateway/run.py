@@ -1,17 +1,18 @@
 """A relay configured from Gateway API objects: from files, or live from Kubernetes.
 
-:class:`FileGateway` owns the :class:`relay.server.RelayServer` built from the translated
+:class:`FileGateway` owns the :class:`relay.net.server.RelayServer` built from the translated
 settings and the :class:`relay.gateway.peers.ServiceResolver` that keeps its peer policy in
 step with the routed Services' addresses; :func:`serve_files` runs both until the relay's
-drain ends (:func:`relay.server.serve`). :func:`serve_live` does the same with a
+drain ends (:func:`relay.net.server.serve`). :func:`serve_live` does the same with a
 :class:`relay.gateway.live.LiveGateway` watching the Kubernetes API.
 """
 
 from __future__ import annotations
 
 from relay.config import RelayConfig
+from relay.gateway.options import GatewayOptions
 from relay.gateway.peers import Peers, Resolve, ServiceResolver, resolve_dns
-from relay.server import RelayServer, StartupError, serve
+from relay.net.server import RelayServer, StartupError, serve
 from scaler.common import logs
 
 __all__ = ["FileGateway", "serve_files", "serve_live"]
@@ -20,14 +21,18 @@ log = logs.get("relay.gateway")
 
 
 class FileGateway:
-    """The relay and its Service lookups, from ``config.gateway`` (set by ``--config``)."""
+    """The relay and its Service lookups, from the objects of ``--config`` (``options``)."""
 
     def __init__(
-        self, config: RelayConfig, *, resolve: Resolve = resolve_dns, **server_options: object
+        self,
+        config: RelayConfig,
+        options: GatewayOptions,
+        *,
+        resolve: Resolve = resolve_dns,
+        **server_options: object,
     ) -> None:
-        options = config.gateway
-        if options is None or options.settings is None:
-            raise ValueError("FileGateway needs a config loaded with --config")
+        if options.settings is None:
+            raise ValueError("FileGateway needs the options of --config")
         settings = options.settings
         self.server = RelayServer(config, **server_options)  # type: ignore[arg-type]
         self.peers = Peers(
@@ -68,9 +73,9 @@ class FileGateway:
         await self.resolver.stop()
 
 
-async def serve_files(config: RelayConfig) -> None:
+async def serve_files(config: RelayConfig, options: GatewayOptions) -> None:
     """Serve the relay of ``--config`` until SIGTERM/SIGINT and its drain."""
-    gateway = FileGateway(config)
+    gateway = FileGateway(config, options)
     await gateway.start()
     try:
         await serve(config, gateway.server)
@@ -78,14 +83,13 @@ async def serve_files(config: RelayConfig) -> None:
         await gateway.stop()
 
 
-async def serve_live(config: RelayConfig) -> None:
+async def serve_live(config: RelayConfig, options: GatewayOptions) -> None:
     """Serve the relay of ``--kubernetes`` until SIGTERM/SIGINT and its drain."""
     from relay.gateway.kube import Apis
     from relay.gateway.live import LiveGateway
     from scaler.common.kube.client import ClientSetupError, connect
 
-    options = config.gateway
-    assert options is not None and options.kubernetes is not None, "--kubernetes"
+    assert options.kubernetes is not None, "--kubernetes"
     try:
         kube = await connect(options.kubernetes)
     except ClientSetupError as exc:

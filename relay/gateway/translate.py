@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from relay.core.peer_policy import PeerRule
 from relay.gateway.objects import (
     AUTH_TYPES,
     DEFAULT_AUTH_LIFETIME,
@@ -40,7 +41,6 @@ from relay.gateway.objects import (
     StaticService,
     UDPRoute,
 )
-from relay.peer_policy import PeerRule
 
 __all__ = [
     "Catalog",

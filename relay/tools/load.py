@@ -11,10 +11,7 @@ once a second.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +20,7 @@ from typing import Any
 
 from aioice.turn import TurnTransport, create_turn_endpoint
 
+from relay.core.auth import rest_credentials
 from scaler.common import runtime
 from scaler.common.flags import (
     ConfigError,
@@ -62,13 +60,6 @@ def parse_relay(text: str) -> tuple[str, HostPort]:
     if scheme not in ("udp", "tcp"):
         raise ValueError(f"{text!r}: the transport must be udp:// or tcp://")
     return scheme, parse_host_port(rest)
-
-
-def rest_credentials(secret: str, user: str, ttl: float, now: float) -> tuple[str, str]:
-    """TURN REST API credentials: ``EXPIRY:USER`` and base64(HMAC-SHA1(secret, username))."""
-    username = f"{int(now + ttl)}:{user}"
-    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
-    return username, base64.b64encode(digest).decode()
 
 
 def build_parser() -> FlagParser:
@@ -133,7 +124,7 @@ def load_config(argv: Sequence[str] | None = None) -> LoadConfig:
             raise ConfigError("--user must be NAME:PASSWORD")
     elif args.auth_secret:
         username, password = rest_credentials(
-            args.auth_secret, "turnscale-load", args.duration + 3600, time.time()
+            args.auth_secret, "turnscale-load", time.time(), args.duration + 3600
         )
     else:
         raise ConfigError("credentials needed: --user NAME:PASSWORD or --auth-secret SECRET")

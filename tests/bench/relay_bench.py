@@ -15,7 +15,7 @@ For each run: messages/s (delivered round trips per second while the sessions se
 uclient's round-trip time, and the server's CPU time. Because the client side caps the rate,
 the server's capacity shows in messages per CPU-second: what one saturated core would relay.
 Then the memory per allocation of each server with 1000 allocations open (each with a
-permission and a channel), opened by a small client built on ``relay.stun``
+permission and a channel), opened by a small client built on ``relay.proto.stun``
 (tests/relay/turn_client.py).
 
 Everything is on loopback and bounded: each uclient run has a timeout, every wait a deadline.
@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from relay import stun
+from relay.proto import stun
 from tests.bench.common import (
     free_port,
     pin_self_to_client_core,

@@ -15,7 +15,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from relay import config as relay_config
+from relay import settings as relay_settings
 from relay.gateway import ice_server
 from relay.gateway.kube import KINDS
 from relay.gateway.live import LiveSecrets, gateway_scopes
@@ -151,7 +151,7 @@ def test_the_relays_run_in_kubernetes_mode(component: list[Obj]) -> None:
     relay = one(component, "Deployment", RELAY)
     (box,) = containers(relay)
     container_env = env(box)
-    parser = relay_config.build_parser()
+    parser = relay_settings.build_parser()
     known = flags(parser)
     assert set(container_env) <= set(known)
     args = parser.parse_flags([], literal_env(container_env, known))

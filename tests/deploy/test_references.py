@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from relay import config as relay_config
+from relay import settings as relay_settings
 from scaler import config as scaler_config
 from scaler.common.flags import ConfigError, Flag, FlagParser
 from scaler.keda.metadata import KEYS, parse_trigger
@@ -283,7 +283,7 @@ def test_scaler_variables_are_scaler_flags_with_good_values(everything: list[Obj
 def test_relay_variables_are_relay_flags_with_good_values(everything: list[Obj]) -> None:
     relay = one(everything, "Deployment", RELAY)
     container_env = env(container(relay))
-    parser = relay_config.build_parser()
+    parser = relay_settings.build_parser()
     known = flags(parser)
     assert set(container_env) <= set(known), set(container_env) - set(known)
     try:

@@ -1,9 +1,9 @@
 """In-process pieces for the scenarios a subprocess cannot set up.
 
-- :func:`attach_pusher` gives an in-process :class:`relay.server.RelayServer` a report
-  pusher built like ``relay/reporting.py`` builds it, with what flags cannot set: a name
-  resolver (there is no DNS server on the test machine to make one name resolve to two
-  scaler replicas) and the size of the event buffer.
+- :func:`attach_pusher` gives an in-process :class:`relay.net.server.RelayServer` a report
+  pusher built like :func:`relay.reporting.pusher.make_pusher` builds it, with what flags
+  cannot set: a name resolver (there is no DNS server on the test machine to make one name
+  resolve to two scaler replicas) and the size of the event buffer.
 - :class:`Link` is a loopback TCP forwarder in front of a scaler that a test can cut
   (new connections refused, open ones reset: the scaler is unreachable, as when its pod is
   gone or the network partitions) and restore, while the scaler keeps running.
@@ -16,8 +16,8 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from relay.pusher import EVENT_BUFFER, Identity, ReportPusher, Resolver
-from relay.server import RelayServer
+from relay.net.server import RelayServer
+from relay.reporting.pusher import EVENT_BUFFER, Identity, ReportPusher, Resolver
 
 
 def attach_pusher(

@@ -18,8 +18,8 @@ from typing import Final
 
 import pytest
 
-from relay.pusher import BATCH_WINDOW
-from relay.server import RelayServer
+from relay.net.server import RelayServer
+from relay.reporting.pusher import BATCH_WINDOW
 from tests.e2e.clients import clients_of
 from tests.e2e.inprocess import attach_pusher, link_to, resolving_to
 from tests.e2e.processes import FAST_EXPIRY, ScalerProcess, pushing_relay, scaler_process

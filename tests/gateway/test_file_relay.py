@@ -24,10 +24,10 @@ import pytest
 from aioice import stun as aioice_stun
 from aioice.turn import create_turn_endpoint
 
-from relay import config as relay_config
-from relay.auth import RestCredentials
-from relay.config import RelayConfig
+from relay import settings as relay_settings
+from relay.core.auth import rest_credentials
 from relay.gateway.run import FileGateway
+from relay.settings import Settings
 from tests.gateway.objects import (
     by_kind,
     changed,
@@ -76,12 +76,13 @@ def write_config(directory: Path) -> list[str]:
 
 
 def credentials(user: str = "web-client", ttl: float = 600) -> tuple[str, str]:
-    return RestCredentials(REALM, [SECRET]).issue(user, time.time(), ttl)
+    return rest_credentials(SECRET, user, time.time(), ttl)
 
 
 @contextlib.asynccontextmanager
-async def file_relay(config: RelayConfig, dns: FakeDns) -> AsyncIterator[FileGateway]:
-    gateway = FileGateway(config, resolve=dns)
+async def file_relay(loaded: Settings, dns: FakeDns) -> AsyncIterator[FileGateway]:
+    assert loaded.gateway is not None
+    gateway = FileGateway(loaded.relay, loaded.gateway, resolve=dns)
     await gateway.start()
     await gateway.server.start()
     try:
@@ -131,11 +132,11 @@ async def refused(turn_transport: Any, receiver: Receiver, peer: Any) -> None:
 async def test_aioice_allocates_through_a_relay_configured_from_files(
     transport: str, tmp_path: Path
 ) -> None:
-    config = relay_config.load(write_config(tmp_path), environ={})
-    assert not config.allow_loopback_peers  # only the route opens the echo peer's address
+    loaded = relay_settings.load(write_config(tmp_path), environ={})
+    assert not loaded.relay.allow_loopback_peers  # only the route opens the echo peer's address
     dns = FakeDns({MEDIA: frozenset({"127.0.0.1"})})
     async with (
-        file_relay(config, dns) as gateway,
+        file_relay(loaded, dns) as gateway,
         echo_peer("127.0.0.1") as (media, _),
         echo_peer("127.0.0.2") as (elsewhere, _),
     ):
@@ -151,9 +152,10 @@ async def test_aioice_allocates_through_a_relay_configured_from_files(
 
 
 async def test_a_leaving_media_server_keeps_the_calls_set_up_through_it(tmp_path: Path) -> None:
-    config = relay_config.load([*write_config(tmp_path), "--resolve-interval", "50ms"], environ={})
+    flags = [*write_config(tmp_path), "--resolve-interval", "50ms"]
+    loaded = relay_settings.load(flags, environ={})
     dns = FakeDns({MEDIA: frozenset({"127.0.0.1"})})
-    async with file_relay(config, dns) as gateway, echo_peer("127.0.0.1") as (media, _):
+    async with file_relay(loaded, dns) as gateway, echo_peer("127.0.0.1") as (media, _):
         await eventually(lambda: gateway.server.policy.permits(*media), "the route applied")
         # channel_refresh_time=0: every send binds the channel again, so each one asks the
         # relay's policy anew.

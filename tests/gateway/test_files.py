@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from relay import config as relay_config
-from relay.config import Listen, RelayConfig
+from relay import settings as relay_settings
+from relay.config import Listen
 from relay.gateway.files import SecretsDir, load_objects
 from relay.gateway.translate import EphemeralAuth, ServiceBackend
+from relay.settings import Settings
 from scaler.common.flags import ConfigError, HostPort
 from tests.gateway.objects import (
     EXAMPLE,
@@ -36,8 +37,8 @@ def secrets_dir(tmp_path: Path) -> Path:
     return root
 
 
-def load(*flags: str, environ: dict[str, str] | None = None) -> RelayConfig:
-    return relay_config.load(["--relay-address", "127.0.0.1", *flags], environ=environ or {})
+def load(*flags: str, environ: dict[str, str] | None = None) -> Settings:
+    return relay_settings.load(["--relay-address", "127.0.0.1", *flags], environ=environ or {})
 
 
 def refused(*flags: str, fragments: tuple[str, ...]) -> str:
@@ -52,14 +53,14 @@ def refused(*flags: str, fragments: tuple[str, ...]) -> str:
 
 def test_the_issue_example(secrets_dir: Path) -> None:
     loaded = load("--config", str(EXAMPLE), "--secrets-dir", str(secrets_dir))
-    assert loaded.listen == (
+    assert loaded.relay.listen == (
         Listen("udp", HostPort("0.0.0.0", 3478)),
         Listen("tcp", HostPort("0.0.0.0", 3478)),
     )
-    assert loaded.realm == "stunner.example.org"
-    assert loaded.users == () and loaded.auth_secrets == (SECRET,)
-    assert loaded.allow_peers == () and loaded.peers_exclusive
-    assert loaded.reporting.gateway == "stunner-gateway"
+    assert loaded.relay.realm == "stunner.example.org"
+    assert loaded.relay.users == () and loaded.relay.auth_secrets == (SECRET,)
+    assert loaded.relay.allow_peers == () and loaded.relay.peers_exclusive
+    assert loaded.relay.reporting.gateway == "stunner-gateway"
     assert loaded.gateway is not None
     assert loaded.gateway.files == (EXAMPLE,)
     settings = loaded.gateway.settings
@@ -83,15 +84,16 @@ def test_several_files_and_the_environment(tmp_path: Path, secrets_dir: Path) ->
             "TURNSCALE_LISTENER_ADDRESS": "127.0.0.1",
         }
     )
-    assert by_flags.auth_secrets == by_env.auth_secrets == (SECRET,)
-    assert by_env.listen[0] == Listen("udp", HostPort("127.0.0.1", 3478))
+    assert by_flags.relay.auth_secrets == by_env.relay.auth_secrets == (SECRET,)
+    assert by_env.relay.listen[0] == Listen("udp", HostPort("127.0.0.1", 3478))
 
 
 def test_a_kubectl_list_and_empty_documents(tmp_path: Path, secrets_dir: Path) -> None:
     path = tmp_path / "list.yaml"
     write_yaml(path, [{"apiVersion": "v1", "kind": "List", "items": example()}])
     path.write_text("---\n" + path.read_text() + "---\n")
-    assert load("--config", str(path), "--secrets-dir", str(secrets_dir)).auth_secrets == (SECRET,)
+    loaded = load("--config", str(path), "--secrets-dir", str(secrets_dir))
+    assert loaded.relay.auth_secrets == (SECRET,)
 
 
 def test_static_credentials_and_static_services(tmp_path: Path) -> None:
@@ -112,10 +114,10 @@ def test_static_credentials_and_static_services(tmp_path: Path) -> None:
         ],
     )
     loaded = load("--config", str(path), "--listener-address", "127.0.0.1")
-    assert loaded.listen == (Listen("udp", HostPort("127.0.0.1", 3479)),)
-    assert loaded.users == (("alice", "wonderland"),) and loaded.auth_secrets == ()
-    assert [str(rule) for rule in loaded.allow_peers] == ["192.0.2.0/24:5000"]
-    assert loaded.realm == "turn.example.org"
+    assert loaded.relay.listen == (Listen("udp", HostPort("127.0.0.1", 3479)),)
+    assert loaded.relay.users == (("alice", "wonderland"),) and loaded.relay.auth_secrets == ()
+    assert [str(rule) for rule in loaded.relay.allow_peers] == ["192.0.2.0/24:5000"]
+    assert loaded.relay.realm == "turn.example.org"
 
 
 @pytest.mark.parametrize(
@@ -255,7 +257,7 @@ def test_choosing_the_gateway(tmp_path: Path, secrets_dir: Path) -> None:
             "stunner/stunner-gateway: choose one with --gateway",
         ),
     )
-    assert load(*common, "--gateway", "second").reporting.gateway == "second"
+    assert load(*common, "--gateway", "second").relay.reporting.gateway == "second"
     refused(*common, "--gateway", "third", fragments=("Gateway third (--gateway): not found",))
     twin = changed(by_kind(example(), "Gateway"), "metadata.namespace", "other")
     twins = bad_file(tmp_path, [*example(), twin])
@@ -299,8 +301,8 @@ def test_gateway_config_flag(tmp_path: Path) -> None:
         static_config(name="b", password="pb", namespace="other"),
     ]
     path = bad_file(tmp_path, documents)
-    assert load("--config", path, "--gateway-config", "other/b").users == (("user-1", "pb"),)
-    assert load("--config", path, "--gateway-config", "a").users == (("user-1", "pa"),)
+    assert load("--config", path, "--gateway-config", "other/b").relay.users == (("user-1", "pb"),)
+    assert load("--config", path, "--gateway-config", "a").relay.users == (("user-1", "pa"),)
     refused(
         "--config",
         path,
@@ -319,8 +321,8 @@ def test_resolve_interval_and_listener_address_are_checked(secrets_dir: Path) ->
 
 def test_without_config_the_flags_work_as_before() -> None:
     loaded = load("--user", "a:b")
-    assert loaded.gateway is None and not loaded.peers_exclusive
-    assert loaded.realm == "turnscale" and loaded.reporting.gateway == "stunner-gateway"
+    assert loaded.gateway is None and not loaded.relay.peers_exclusive
+    assert loaded.relay.realm == "turnscale" and loaded.relay.reporting.gateway == "stunner-gateway"
     refused(fragments=("no credentials", "--config"))
 
 

@@ -23,8 +23,8 @@ import pytest
 from aioice import stun as aioice_stun
 from aioice.turn import create_turn_endpoint
 
-from relay import config as relay_config
-from relay.auth import rest_password
+from relay import settings as relay_settings
+from relay.core.auth import rest_password
 from relay.gateway import ice_server
 from relay.gateway.ice import IceError, ice_configuration, turn_urls
 from relay.gateway.ice_server import IceState, create_app
@@ -203,7 +203,7 @@ async def test_ice_credentials_work_on_the_relay_and_stop_when_they_expire(
     transport: str, tmp_path: Path
 ) -> None:
     flags = write_config(tmp_path)
-    relay = relay_config.load(flags, environ={})
+    relay = relay_settings.load(flags, environ={})
     assert relay.gateway is not None
     auth = ice_server.load([*flags[:4], "--public-address", "127.0.0.1"], environ={})
     state = IceState(auth.settings, auth.addresses)
@@ -272,7 +272,7 @@ def test_the_auth_process_serves_ice_and_stops_on_sigterm(tmp_path: Path) -> Non
 
 
 async def test_the_auth_service_follows_the_gateway_live(tmp_path: Path) -> None:
-    from relay.auth import rest_password as password_of
+    from relay.core.auth import rest_password as password_of
     from relay.gateway.ice_server import LiveIce
     from relay.gateway.kube import Apis
     from scaler.common.kube.client import connect

@@ -17,11 +17,11 @@ import pytest
 from aioice import stun as aioice_stun
 from aioice.turn import create_turn_endpoint
 
-from relay import config as relay_config
-from relay.auth import RestCredentials
+from relay import settings as relay_settings
+from relay.core.auth import rest_credentials
 from relay.gateway.kube import Apis
 from relay.gateway.live import LiveGateway
-from relay.server import RelayServer
+from relay.net.server import RelayServer
 from scaler.common.flags import ConfigError
 from scaler.common.kube.client import connect
 from tests.gateway.objects import (
@@ -142,10 +142,10 @@ async def live_relay(tmp_path: Path, *objects: dict[str, Any]) -> AsyncIterator[
         *("--listener-address", "127.0.0.1", "--relay-address", "127.0.0.1"),
         *("--health", "127.0.0.1:0"),
     ]
-    loaded = relay_config.load(flags, environ={})
+    loaded = relay_settings.load(flags, environ={})
     assert loaded.gateway is not None and loaded.gateway.kubernetes is not None
     kube = await connect(loaded.gateway.kubernetes)
-    server = RelayServer(loaded)
+    server = RelayServer(loaded.relay)
     live = LiveGateway(server, loaded.gateway, Apis(kube.api_client), timing=fast_timing())
     await server.start()
     await live.start()
@@ -159,7 +159,7 @@ async def live_relay(tmp_path: Path, *objects: dict[str, Any]) -> AsyncIterator[
 
 
 def rest(secret_value: str = SECRET, user: str = "web") -> tuple[str, str]:
-    return RestCredentials(REALM, [secret_value]).issue(user, time.time(), 600)
+    return rest_credentials(secret_value, user, time.time(), 600)
 
 
 def listener(server: RelayServer, transport: str) -> tuple[str, int]:
@@ -401,11 +401,11 @@ async def eventually_parents(live: Live) -> list[dict[str, Any]]:
 
 def test_kubernetes_flags(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--config cannot be combined with --kubernetes"):
-        relay_config.load(["--kubernetes", "--config", "x.yaml"], environ={})
+        relay_settings.load(["--kubernetes", "--config", "x.yaml"], environ={})
     with pytest.raises(ConfigError, match="--user cannot be combined with --kubernetes"):
-        relay_config.load(["--kubernetes", "--user", "a:b"], environ={})
+        relay_settings.load(["--kubernetes", "--user", "a:b"], environ={})
     with pytest.raises(ConfigError, match="--kubeconfig"):
-        relay_config.load(["--kubernetes", "--kubeconfig", str(tmp_path / "none")], environ={})
+        relay_settings.load(["--kubernetes", "--kubeconfig", str(tmp_path / "none")], environ={})
 
 
 async def test_a_route_that_detaches_loses_the_gateway_s_status_entry(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 
 import pytest
 
+from relay.core.peer_policy import parse_peer_rule
 from relay.gateway.peers import Peers, ServiceResolver, resolve_dns
 from relay.gateway.translate import ServiceBackend
-from relay.peer_policy import parse_peer_rule
 from tests.waiting import eventually
 
 SFU = ServiceBackend("apps", "sfu", 5000, 5100)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from relay.core.peer_policy import PeerRule
 from relay.gateway.objects import GatewayError, parse
 from relay.gateway.translate import (
     Catalog,
@@ -19,7 +20,6 @@ from relay.gateway.translate import (
     StaticAuth,
     translate,
 )
-from relay.peer_policy import PeerRule
 from tests.gateway.objects import (
     changed,
     config,

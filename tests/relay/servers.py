@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from relay.config import Listen, RelayConfig
-from relay.server import RelayServer
+from relay.net.server import RelayServer
 from scaler import wire
 from scaler.common.flags import HostPort
 from tests.processes import LoggedProcess

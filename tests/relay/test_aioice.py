@@ -10,8 +10,8 @@ import pytest
 from aioice import stun as aioice_stun
 from aioice.turn import create_turn_endpoint
 
-from relay.auth import RestCredentials
-from tests.relay.servers import PASSWORD, REALM, SECRET, USER, address, relay_config, running
+from relay.core.auth import rest_credentials
+from tests.relay.servers import PASSWORD, SECRET, USER, address, relay_config, running
 from tests.relay.turn_client import echo_peer
 
 TRANSPORTS = ["udp", "tcp"]
@@ -79,9 +79,8 @@ async def test_aioice_wrong_password_gets_401(transport: str) -> None:
 
 
 async def test_aioice_rest_credentials_work_and_expired_ones_fail() -> None:
-    rest = RestCredentials(REALM, [SECRET])
     async with running(relay_config()) as server, echo_peer() as (peer, _):
-        username, password = rest.issue("web-client", time.time(), ttl=300)
+        username, password = rest_credentials(SECRET, "web-client", time.time(), ttl=300)
         turn_transport, receiver = await asyncio.wait_for(
             create_turn_endpoint(
                 Receiver, address(server, "udp"), username=username, password=password
@@ -93,7 +92,9 @@ async def test_aioice_rest_credentials_work_and_expired_ones_fail() -> None:
             assert (await asyncio.wait_for(receiver.queue.get(), 5))[0] == b"rest"
         finally:
             turn_transport.close()
-        expired_user, expired_password = rest.issue("web-client", time.time() - 600, ttl=300)
+        expired_user, expired_password = rest_credentials(
+            SECRET, "web-client", time.time() - 600, ttl=300
+        )
         with pytest.raises(aioice_stun.TransactionFailed) as error:
             await asyncio.wait_for(
                 create_turn_endpoint(

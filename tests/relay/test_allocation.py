@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.allocation import Allocation, AllocationTable, FiveTuple, Lifetimes, quota_key
-from relay.ports import PortPool, parse_port_range
-from relay.stun import FAMILY_IPV4
+from relay.core.allocation import Allocation, AllocationTable, FiveTuple, Lifetimes, quota_key
+from relay.core.ports import PortPool, parse_port_range
+from relay.proto.stun import FAMILY_IPV4
+from tests.relay.test_handler import FakeEndpoint, Link
 
 SERVER = ("127.0.0.1", 3478)
 PEER = ("192.0.2.10", 5000)
@@ -26,7 +27,8 @@ def make(
     allocation = Allocation(
         five(port),
         user,
-        relayed=("127.0.0.1", 50000 + port % 1000),
+        relay=FakeEndpoint(("127.0.0.1", 50000 + port % 1000)),
+        link=Link(),
         family=FAMILY_IPV4,
         created=0.0,
         lifetime=lifetime,
@@ -72,7 +74,8 @@ def test_add_get_remove_and_counts() -> None:
         Allocation(
             five(2, "tcp"),
             "bob",
-            relayed=("127.0.0.1", 2),
+            relay=FakeEndpoint(("127.0.0.1", 2)),
+            link=Link("tcp"),
             family=FAMILY_IPV4,
             created=0.0,
             lifetime=600,

@@ -8,19 +8,19 @@ import hmac
 
 import pytest
 
-from relay import stun, turn
-from relay.auth import (
+from relay.core.auth import (
     Authenticator,
     AuthStatus,
     NonceManager,
     NonceStatus,
     PasswordAlgorithm,
-    RestCredentials,
-    StaticCredentials,
     long_term_key,
     opaque_string,
+    rest_credentials,
     rest_password,
 )
+from relay.core.credentials import Credentials
+from relay.proto import stun, turn
 from tests.relay import vectors as v
 
 NOW = 1_763_701_000.0
@@ -121,11 +121,10 @@ def test_nonce_is_bound_to_the_process_key() -> None:
 
 
 def test_static_credentials() -> None:
-    store = StaticCredentials(REALM, {"alice": "s3cret", "bob": "hunter2"})
+    store = Credentials(REALM, {"alice": "s3cret", "bob": "hunter2"})
     assert store.realm == REALM
-    assert store.lookup("alice", NOW) == long_term_key("alice", REALM, "s3cret")
+    assert store.candidates("alice", NOW)[0] == long_term_key("alice", REALM, "s3cret")
     assert store.candidates("alice", NOW) == (long_term_key("alice", REALM, "s3cret"),)
-    assert store.lookup("carol", NOW) is None
     assert store.candidates("carol", NOW) == ()
 
 
@@ -136,22 +135,22 @@ def test_rest_password_formula() -> None:
 
 
 def test_rest_credentials_valid() -> None:
-    store = RestCredentials(REALM, ["current"])
-    username, password = store.issue("alice", NOW, ttl=3600)
+    store = Credentials(REALM, secrets=["current"])
+    username, password = rest_credentials("current", "alice", NOW, ttl=3600)
     assert username == f"{int(NOW) + 3600}:alice"
     assert password == rest_password("current", username)
-    assert store.lookup(username, NOW) == long_term_key(username, REALM, password)
+    assert store.candidates(username, NOW)[0] == long_term_key(username, REALM, password)
     assert store.candidates(username, NOW + 3599) == (long_term_key(username, REALM, password),)
     # A bare expiry (no user id) is allowed by the draft.
-    bare, _ = store.issue("", NOW, ttl=60)
+    bare, _ = rest_credentials("current", "", NOW, ttl=60)
     assert bare == str(int(NOW) + 60)
-    assert store.lookup(bare, NOW) is not None
+    assert store.candidates(bare, NOW) != ()
 
 
 def test_rest_credentials_expired() -> None:
-    store = RestCredentials(REALM, ["current"])
-    username, _ = store.issue("alice", NOW, ttl=60)
-    assert store.lookup(username, NOW + 60) is None
+    store = Credentials(REALM, secrets=["current"])
+    username, _ = rest_credentials("current", "alice", NOW, ttl=60)
+    assert store.candidates(username, NOW + 60) == ()
     assert store.candidates(username, NOW + 61) == ()
 
 
@@ -160,41 +159,58 @@ def test_rest_credentials_expired() -> None:
     ["alice", "alice:1763704600", "", ":alice", "-5:alice", "1e9:alice", "١٢٣:alice", " 17:a"],
 )
 def test_rest_credentials_malformed_usernames(username: str) -> None:
-    assert RestCredentials(REALM, ["s"]).lookup(username, 0) is None
+    assert Credentials(REALM, secrets=["s"]).candidates(username, 0) == ()
 
 
 def test_rest_credentials_max_ttl() -> None:
-    store = RestCredentials(REALM, ["s"], max_ttl=86400)
-    assert store.lookup(f"{int(NOW) + 86400}:a", NOW) is not None
-    assert store.lookup(f"{int(NOW) + 86401}:a", NOW) is None
+    store = Credentials(REALM, secrets=["s"], max_ttl=86400)
+    assert store.candidates(f"{int(NOW) + 86400}:a", NOW) != ()
+    assert store.candidates(f"{int(NOW) + 86401}:a", NOW) == ()
 
 
 def test_rest_credentials_wrong_secret_and_rotation() -> None:
-    old = RestCredentials(REALM, ["old-secret"])
-    username, password = old.issue("alice", NOW, ttl=600)
+    username, password = rest_credentials("old-secret", "alice", NOW, ttl=600)
     key = long_term_key(username, REALM, password)
-    assert RestCredentials(REALM, ["other"]).lookup(username, NOW) != key
-    assert key not in RestCredentials(REALM, ["other"]).candidates(username, NOW)
-    rotating = RestCredentials(REALM, ["new-secret", "old-secret"])
-    assert rotating.lookup(username, NOW) != key  # lookup gives the current secret's key
+    assert Credentials(REALM, secrets=["other"]).candidates(username, NOW)[0] != key
+    assert key not in Credentials(REALM, secrets=["other"]).candidates(username, NOW)
+    rotating = Credentials(REALM, secrets=["new-secret", "old-secret"])
+    assert rotating.candidates(username, NOW)[0] != key  # the current secret's key comes first
     assert rotating.candidates(username, NOW)[1] == key
-    new_username, new_password = rotating.issue("bob", NOW, ttl=600)
+    new_username, new_password = rest_credentials("new-secret", "bob", NOW, ttl=600)
     assert new_password == rest_password("new-secret", new_username)
+    assert rotating.candidates(new_username, NOW)[0] == long_term_key(
+        new_username, REALM, new_password
+    )
+
+
+def test_static_users_come_before_rest_keys() -> None:
+    # A bare expiry is a valid REST username and a possible static one: both keys count.
+    bare, password = rest_credentials("s", "", NOW, ttl=600)
+    store = Credentials(REALM, [(bare, "static-password"), ("bob", "builder")], ["s"])
+    assert store.candidates(bare, NOW) == (
+        long_term_key(bare, REALM, "static-password"),
+        long_term_key(bare, REALM, password),
+    )
+    assert store.candidates("bob", NOW) == (long_term_key("bob", REALM, "builder"),)
 
 
 def test_rest_credentials_validation() -> None:
     with pytest.raises(ValueError):
-        RestCredentials(REALM, [])
+        rest_credentials("", "alice", NOW, 60)  # nothing to sign with
     with pytest.raises(ValueError):
-        RestCredentials(REALM, [""])
+        Credentials(REALM, secrets=[""])
     with pytest.raises(ValueError):
-        RestCredentials(REALM, ["s"]).issue("a:b", NOW, 60)
+        rest_credentials("s", "a:b", NOW, 60)
+    # Without users or secrets (live mode before the GatewayConfig is read) nobody gets in.
+    empty = Credentials(REALM)
+    assert empty.candidates("alice", NOW) == ()
+    assert empty.candidates(f"{int(NOW) + 60}:alice", NOW) == ()
 
 
 def test_secrets_never_in_repr_or_str() -> None:
     nonce_key = b"NONCEKEY" * 4
-    static = StaticCredentials(REALM, {"alice": "PASSWORD-ALICE"})
-    rest = RestCredentials(REALM, ["SECRET-ONE", b"SECRET-TWO"])
+    static = Credentials(REALM, {"alice": "PASSWORD-ALICE"})
+    rest = Credentials(REALM, secrets=["SECRET-ONE", b"SECRET-TWO"])
     nonces = NonceManager(nonce_key)
     auth = Authenticator(rest, nonces)
     key = long_term_key("alice", REALM, "PASSWORD-ALICE")
@@ -242,7 +258,7 @@ def nonces() -> NonceManager:
 
 @pytest.fixture
 def authenticator(nonces: NonceManager) -> Authenticator:
-    return Authenticator(StaticCredentials(REALM, {"alice": "s3cret"}), nonces)
+    return Authenticator(Credentials(REALM, {"alice": "s3cret"}), nonces)
 
 
 ALICE = long_term_key("alice", REALM, "s3cret")
@@ -350,14 +366,14 @@ def test_nonce_from_another_address_is_401(
 
 
 def test_rest_credentials_end_to_end(nonces: NonceManager) -> None:
-    store = RestCredentials(REALM, ["new", "old"])
+    store = Credentials(REALM, secrets=["new", "old"])
     authenticator = Authenticator(store, nonces)
     for secret in ("new", "old"):
-        username, password = RestCredentials(REALM, [secret]).issue("alice", NOW, ttl=600)
+        username, password = rest_credentials(secret, "alice", NOW, ttl=600)
         key = long_term_key(username, REALM, password)
         result = authenticator.check(signed_request(key, username, nonces), CLIENT, NOW)
         assert result.ok and result.key == key
-    expired, password = store.issue("alice", NOW - 700, ttl=600)
+    expired, password = rest_credentials("new", "alice", NOW - 700, ttl=600)
     key = long_term_key(expired, REALM, password)
     result = authenticator.check(signed_request(key, expired, nonces), CLIENT, NOW)
     assert result.status is AuthStatus.UNAUTHORIZED

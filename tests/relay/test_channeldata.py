@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay import channeldata, stun
+from relay.proto import channeldata, stun
 
 
 def test_encode_layout() -> None:
@@ -95,3 +95,34 @@ def test_fuzz_decode(data: bytes, stream: bool) -> None:
         return
     assert channeldata.is_valid_channel(decoded.channel)
     assert len(decoded.data) <= len(data) - 4
+
+
+def test_packet_path_helpers_layout() -> None:
+    assert channeldata.unpack_header(b"\x40\x01\x00\x05hello") == (0x4001, 5)
+    assert channeldata.unpack_header(b"xx\x7f\xff\xff\xff", 2) == (0x7FFF, 0xFFFF)
+    buffer = bytearray(b"..\x00\x00\x00\x00hello")
+    channeldata.pack_header_into(buffer, 2, 0x4FFF, 5)
+    assert bytes(buffer[2:]) == channeldata.encode(0x4FFF, b"hello")
+    assert stun.PADDING == (b"", b"\x00", b"\x00\x00", b"\x00\x00\x00")
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.integers(0x4000, 0x4FFF), st.binary(max_size=300), st.booleans(), st.integers(0, 8))
+def test_packet_path_helpers_are_the_codec(
+    channel: int, data: bytes, pad: bool, offset: int
+) -> None:
+    """The relay frames peer data in place: a header written in front of data already in its
+    buffer, padding after it. That is :func:`channeldata.encode`, byte for byte, and the
+    header it parses from a client's message is the one :func:`channeldata.decode` reads."""
+    buffer = bytearray(offset + 4 + len(data) + 3)
+    buffer[offset + 4 : offset + 4 + len(data)] = data
+    channeldata.pack_header_into(buffer, offset, channel, len(data))
+    end = offset + 4 + len(data)
+    if pad:
+        padding = stun.PADDING[-len(data) & 3]
+        buffer[end : end + len(padding)] = padding
+        end += len(padding)
+    framed = bytes(buffer[offset:end])
+    assert framed == channeldata.encode(channel, data, pad=pad)
+    assert channeldata.unpack_header(framed) == (channel, len(data))
+    assert channeldata.decode(framed) == (channel, data)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from relay import config
+from relay import settings
 from scaler.common.flags import env_name
 from tests.relay.servers import RelayProcess, relay_process
 from tests.relay.turn_client import TurnClient, TurnError, echo_peer
@@ -46,7 +46,7 @@ def test_help_lists_every_flag_with_its_variable() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
     flat = result.stdout.replace("\n", "").replace(" ", "")
-    for flag in config.build_parser().flags():
+    for flag in settings.build_parser().flags():
         long_flag = flag.flag
         assert long_flag in result.stdout
         assert env_name(long_flag) in flat

@@ -7,17 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from relay import config
-from relay.config import Listen, default_relay_address, parse_listen
-from relay.credentials import CombinedCredentials, parse_user, read_secret_file, read_user_file
-from relay.peer_policy import parse_peer_rule
+from relay import settings
+from relay.config import Listen, RelayConfig, default_relay_address, parse_listen
+from relay.core.credentials import Credentials, parse_user, read_secret_file, read_user_file
+from relay.core.peer_policy import parse_peer_rule
 from scaler.common.flags import ConfigError, HostPort
 
 USER = ["--user", "alice:s3cret-pw"]
 
 
+def load(argv: list[str], environ: dict[str, str]) -> RelayConfig:
+    """The relay config ``turnscale relay`` runs with, from these flags and variables."""
+    return settings.load(argv, environ).relay
+
+
 def test_defaults_match_the_design() -> None:
-    loaded = config.load(USER, environ={})
+    loaded = load(USER, environ={})
     assert loaded.listen == (
         Listen("udp", HostPort("0.0.0.0", 3478)),
         Listen("tcp", HostPort("0.0.0.0", 3478)),
@@ -34,7 +39,7 @@ def test_defaults_match_the_design() -> None:
 
 
 def test_every_flag() -> None:
-    loaded = config.load(
+    loaded = load(
         [
             *("--listen", "udp://127.0.0.1:0", "--listen", "tcp://[::1]:3479"),
             *("--realm", "example.org", "--user", "a:1", "--user", "b:2:3"),
@@ -69,11 +74,11 @@ def test_environment_sets_flags_and_command_line_wins() -> None:
         "TURNSCALE_TOTAL_QUOTA": "7",
         "TURNSCALE_RELAY_ADDRESS": "127.0.0.1",
     }
-    loaded = config.load(["--total-quota", "8"], environ=env)
+    loaded = load(["--total-quota", "8"], environ=env)
     assert loaded.user_names == ("alice", "bob")
     assert loaded.listen == (Listen("udp", HostPort("127.0.0.1", 0)),)
     assert loaded.allow_loopback_peers and loaded.total_quota == 8
-    assert config.load(["--user", "carol:x"], environ=env).user_names == ("carol",)
+    assert load(["--user", "carol:x"], environ=env).user_names == ("carol",)
 
 
 def test_credentials_from_files(tmp_path: Path) -> None:
@@ -81,16 +86,14 @@ def test_credentials_from_files(tmp_path: Path) -> None:
     users.write_text("# mounted Secret\nalice:pw1\n\n  bob:pw:with:colons  \n")
     secrets = tmp_path / "secrets"
     secrets.write_text("current\n# old one, kept while clients rotate\nprevious\n")
-    loaded = config.load(
-        ["--user-file", str(users), "--auth-secret-file", str(secrets)], environ={}
-    )
+    loaded = load(["--user-file", str(users), "--auth-secret-file", str(secrets)], environ={})
     assert loaded.users == (("alice", "pw1"), ("bob", "pw:with:colons"))
     assert loaded.auth_secrets == ("current", "previous")
 
 
 def test_relay_refuses_to_start_without_credentials() -> None:
     with pytest.raises(ConfigError, match="no credentials"):
-        config.load([], environ={})
+        load([], environ={})
 
 
 @pytest.mark.parametrize(
@@ -121,7 +124,7 @@ def test_relay_refuses_to_start_without_credentials() -> None:
 )
 def test_bad_values_name_the_flag(argv: list[str], env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
-        config.load([*USER, *argv], environ=env)
+        load([*USER, *argv], environ=env)
 
 
 @pytest.mark.parametrize(
@@ -137,7 +140,7 @@ def test_bad_values_name_the_flag(argv: list[str], env: dict[str, str], names: s
 )
 def test_credential_errors_never_show_the_secret(argv: list[str]) -> None:
     with pytest.raises(ConfigError) as error:
-        config.load(argv, environ={})
+        load(argv, environ={})
     message = str(error.value)
     assert "hunter2" not in message
     assert "--user" in message or "--auth-secret" in message
@@ -147,21 +150,21 @@ def test_credential_file_errors_name_the_line_not_the_secret(tmp_path: Path) -> 
     users = tmp_path / "users"
     users.write_text("alice:ok\nhunter2-secret\n")
     with pytest.raises(ConfigError, match="line 2") as error:
-        config.load(["--user-file", str(users)], environ={})
+        load(["--user-file", str(users)], environ={})
     assert "hunter2" not in str(error.value)
     empty = tmp_path / "empty"
     empty.write_text("# nothing\n")
     with pytest.raises(ConfigError, match="holds no secret"):
-        config.load(["--auth-secret-file", str(empty)], environ={})
+        load(["--auth-secret-file", str(empty)], environ={})
 
 
 def test_secrets_stay_out_of_repr() -> None:
-    loaded = config.load(
-        ["--user", "alice:hunter2-pw", "--auth-secret", "hunter2-secret"], environ={}
-    )
+    loaded = load(["--user", "alice:hunter2-pw", "--auth-secret", "hunter2-secret"], environ={})
     assert "hunter2" not in repr(loaded)
     assert "hunter2" not in str(loaded)
-    store = CombinedCredentials(loaded.realm, loaded.users, loaded.auth_secrets)
+    whole = settings.load(["--user", "alice:hunter2-pw", "--auth-secret", "hunter2-secret"], {})
+    assert "hunter2" not in repr(whole)
+    store = Credentials(loaded.realm, loaded.users, loaded.auth_secrets)
     assert "hunter2" not in repr(store)
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay import channeldata, stun
-from relay.framing import StreamDeframer
+from relay.proto import channeldata, stun
+from relay.proto.framing import StreamDeframer
 from tests.relay import vectors as v
 
 

@@ -9,13 +9,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay import stun, turn
-from relay.allocation import Address, Allocation, AllocationTable, Lifetimes
-from relay.auth import Authenticator, RestCredentials, long_term_key, rest_password
-from relay.credentials import CombinedCredentials
-from relay.handler import RequestHandler, canonical_ip
-from relay.peer_policy import PeerPolicy
-from relay.stun import FAMILY_IPV4, FAMILY_IPV6, Message, MessageBuilder, MessageClass
+from relay.core.allocation import (
+    Address,
+    Allocation,
+    AllocationTable,
+    ClientAddress,
+    Lifetimes,
+    Payload,
+)
+from relay.core.auth import Authenticator, long_term_key, rest_credentials, rest_password
+from relay.core.credentials import Credentials
+from relay.core.handler import RequestHandler, canonical_ip
+from relay.core.peer_policy import PeerPolicy
+from relay.proto import stun, turn
+from relay.proto.stun import FAMILY_IPV4, FAMILY_IPV6, Message, MessageBuilder, MessageClass
 from scaler.wire import DeleteReason
 
 NOW = 1000.0  # monotonic
@@ -33,8 +40,14 @@ class FakeEndpoint:
     sent: list[tuple[bytes, Address]] = field(default_factory=list)
     closed: bool = False
 
+    def sendto(self, data: Payload, peer: Address, /) -> int:
+        raise AssertionError("the handler never sends ChannelData")
+
     def send(self, data: bytes, peer: Address) -> None:
         self.sent.append((data, peer))
+
+    def attach(self, allocation: Allocation) -> None:
+        pass
 
     def close(self) -> None:
         self.closed = True
@@ -91,6 +104,15 @@ class Link:
     transport: str = "udp"
     local: Address = ("203.0.113.1", 3478)
 
+    def sendto(self, data: Payload, client: ClientAddress, /) -> object:
+        raise AssertionError("the handler answers through its return value")
+
+    def attach(self, allocation: Allocation) -> None:
+        pass
+
+    def detach(self, allocation: Allocation) -> None:
+        pass
+
 
 def make_handler(
     *,
@@ -101,7 +123,7 @@ def make_handler(
 ) -> tuple[RequestHandler, FakeRelays, Recorder]:
     relays = FakeRelays() if relays is None else relays
     recorder = Recorder()
-    store = CombinedCredentials(REALM, USERS, [SECRET])
+    store = Credentials(REALM, USERS, [SECRET])
     handler = RequestHandler(
         table=AllocationTable() if table is None else table,
         authenticator=Authenticator(store),
@@ -275,14 +297,13 @@ def test_missing_username_with_integrity_is_400() -> None:
 
 def test_rest_credentials_work_until_they_expire_refresh_included() -> None:
     handler, _, _ = make_handler()
-    rest = RestCredentials(REALM, [SECRET])
-    username, password = rest.issue("carol", WALL, ttl=60)
+    username, password = rest_credentials(SECRET, "carol", WALL, ttl=60)
     client = Client(handler, username, password)
     assert code(client.allocate()) == 200
     assert code(client.request(turn.REFRESH)) == 200
     client.wall = WALL + 61  # the credential expired; the nonce is still fresh
     assert code(client.request(turn.REFRESH)) == 401
-    expired_user, expired_password = rest.issue("dave", WALL - 120, ttl=60)
+    expired_user, expired_password = rest_credentials(SECRET, "dave", WALL - 120, ttl=60)
     assert code(Client(handler, expired_user, expired_password).allocate()) == 401
 
 
@@ -290,7 +311,7 @@ def test_rotated_rest_secret_is_accepted() -> None:
     relays, recorder = FakeRelays(), Recorder()
     handler = RequestHandler(
         table=AllocationTable(),
-        authenticator=Authenticator(CombinedCredentials(REALM, (), ["new", "old"])),
+        authenticator=Authenticator(Credentials(REALM, (), ["new", "old"])),
         policy=PeerPolicy(),
         relays=relays,
         lifecycle=recorder,
@@ -609,6 +630,7 @@ def test_send_indication_needs_a_permission_and_the_policy() -> None:
     client = Client(handler)
     client.allocate()
     endpoint = recorder.created[0].relay
+    assert isinstance(endpoint, FakeEndpoint)
 
     def send(peer: Address, data: bytes) -> None:
         builder = client.builder(

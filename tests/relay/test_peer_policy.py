@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.peer_policy import PeerPolicy, PeerRule, normalize_peer, parse_peer_rule
+from relay.core.peer_policy import (
+    PERMIT_CACHE_SIZE,
+    PeerPolicy,
+    PeerRule,
+    normalize_peer,
+    parse_peer_rule,
+)
 
 DENIED = [
     "0.0.0.0",
@@ -242,3 +248,12 @@ def test_every_ipv4_embedding_agrees_with_plain_ipv4(n: int, port: int) -> None:
     for form in forms:
         assert policy.permits(form, port) is plain, form
         assert policy.permits(str(form), port) is plain, form
+
+
+def test_permits_address_is_permits_cached_and_bounded() -> None:
+    policy = PeerPolicy(["10.0.0.0/8:5000"])
+    for peer in [("10.1.2.3", 5000), ("10.1.2.3", 5001), ("8.8.8.8", 5000)] * 2:
+        assert policy.permits_address(peer) is policy.permits(*peer)
+    for port in range(PERMIT_CACHE_SIZE + 10):
+        assert policy.permits_address(("10.0.0.1", port)) is (port == 5000)
+    assert len(policy._cache) <= PERMIT_CACHE_SIZE

@@ -4,12 +4,12 @@ permission for it; new allocations need the new credentials, existing ones keep 
 
 from __future__ import annotations
 
-from relay import turn
-from relay.allocation import Address
-from relay.credentials import CombinedCredentials
-from relay.peer_policy import PeerPolicy
-from relay.stun import MessageClass
-from tests.relay.test_handler import PEER, REALM, Client, code, make_handler
+from relay.core.allocation import Address
+from relay.core.credentials import Credentials
+from relay.core.peer_policy import PeerPolicy
+from relay.proto import turn
+from relay.proto.stun import MessageClass
+from tests.relay.test_handler import PEER, REALM, Client, FakeEndpoint, code, make_handler
 
 OTHER_CLIENT = ("198.51.100.8", 40001)
 CHANNEL = [(turn.CHANNEL_NUMBER, turn.encode_channel_number(0x4000))]
@@ -26,6 +26,7 @@ def test_a_dropped_peer_stays_reachable_for_allocations_that_hold_a_permission()
     talking.allocate()
     assert code(talking.request(turn.CREATE_PERMISSION, peers=(PEER,))) == 200
     endpoint = recorder.created[0].relay
+    assert isinstance(endpoint, FakeEndpoint)
 
     handler.set_policy(PeerPolicy([], exclusive=True))  # the media server is leaving
     send(talking, PEER, b"still there")
@@ -88,7 +89,7 @@ def test_existing_allocations_keep_the_credentials_they_were_created_with() -> N
     handler, _, _ = make_handler()
     call = Client(handler, "alice", "wonderland")
     assert code(call.allocate()) == 200
-    handler.auth.store = CombinedCredentials(REALM, [("alice", "rotated")])
+    handler.auth.store = Credentials(REALM, [("alice", "rotated")])
     assert code(call.request(turn.REFRESH)) == 200
     assert code(call.request(turn.CREATE_PERMISSION, peers=(PEER,))) == 200
     newcomer = Client(handler, "alice", "wonderland", client=OTHER_CLIENT)

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from relay.pusher import BACKOFF_FIRST, BACKOFF_MAX, Identity, ReportPusher, endpoints
+from relay.reporting.pusher import BACKOFF_FIRST, BACKOFF_MAX, Identity, ReportPusher, endpoints
 from scaler import wire
 from scaler.common import backoff as backoff_rule
 from scaler.common.flags import HostPort

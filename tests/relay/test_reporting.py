@@ -9,8 +9,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from relay import config
-from relay.reporting import ReportingConfig, default_pod
+from relay import settings
+from relay.config import RelayConfig
+from relay.reporting.config import ReportingConfig, default_pod
 from scaler.common.flags import ConfigError
 from tests.net import free_port
 from tests.relay.servers import relay_config, running
@@ -18,8 +19,13 @@ from tests.relay.servers import relay_config, running
 BASE = ["--user", "a:b", "--relay-address", "127.0.0.1"]
 
 
+def load(argv: list[str], environ: dict[str, str]) -> RelayConfig:
+    """The relay config ``turnscale relay`` runs with, from these flags and variables."""
+    return settings.load(argv, environ).relay
+
+
 def test_defaults_report_nowhere_as_the_hostname() -> None:
-    reporting = config.load(BASE, environ={}).reporting
+    reporting = load(BASE, environ={}).reporting
     assert reporting.scalers == ()
     assert reporting.pod == default_pod()
     assert (reporting.namespace, reporting.gateway, reporting.interval) == (
@@ -40,7 +46,7 @@ def test_downward_api_variables_set_the_identity(tmp_path: Path) -> None:
         "TURNSCALE_SCALER_TOKEN_FILE": str(token),
         "TURNSCALE_REPORT_INTERVAL": "2s",
     }
-    reporting = config.load(BASE, environ=env).reporting
+    reporting = load(BASE, environ=env).reporting
     assert reporting.scalers == ("http://a.stunner.svc:8080", "http://b:8080")
     assert (reporting.pod, reporting.namespace, reporting.gateway) == (
         "stunner-6f7c9-xk2p",
@@ -67,7 +73,7 @@ def test_downward_api_variables_set_the_identity(tmp_path: Path) -> None:
 )
 def test_bad_reporting_flags_name_the_flag(argv: list[str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
-        config.load([*BASE, *argv], environ={})
+        load([*BASE, *argv], environ={})
 
 
 async def test_status_shows_what_the_pusher_could_not_deliver() -> None:

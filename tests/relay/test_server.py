@@ -10,15 +10,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from relay import stun, turn
-from relay.auth import RestCredentials
 from relay.config import Listen, parse_listen
-from relay.peer_policy import parse_peer_rule
-from relay.server import RelayServer, StartupError
+from relay.core.auth import rest_credentials
+from relay.core.peer_policy import parse_peer_rule
+from relay.net.server import RelayServer, StartupError
+from relay.proto import stun, turn
 from scaler import wire
 from tests.relay.servers import (
     PASSWORD,
-    REALM,
     RECORDED,
     SECRET,
     USER,
@@ -124,9 +123,8 @@ async def test_wrong_password_is_401(transport: str) -> None:
 
 
 async def test_rest_credentials_and_their_expiry() -> None:
-    rest = RestCredentials(REALM, [SECRET])
-    fresh_user, fresh_password = rest.issue("carol", time.time(), ttl=600)
-    old_user, old_password = rest.issue("dave", time.time() - 1200, ttl=600)
+    fresh_user, fresh_password = rest_credentials(SECRET, "carol", time.time(), ttl=600)
+    old_user, old_password = rest_credentials(SECRET, "dave", time.time() - 1200, ttl=600)
     async with running(relay_config()) as server:
         async with client(server, username=fresh_user, password=fresh_password) as c:
             await c.allocate()
@@ -179,6 +177,32 @@ async def test_every_denied_peer_form_is_403_on_an_ipv6_relay() -> None:
     )
     async with running(config) as server:
         assert await _refusals(server, DENIED_FORMS, stun.FAMILY_IPV6) == {}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_data_both_ways_on_an_ipv6_relay(transport: str) -> None:
+    config = relay_config(
+        listen=(parse_listen("udp://[::1]:0"), parse_listen("tcp://[::1]:0")),
+        relay_address="::1",
+    )
+    async with (
+        running(config) as server,
+        echo_peer("::1") as (peer, _),
+        echo_peer("::1") as (channel_peer, _),
+        client(server, transport) as c,
+    ):
+        relayed = await c.allocate(
+            extra=[(turn.REQUESTED_ADDRESS_FAMILY, turn.encode_address_family(stun.FAMILY_IPV6))]
+        )
+        assert relayed[0] == "::1"
+        await c.create_permission(peer)
+        for payload in (b"ping", b"odd", b"1"):  # Data indications, padded or not
+            c.send_indication(peer, payload)
+            assert await c.receive() == (peer, payload)
+        await c.channel_bind(0x4001, channel_peer)
+        for payload in (b"x" * 5, b"y" * 200):
+            c.send_channel(0x4001, payload)
+            assert await c.receive() == (0x4001, payload)
 
 
 async def test_loopback_switch_opens_loopback_only() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from relay.pusher import StateSource
-from relay.stats import RelayStats
+from relay.core.stats import RelayStats
+from relay.reporting.pusher import StateSource
 from scaler import wire
 
 AT = 1_763_701_000.0

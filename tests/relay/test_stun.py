@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay import stun
+from relay.proto import stun
 from tests.relay import vectors as v
 
 TID = bytes(range(12))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from relay import stun
-from relay.auth import long_term_key
+from relay.core.auth import long_term_key
+from relay.proto import stun
 from tests.relay import vectors as v
 
 SHORT_KEY = v.SHORT_TERM_PASSWORD.encode()

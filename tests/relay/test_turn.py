@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from relay import stun, turn
+from relay.proto import stun, turn
 
 TID = bytes(range(12))
 

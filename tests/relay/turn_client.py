@@ -14,10 +14,10 @@ import socket
 import struct
 from typing import Any
 
-from relay import stun, turn
-from relay.auth import long_term_key
-from relay.framing import LEGACY_CHANNEL_MAX, StreamDeframer
-from relay.stun import Message, MessageBuilder, MessageClass
+from relay.core.auth import long_term_key
+from relay.proto import stun, turn
+from relay.proto.framing import LEGACY_CHANNEL_MAX, StreamDeframer
+from relay.proto.stun import Message, MessageBuilder, MessageClass
 
 Address = tuple[str, int]
 

@@ -63,6 +63,7 @@ __all__ = [
     "MESSAGE_INTEGRITY",
     "MESSAGE_INTEGRITY_SHA256",
     "NONCE",
+    "PADDING",
     "PASSWORD_ALGORITHM",
     "PASSWORD_ALGORITHMS",
     "REALM",
@@ -117,6 +118,9 @@ FINGERPRINT_XOR: Final = 0x5354554E
 _HEADER = struct.Struct("!HHI12s")
 _ATTR_HEADER = struct.Struct("!HH")
 _U32 = struct.Struct("!I")
+#: Zero bytes to pad a value to a 4-byte boundary, by how many are missing (``-length & 3``):
+#: attribute values (§14), and ChannelData over TCP (RFC 8656 §12.5).
+PADDING: Final = (b"", b"\x00", b"\x00\x00", b"\x00\x00\x00")
 
 
 class MessageClass(IntEnum):
@@ -128,7 +132,7 @@ class MessageClass(IntEnum):
     ERROR = 0b11
 
 
-#: The only method STUN itself defines (RFC 8489 §18.2); TURN's are in :mod:`relay.turn`.
+#: The only method STUN itself defines (RFC 8489 §18.2); TURN's are in :mod:`relay.proto.turn`.
 BINDING: Final = 0x001
 
 
@@ -203,7 +207,7 @@ _MI256_MIN, _MI256_MAX = 16, 32
 _FINGERPRINT_SIZE: Final = 4
 
 #: Reason phrases of the STUN error codes (RFC 8489 §14.8); TURN adds its own in
-#: :mod:`relay.turn`.
+#: :mod:`relay.proto.turn`.
 ERROR_REASONS: Final[dict[int, str]] = {
     300: "Try Alternate",
     400: "Bad Request",
@@ -358,15 +362,35 @@ class Message:
         Those three are always computed here and never copied from :attr:`attributes` (so a
         parsed message re-encodes with fresh ones, or none). Padding is written as zeros.
         """
-        return _encode(
-            self.method,
-            self.cls,
-            self.transaction_id,
-            self.attributes,
-            integrity_key=integrity_key,
-            integrity_sha256_key=integrity_sha256_key,
-            fingerprint=fingerprint,
+        buf = bytearray(
+            _HEADER.pack(message_type(self.method, self.cls), 0, MAGIC_COOKIE, self.transaction_id)
         )
+        for attr in self.attributes:
+            attr_type, value = attr.type, attr.value
+            if attr_type in _COMPUTED:
+                continue
+            n = len(value)
+            if not 0 <= attr_type <= 0xFFFF or n > 0xFFFF:
+                raise StunError(f"STUN attribute {attr_type:#x} of {n} bytes cannot be encoded")
+            buf += _ATTR_HEADER.pack(attr_type, n)
+            buf += value
+            buf += PADDING[-n & 0x03]
+        if integrity_key is not None:
+            struct.pack_into("!H", buf, 2, len(buf) + 4 + _MI_SIZE - HEADER_SIZE)
+            mac = hmac.new(integrity_key, buf, hashlib.sha1).digest()
+            buf += _ATTR_HEADER.pack(MESSAGE_INTEGRITY, _MI_SIZE) + mac
+        if integrity_sha256_key is not None:
+            struct.pack_into("!H", buf, 2, len(buf) + 4 + _MI256_MAX - HEADER_SIZE)
+            mac = hmac.new(integrity_sha256_key, buf, hashlib.sha256).digest()
+            buf += _ATTR_HEADER.pack(MESSAGE_INTEGRITY_SHA256, _MI256_MAX) + mac
+        if fingerprint:
+            struct.pack_into("!H", buf, 2, len(buf) + 4 + _FINGERPRINT_SIZE - HEADER_SIZE)
+            crc = zlib.crc32(buf) ^ FINGERPRINT_XOR
+            buf += _ATTR_HEADER.pack(FINGERPRINT, _FINGERPRINT_SIZE) + _U32.pack(crc)
+        if len(buf) > MAX_MESSAGE_SIZE:
+            raise StunError(f"STUN message of {len(buf)} bytes is too large")
+        struct.pack_into("!H", buf, 2, len(buf) - HEADER_SIZE)
+        return bytes(buf)
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -391,7 +415,7 @@ def parse(data: bytes | bytearray | memoryview) -> Message:
 
     The input must be exactly one message: its length must equal the header's length field
     plus 20 (a datagram with trailing bytes is refused; a stream is split by
-    :mod:`relay.framing` first).
+    :mod:`relay.proto.framing` first).
     """
     raw = bytes(data)
     size = len(raw)
@@ -465,7 +489,7 @@ def _as_message(message: Message | bytes | bytearray | memoryview) -> Message:
 def verify_integrity(message: Message | bytes | bytearray | memoryview, key: bytes) -> bool:
     """Check MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 §14.5) against ``key``.
 
-    ``key`` is the short-term password or the long-term key (:func:`relay.auth.long_term_key`).
+    ``key`` is the short-term password or the long-term key (:func:`relay.core.auth.long_term_key`).
     False when the attribute is absent or the message was not parsed from bytes. Bytes are
     parsed first (a malformed message raises :class:`StunError`).
     """
@@ -498,48 +522,7 @@ def verify_fingerprint(message: Message | bytes | bytearray | memoryview) -> boo
     return _U32.pack(crc) == attr.value
 
 
-# --- encoding ----------------------------------------------------------------------------------
-
-
-def _encode(
-    method: int,
-    cls: MessageClass,
-    transaction_id: bytes,
-    attributes: Iterable[Attribute | tuple[int, bytes]],
-    *,
-    integrity_key: bytes | None,
-    integrity_sha256_key: bytes | None,
-    fingerprint: bool,
-) -> bytes:
-    if len(transaction_id) != TRANSACTION_ID_SIZE:
-        raise StunError("a STUN transaction ID is 12 bytes")
-    buf = bytearray(_HEADER.pack(message_type(method, cls), 0, MAGIC_COOKIE, transaction_id))
-    for attr in attributes:
-        attr_type, value = (attr.type, attr.value) if isinstance(attr, Attribute) else attr
-        if attr_type in _COMPUTED:
-            continue
-        n = len(value)
-        if not 0 <= attr_type <= 0xFFFF or n > 0xFFFF:
-            raise StunError(f"STUN attribute {attr_type:#x} of {n} bytes cannot be encoded")
-        buf += _ATTR_HEADER.pack(attr_type, n)
-        buf += value
-        buf += bytes(-n & 0x03)
-    if integrity_key is not None:
-        struct.pack_into("!H", buf, 2, len(buf) + 4 + _MI_SIZE - HEADER_SIZE)
-        mac = hmac.new(integrity_key, buf, hashlib.sha1).digest()
-        buf += _ATTR_HEADER.pack(MESSAGE_INTEGRITY, _MI_SIZE) + mac
-    if integrity_sha256_key is not None:
-        struct.pack_into("!H", buf, 2, len(buf) + 4 + _MI256_MAX - HEADER_SIZE)
-        mac = hmac.new(integrity_sha256_key, buf, hashlib.sha256).digest()
-        buf += _ATTR_HEADER.pack(MESSAGE_INTEGRITY_SHA256, _MI256_MAX) + mac
-    if fingerprint:
-        struct.pack_into("!H", buf, 2, len(buf) + 4 + _FINGERPRINT_SIZE - HEADER_SIZE)
-        crc = zlib.crc32(buf) ^ FINGERPRINT_XOR
-        buf += _ATTR_HEADER.pack(FINGERPRINT, _FINGERPRINT_SIZE) + _U32.pack(crc)
-    if len(buf) > MAX_MESSAGE_SIZE:
-        raise StunError(f"STUN message of {len(buf)} bytes is too large")
-    struct.pack_into("!H", buf, 2, len(buf) - HEADER_SIZE)
-    return bytes(buf)
+# --- building ----------------------------------------------------------------------------------
 
 
 class MessageBuilder:
@@ -617,12 +600,8 @@ class MessageBuilder:
         integrity_sha256_key: bytes | None = None,
         fingerprint: bool = False,
     ) -> bytes:
-        """Serialise; see :meth:`Message.encode`."""
-        return _encode(
-            self.method,
-            self.cls,
-            self.transaction_id,
-            self._attributes,
+        """Serialise :meth:`build`'s message; see :meth:`Message.encode`."""
+        return self.build().encode(
             integrity_key=integrity_key,
             integrity_sha256_key=integrity_sha256_key,
             fingerprint=fingerprint,

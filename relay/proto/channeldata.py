@@ -6,7 +6,11 @@ application data) followed by the data. Channel numbers 0x4000..0x4FFF are the v
 (``00``). Over TCP (a stream) the message MUST be padded to a multiple of 4 bytes, and the
 padding is not counted in the length; over UDP padding is optional (§12.5).
 
-Decoding raises :class:`relay.stun.StunError`, and nothing else.
+The packet path parses and writes the header with :func:`unpack_header` and
+:func:`pack_header_into` (``struct`` methods: no Python call per packet), the same ones
+:func:`decode` and :func:`encode` use, and pads with :data:`relay.proto.stun.PADDING`.
+
+Decoding raises :class:`relay.proto.stun.StunError`, and nothing else.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import struct
 from typing import Final, NamedTuple
 
-from relay.stun import StunError
+from relay.proto.stun import PADDING, StunError
 
 __all__ = [
     "CHANNEL_MAX",
@@ -27,6 +31,8 @@ __all__ = [
     "frame_size",
     "is_channeldata",
     "is_valid_channel",
+    "pack_header_into",
+    "unpack_header",
 ]
 
 CHANNEL_MIN: Final = 0x4000
@@ -35,7 +41,11 @@ HEADER_SIZE: Final = 4
 MAX_DATA_SIZE: Final = 0xFFFF
 
 _HEADER = struct.Struct("!HH")
-_PADDING: Final = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+#: ``unpack_header(buffer, offset=0) -> (channel, length)``: the header at ``offset``.
+unpack_header: Final = _HEADER.unpack_from
+#: ``pack_header_into(buffer, offset, channel, length)``: write a header in place, in front of
+#: data already in ``buffer`` at ``offset + 4``.
+pack_header_into: Final = _HEADER.pack_into
 
 
 class ChannelData(NamedTuple):
@@ -67,23 +77,25 @@ def encode(channel: int, data: bytes | bytearray | memoryview, *, pad: bool = Fa
     n = len(data)
     if n > MAX_DATA_SIZE:
         raise StunError(f"ChannelData of {n} bytes exceeds {MAX_DATA_SIZE}")
-    header = _HEADER.pack(channel, n)
+    message = bytearray(HEADER_SIZE + n)
+    pack_header_into(message, 0, channel, n)
+    message[HEADER_SIZE:] = data
     if pad:
-        return header + bytes(data) + _PADDING[n & 0x03]
-    return header + bytes(data)
+        message += PADDING[-n & 0x03]
+    return bytes(message)
 
 
 def decode(data: bytes | bytearray | memoryview, *, stream: bool = False) -> ChannelData:
     """Decode one ChannelData message.
 
     With ``stream=False`` (a UDP datagram) the message may be unpadded or padded to 4 bytes;
-    with ``stream=True`` (a frame from :class:`relay.framing.StreamDeframer`) it must be padded.
-    Any other trailing byte count is an error.
+    with ``stream=True`` (a frame from :class:`relay.proto.framing.StreamDeframer`) it must be
+    padded. Any other trailing byte count is an error.
     """
     size = len(data)
     if size < HEADER_SIZE:
         raise StunError(f"ChannelData too short ({size} bytes)")
-    channel, length = _HEADER.unpack_from(data)
+    channel, length = unpack_header(data)
     if not CHANNEL_MIN <= channel <= CHANNEL_MAX:
         raise StunError(f"channel number {channel:#06x} is outside 0x4000..0x4FFF")
     end = HEADER_SIZE + length

@@ -7,7 +7,8 @@ plain values and fakes:
 
 * :class:`RelayFactory` opens a relayed endpoint (a UDP socket in ``--relay-ports``) for a new
   allocation, or returns None when no port is free (508);
-* :class:`RelayEndpoint` sends a Send indication's data to a peer and is closed on deletion;
+* :class:`relay.core.allocation.RelayEndpoint` sends a Send indication's data to a peer and is
+  closed on deletion;
 * :class:`Lifecycle` hears of every allocation created and deleted (counters, events, the
   summary log line, closing the endpoint).
 
@@ -15,7 +16,7 @@ What it answers, in the order RFC 8656 gives:
 
 * Binding (RFC 8489 §6.3): XOR-MAPPED-ADDRESS, no authentication.
 * Every TURN request: 420 for unknown comprehension-required attributes (with
-  UNKNOWN-ATTRIBUTES), then the long-term credential checks (:mod:`relay.auth`: 401 with
+  UNKNOWN-ATTRIBUTES), then the long-term credential checks (:mod:`relay.core.auth`: 401 with
   REALM and NONCE, 400, 438 for a stale nonce), then 437 when the 5-tuple has no allocation
   (or already has one, for Allocate) and 441 when the username is not the allocation's.
 * Allocate (§7.2): 400 without REQUESTED-TRANSPORT, 442 for anything but UDP; DONT-FRAGMENT
@@ -57,20 +58,33 @@ unsigned ones, RFC 8489 §9.2.5); FINGERPRINT is added when the request had one.
 from __future__ import annotations
 
 import socket
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
-from relay import stun, turn
-from relay.allocation import Address, Allocation, AllocationTable, FiveTuple
-from relay.auth import Authenticator, AuthResult, AuthStatus
-from relay.channeldata import CHANNEL_MAX, CHANNEL_MIN
-from relay.peer_policy import PeerPolicy
-from relay.stun import FAMILY_IPV4, FAMILY_IPV6, Message, MessageBuilder, MessageClass, StunError
+from relay.core.allocation import (
+    Address,
+    Allocation,
+    AllocationTable,
+    ClientAddress,
+    ClientLink,
+    FiveTuple,
+    RelayEndpoint,
+)
+from relay.core.auth import Authenticator, AuthResult, AuthStatus
+from relay.core.peer_policy import PeerPolicy
+from relay.proto import stun, turn
+from relay.proto.channeldata import CHANNEL_MAX, CHANNEL_MIN
+from relay.proto.stun import (
+    FAMILY_IPV4,
+    FAMILY_IPV6,
+    Message,
+    MessageBuilder,
+    MessageClass,
+    StunError,
+)
 from scaler.wire import DeleteReason
 
 __all__ = [
     "Lifecycle",
-    "Link",
-    "RelayEndpoint",
     "RelayFactory",
     "RequestHandler",
     "canonical_ip",
@@ -80,38 +94,6 @@ __all__ = [
 _TURN_METHODS: Final = frozenset(
     {turn.ALLOCATE, turn.REFRESH, turn.CREATE_PERMISSION, turn.CHANNEL_BIND}
 )
-_PERMIT_CACHE_SIZE: Final = 4096
-
-
-class Link(Protocol):
-    """Where a client's messages arrive: a UDP listener or one TCP connection."""
-
-    @property
-    def transport(self) -> str:
-        """``udp`` or ``tcp``."""
-        ...
-
-    @property
-    def local(self) -> Address:
-        """The server's address of this link (the listener's bound address)."""
-        ...
-
-
-class RelayEndpoint(Protocol):
-    """An allocation's relayed transport address, owned by the I/O layer."""
-
-    @property
-    def address(self) -> Address:
-        """The relayed transport address advertised in XOR-RELAYED-ADDRESS."""
-        ...
-
-    def send(self, data: bytes, peer: Address) -> None:
-        """Send one datagram to ``peer`` from the relayed address."""
-        ...
-
-    def close(self) -> None:
-        """Release the socket and its port."""
-        ...
 
 
 class RelayFactory(Protocol):
@@ -182,12 +164,11 @@ class RequestHandler:
         self.channel_max = channel_max
         #: While draining, new allocations are refused with 403.
         self.draining = False
-        self._permit_cache: dict[Address, bool] = {}
 
     # -- entry points
 
     def handle(
-        self, message: Message, link: Link, client: Any, now: float, wall: float
+        self, message: Message, link: ClientLink, client: ClientAddress, now: float, wall: float
     ) -> bytes | None:
         """Process one message from ``client`` (the address as the socket gave it) on ``link``.
 
@@ -252,7 +233,7 @@ class RequestHandler:
             return self._error(message, 400, key)
 
     def _former_credentials(
-        self, message: Message, link: Link, address: Address, wall: float, result: AuthResult
+        self, message: Message, link: ClientLink, address: Address, wall: float, result: AuthResult
     ) -> AuthResult:
         """``result``, or the check under the credentials the 5-tuple's allocation was created
         with when the relay's have changed since."""
@@ -282,7 +263,6 @@ class RequestHandler:
         hold a permission for them (see the module docstring)."""
         old = self.policy
         self.policy = policy
-        self._permit_cache.clear()
         for allocation in self.table:
             before = allocation.retained or {}
             kept: dict[str, PeerPolicy] = {}
@@ -295,17 +275,6 @@ class RequestHandler:
                 if granted is not None:
                     kept[host] = granted
             allocation.retained = kept or None
-
-    def permits(self, peer: Address) -> bool:
-        """The peer policy for a data destination, cached (cleared when the policy changes)."""
-        cache = self._permit_cache
-        allowed = cache.get(peer)
-        if allowed is None:
-            allowed = self.policy.permits(peer[0], peer[1])
-            if len(cache) >= _PERMIT_CACHE_SIZE:
-                cache.clear()
-            cache[peer] = allowed
-        return allowed
 
     @staticmethod
     def _retained(allocation: Allocation, host: str, port: int | None, now: float) -> bool:
@@ -347,8 +316,8 @@ class RequestHandler:
         self,
         *,
         message: Message,
-        link: Link,
-        client: Any,
+        link: ClientLink,
+        client: ClientAddress,
         five_tuple: FiveTuple,
         existing: Allocation | None,
         username: str,
@@ -418,7 +387,6 @@ class RequestHandler:
         allocation = Allocation(
             five_tuple,
             username,
-            relayed=relayed,
             family=family,
             created=now,
             lifetime=lifetime,
@@ -427,8 +395,8 @@ class RequestHandler:
             link=link,
             client_addr=client,
             dont_fragment=dont_fragment,
+            credentials=self.auth.store,
         )
-        allocation.credentials = self.auth.store
         self.table.add(allocation)
         builder = (
             MessageBuilder.success(message)
@@ -505,7 +473,9 @@ class RequestHandler:
             return self._error(message, 400, key)
         return self._signed(message, MessageBuilder.success(message), key)
 
-    def _send_indication(self, message: Message, link: Link, client: Any, now: float) -> None:
+    def _send_indication(
+        self, message: Message, link: ClientLink, client: ClientAddress, now: float
+    ) -> None:
         allocation = self.table.get(FiveTuple(link.transport, (client[0], client[1]), link.local))
         if allocation is None or message.unknown_comprehension_required(turn.KNOWN_ATTRIBUTES):
             return
@@ -519,5 +489,7 @@ class RequestHandler:
         checked = self._peer(allocation, peer)
         if isinstance(checked, int) or checked[0] not in allocation.permissions:
             return
-        if self.permits(checked) or self._retained(allocation, checked[0], checked[1], now):
+        if self.policy.permits_address(checked) or self._retained(
+            allocation, checked[0], checked[1], now
+        ):
             allocation.relay.send(data, checked)

@@ -1,4 +1,4 @@
-"""Where a relay reports to and as whom: flags, validation, and the pusher built from them."""
+"""Where a relay reports to and as whom: the ``--scaler`` and identity flags, validated."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from relay.pusher import Identity, ReportPusher
-from relay.stats import RelayStats
 from scaler.common import names
 from scaler.common.flags import ConfigError, FlagParser, parse_duration, read_token
 
@@ -102,22 +100,3 @@ def _check_name(flag: str, value: str, valid: Callable[[str], bool], longest: in
             f"{flag} {value!r} is not a Kubernetes name (lowercase letters, digits and '-', "
             f"at most {longest} characters)"
         )
-
-
-def make_pusher(config: ReportingConfig, stats: RelayStats) -> ReportPusher | None:
-    """A pusher fed by the relay's counters and events; None when no scaler is configured."""
-    if not config.scalers:
-        return None
-    identity = Identity(
-        pod=config.pod,
-        namespace=config.namespace,
-        gateway=config.gateway,
-        started_at=stats.started_at,
-    )
-    pusher = ReportPusher(
-        config.scalers, identity, stats, token=config.token, interval=config.interval
-    )
-    stats.subscribe(pusher.changed)
-    stats.subscribe_events(pusher.record)
-    stats.reporting = pusher.status
-    return pusher

@@ -1,51 +1,51 @@
 """Running the relay: bind listeners, expire state, drain on SIGTERM, shut down in order.
 
-:class:`RelayServer` wires the pure parts (:mod:`relay.allocation`, :mod:`relay.handler`,
-:mod:`relay.auth`, :mod:`relay.peer_policy`) to the sockets of :mod:`relay.transports` and the
-health endpoints of :mod:`relay.health`. It is the handler's :class:`relay.handler.Lifecycle`:
-every allocation created or deleted passes through it (listener index, relayed socket,
-counters and events in :class:`relay.stats.RelayStats`, one summary log line at the end).
+:class:`RelayServer` wires the pure parts (:mod:`relay.core`: the allocation table, the
+request handler, the authenticator over :class:`relay.core.credentials.Credentials`, the peer
+policy, the port pool) to the sockets of :mod:`relay.net.udp`, :mod:`relay.net.tcp` and
+:mod:`relay.net.relayed` and to the health endpoints of :mod:`relay.net.health`. The relayed
+sockets are built first, then the handler that opens them. It is the handler's
+:class:`relay.core.handler.Lifecycle`: every allocation created or deleted passes through it
+(listener index, relayed socket, counters and events in :class:`relay.core.stats.RelayStats`,
+one summary log line at the end).
 
 One task expires allocations, permissions and channels (:meth:`RelayServer.sweep`, every
-``sweep_interval`` seconds) and closes TCP connections idle without an allocation.
+``sweep_interval`` seconds), unclaimed port reservations (RFC 8656 §7.2), and closes TCP
+connections idle without an allocation.
 
-Drain (:func:`serve`): the first SIGTERM or SIGINT makes the relay not ready and refuses new
-allocations (403) while existing ones keep working; it exits when none are left or after
-``--drain-timeout`` (the rest are deleted with reason ``drained``). A second signal exits at
-once.
+Drain (:func:`serve`, signals through :class:`scaler.common.runtime.StopSignals`): the first
+SIGTERM or SIGINT makes the relay not ready and refuses new allocations (403) while existing
+ones keep working; it exits when none are left or after ``--drain-timeout`` (the rest are
+deleted with reason ``drained``). A second signal ends the drain at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from relay import health
-from relay.allocation import Allocation, AllocationTable, Lifetimes
-from relay.auth import Authenticator, CredentialStore
-from relay.channeldata import CHANNEL_MAX
 from relay.config import Listen, RelayConfig
-from relay.credentials import CombinedCredentials
-from relay.framing import LEGACY_CHANNEL_MAX
-from relay.handler import RelayEndpoint, RequestHandler, family_of
-from relay.peer_policy import PeerPolicy
-from relay.ports import PortPool
-from relay.reporting import make_pusher
-from relay.stats import RelayStats
-from relay.transports import (
-    TCP_IDLE_TIMEOUT,
-    RelaySockets,
-    TcpConnection,
-    UdpListener,
-    bind_udp,
-)
-from scaler.common import logs, sockets
+from relay.core.allocation import Allocation, AllocationTable, Lifetimes
+from relay.core.auth import Authenticator, CredentialStore
+from relay.core.credentials import Credentials
+from relay.core.handler import RequestHandler, family_of
+from relay.core.peer_policy import PeerPolicy
+from relay.core.ports import PortPool
+from relay.core.stats import RelayStats
+from relay.net import health
+from relay.net.relayed import RelaySockets
+from relay.net.sockets import bind_listener
+from relay.net.tcp import TCP_IDLE_TIMEOUT, TcpConnection
+from relay.net.udp import UdpListener
+from relay.proto.channeldata import CHANNEL_MAX
+from relay.proto.framing import LEGACY_CHANNEL_MAX
+from relay.reporting.pusher import make_pusher
+from scaler.common import logs, runtime, sockets
 from scaler.common.flags import HostPort
 from scaler.wire import DeleteReason
 
@@ -59,23 +59,6 @@ SWEEP_INTERVAL = 1.0
 
 class StartupError(Exception):
     """A listener or the health endpoint could not be bound; the message says which."""
-
-
-class _NoRelays:
-    """The relay factory before :meth:`RelayServer.start`: no ports yet."""
-
-    def open(self, family: int, *, even_port: bool, dont_fragment: bool) -> RelayEndpoint | None:
-        return None
-
-    def reserve_pair(
-        self, family: int, *, dont_fragment: bool, now: float
-    ) -> tuple[RelayEndpoint, bytes] | None:
-        return None
-
-    def claim(
-        self, token: bytes, family: int, *, dont_fragment: bool, now: float
-    ) -> RelayEndpoint | None:
-        return None
 
 
 def _bind_tcp(address: HostPort, what: str) -> socket.socket:
@@ -118,17 +101,19 @@ class RelayServer:
             allow_loopback=config.allow_loopback_peers,
             exclusive=config.peers_exclusive,
         )
-        store = CombinedCredentials(config.realm, config.users, config.auth_secrets)
+        self.ports = PortPool(*config.relay_ports)
+        #: Opens no socket before :meth:`start` (an Allocate gets 508 until then).
+        self.relays = RelaySockets(config.relay_address, self.ports, self.stats)
+        store = Credentials(config.realm, config.users, config.auth_secrets)
         self.handler = RequestHandler(
             table=self.table,
             authenticator=Authenticator(store),
             policy=self.policy,
-            relays=_NoRelays(),
+            relays=self.relays,
             lifecycle=self,
             relay_family=family_of(config.relay_address),
             channel_max=LEGACY_CHANNEL_MAX if config.legacy_channels else CHANNEL_MAX,
         )
-        self.ports = PortPool(*config.relay_ports)
         self.udp_listeners: list[UdpListener] = []
         self.connections: set[TcpConnection] = set()
         #: Bound TURN listeners (port 0 resolved), in --listen order.
@@ -157,7 +142,7 @@ class RelayServer:
         cannot be bound (nothing is left open then)."""
         loop = asyncio.get_running_loop()
         self._drained = asyncio.Event()
-        self.handler.relays = RelaySockets(self.config.relay_address, self.ports, loop, self.stats)
+        self.relays.start(loop)
         try:
             for item in self.config.listen:
                 self._open[item] = await self._open_listener(item)
@@ -206,7 +191,7 @@ class RelayServer:
         handle: UdpListener | asyncio.Server
         if item.transport == "udp":
             try:
-                sock = bind_udp(item.address.host, item.address.port)
+                sock = bind_listener(item.address.host, item.address.port)
             except OSError as exc:
                 raise StartupError(f"--listen {item}: {exc.strerror or exc}") from None
             handle = UdpListener(sock, self.handler, self.stats, self.clock, self.wall)
@@ -274,14 +259,10 @@ class RelayServer:
     async def stop(self) -> None:
         """Close listeners, delete what is left (reason ``drained``), stop health."""
         self._serving = False
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await runtime.cancel_and_wait(self._sweeper)
+        self._sweeper = None
         closed = self.close_allocations("drained")
-        if isinstance(self.handler.relays, RelaySockets):
-            self.handler.relays.close()
+        self.relays.close()
         await self._close_listeners()
         if self.pusher is not None:
             await self.pusher.close()  # the last report: zero allocations
@@ -314,7 +295,7 @@ class RelayServer:
     def set_peer_policy(self, policy: PeerPolicy) -> None:
         """Use ``policy`` for new permissions, channels and sends from now on; peers it drops
         stay reachable for allocations holding a permission for them
-        (:meth:`relay.handler.RequestHandler.set_policy`)."""
+        (:meth:`relay.core.handler.RequestHandler.set_policy`)."""
         self.policy = policy
         self.handler.set_policy(policy)
 
@@ -329,8 +310,7 @@ class RelayServer:
         """Expire what is due and close TCP connections idle without an allocation."""
         now = self.clock()
         self.handler.expire(now)
-        if isinstance(self.handler.relays, RelaySockets):
-            self.handler.relays.expire_reservations(now)
+        self.relays.expire_reservations(now)
         timeout = self.tcp_idle_timeout
         for connection in list(self.connections):
             since = connection.idle_since
@@ -348,7 +328,7 @@ class RelayServer:
     def _tcp_protocol(self) -> TcpConnection:
         return TcpConnection(self.handler, self.stats, self.connections, self.clock, self.wall)
 
-    # -- relay.handler.Lifecycle
+    # -- relay.core.handler.Lifecycle
 
     def allocation_created(self, allocation: Allocation) -> None:
         allocation.link.attach(allocation)
@@ -397,15 +377,6 @@ async def serve(
     """Serve until SIGTERM/SIGINT, then drain (see the module docstring) and stop;
     ``started`` runs once the server is up."""
     server = RelayServer(config) if server is None else server
-    loop = asyncio.get_running_loop()
-    first = asyncio.Event()
-    second = asyncio.Event()
-
-    def on_signal() -> None:
-        if first.is_set():
-            second.set()
-        first.set()
-
     await server.start()
     if started is not None:
         try:
@@ -413,25 +384,22 @@ async def serve(
         except BaseException:
             await server.stop()
             raise
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
     try:
-        await first.wait()
-        server.begin_drain()
-        drained = asyncio.ensure_future(server.wait_drained())
-        interrupted = asyncio.ensure_future(second.wait())
-        done, pending = await asyncio.wait(
-            {drained, interrupted},
-            timeout=config.drain_timeout,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        for task in pending:
-            task.cancel()
-        outcome = (
-            "drained" if drained in done else "second signal" if interrupted in done else "timeout"
-        )
-        log.info("drain finished", outcome=outcome, allocations_left=len(server.table))
+        async with runtime.StopSignals() as signals:
+            await signals.requested.wait()
+            server.begin_drain()
+            drained = asyncio.create_task(server.wait_drained())
+            forced = asyncio.create_task(signals.forced.wait())
+            done, _ = await asyncio.wait(
+                {drained, forced},
+                timeout=config.drain_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            await runtime.cancel_and_wait(drained)
+            await runtime.cancel_and_wait(forced)
+            outcome = (
+                "drained" if drained in done else "second signal" if forced in done else "timeout"
+            )
+            log.info("drain finished", outcome=outcome, allocations_left=len(server.table))
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
         await server.stop()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from relay.stats import RelayStats
+from relay.core.stats import RelayStats
 
 __all__ = ["HEALTH", "HealthState", "create_app"]
 

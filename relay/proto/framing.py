@@ -5,7 +5,7 @@ and ChannelData messages by theirs, padded to a multiple of 4 (RFC 8656 §12.5).
 bits tell them apart: ``00`` STUN, ``01`` ChannelData (channels 0x4000..0x4FFF only, or up to
 0x7FFF with ``channel_max=LEGACY_CHANNEL_MAX`` for RFC 5766 clients such as coturn's). Anything
 else means the stream is not TURN (or lost sync), and nothing after it can be trusted: the
-deframer raises :class:`relay.stun.StunError` so the caller closes the connection.
+deframer raises :class:`relay.proto.stun.StunError` so the caller closes the connection.
 
 >>> d = StreamDeframer()
 >>> frames = d.feed(chunk)  # doctest: +SKIP
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from relay import channeldata
-from relay.stun import HEADER_SIZE, MAGIC_COOKIE, MAX_MESSAGE_SIZE, StunError
+from relay.proto import channeldata
+from relay.proto.stun import HEADER_SIZE, MAGIC_COOKIE, MAX_MESSAGE_SIZE, StunError
 
 __all__ = ["DEFAULT_MAX_FRAME_SIZE", "LEGACY_CHANNEL_MAX", "StreamDeframer"]
 
@@ -30,7 +30,7 @@ DEFAULT_MAX_FRAME_SIZE: Final = MAX_MESSAGE_SIZE
 class StreamDeframer:
     """Buffers stream input and returns complete frames.
 
-    Each frame is the exact bytes of one STUN message (for :func:`relay.stun.parse`) or one
+    Each frame is the exact bytes of one STUN message (for :func:`relay.proto.stun.parse`) or one
     padded ChannelData message (for ``channeldata.decode(frame, stream=True)``). A frame whose
     header announces more than ``max_frame_size`` bytes is an error, so a peer cannot make the
     buffer grow beyond one frame plus one read. On garbage the error is raised at once (frames

@@ -6,10 +6,11 @@
   process) over that time and the client's transport address, base64url-encoded. It is checked
   without any table, and an expired but genuine nonce (:attr:`NonceStatus.STALE`, answered 438)
   is told apart from a forged or foreign one (:attr:`NonceStatus.INVALID`).
-* Credential stores (:class:`CredentialStore`): :class:`StaticCredentials` (name -> password) and
-  :class:`RestCredentials`, the ephemeral "TURN REST API" scheme of
-  draft-uberti-behave-turn-rest-00 §2.2: username ``EXPIRY[:USERID]`` (unix seconds),
-  password ``base64(HMAC-SHA1(secret, username))``, several secrets accepted for rotation.
+* The ephemeral "TURN REST API" credentials of draft-uberti-behave-turn-rest-00 §2.2:
+  username ``EXPIRY[:USERID]`` (unix seconds), password ``base64(HMAC-SHA1(secret,
+  username))`` (:func:`rest_password`), minted by :func:`rest_credentials`.
+* :class:`CredentialStore`: where the keys come from (the relay's is
+  :class:`relay.core.credentials.Credentials`).
 * :class:`Authenticator`: the server-side checks of RFC 8489 §9.2.4, in its order, as a pure
   function of the request, the client address and the time.
 
@@ -33,12 +34,12 @@ import math
 import re
 import secrets
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Final, Protocol
 
-from relay.stun import (
+from relay.proto.stun import (
     MAX_USERNAME,
     MESSAGE_INTEGRITY,
     MESSAGE_INTEGRITY_SHA256,
@@ -61,10 +62,9 @@ __all__ = [
     "NonceManager",
     "NonceStatus",
     "PasswordAlgorithm",
-    "RestCredentials",
-    "StaticCredentials",
     "long_term_key",
     "opaque_string",
+    "rest_credentials",
     "rest_password",
 ]
 
@@ -166,7 +166,7 @@ class NonceManager:
         return NonceStatus.VALID
 
 
-# --- credential stores -------------------------------------------------------------------------
+# --- credential stores and the TURN REST API ------------------------------------------------
 
 
 class CredentialStore(Protocol):
@@ -177,40 +177,9 @@ class CredentialStore(Protocol):
         """The realm of every key this store returns."""
         ...
 
-    def lookup(self, username: str, now: float) -> bytes | None:
-        """The key for ``username`` at ``now`` (the current one when rotating), or None."""
-        ...
-
     def candidates(self, username: str, now: float) -> Sequence[bytes]:
         """Every key ``username`` may hold at ``now`` (several while a secret rotates)."""
         ...
-
-
-class StaticCredentials:
-    """A fixed ``{username: password}`` table; only the derived keys are kept."""
-
-    __slots__ = ("_keys", "_realm")
-
-    def __init__(self, realm: str, users: Mapping[str, str]) -> None:
-        self._realm = realm
-        self._keys = {name: long_term_key(name, realm, pw) for name, pw in users.items()}
-
-    def __repr__(self) -> str:
-        return f"StaticCredentials(realm={self._realm!r}, users={len(self._keys)}, keys=<hidden>)"
-
-    @property
-    def realm(self) -> str:
-        """The realm of every key this store returns."""
-        return self._realm
-
-    def lookup(self, username: str, now: float) -> bytes | None:
-        """The key for ``username``; ``now`` is unused (static credentials do not expire)."""
-        return self._keys.get(username)
-
-    def candidates(self, username: str, now: float) -> Sequence[bytes]:
-        """The one key of ``username``, or none."""
-        key = self._keys.get(username)
-        return () if key is None else (key,)
 
 
 def rest_password(secret: str | bytes, username: str) -> str:
@@ -219,72 +188,19 @@ def rest_password(secret: str | bytes, username: str) -> str:
     return base64.b64encode(hmac.new(key, username.encode(), hashlib.sha1).digest()).decode()
 
 
-_REST_EXPIRY: Final = re.compile(r"[0-9]{1,12}")
+def rest_credentials(secret: str | bytes, user_id: str, now: float, ttl: float) -> tuple[str, str]:
+    """``(username, password)`` for ``user_id``, valid for ``ttl`` s from ``now`` (unix
+    seconds), signed with ``secret``: what a TURN REST API endpoint hands a web client.
 
-
-class RestCredentials:
-    """Ephemeral credentials (draft-uberti-behave-turn-rest-00): ``EXPIRY[:USERID]`` usernames.
-
-    ``secrets`` are tried in order; the first is the current one (:meth:`issue`, :meth:`lookup`)
-    and the others are kept during rotation. A username whose expiry is not after ``now`` is
-    refused, and so is one further out than ``max_ttl`` when it is set.
+    The username is ``EXPIRY:USERID``, or ``EXPIRY`` alone for an empty user id.
     """
-
-    __slots__ = ("_realm", "_secrets", "max_ttl")
-
-    def __init__(
-        self, realm: str, secrets: Sequence[str | bytes], max_ttl: float | None = None
-    ) -> None:
-        if not secrets:
-            raise ValueError("RestCredentials needs at least one secret")
-        if any(len(s) == 0 for s in secrets):
-            raise ValueError("REST API secrets must not be empty")
-        self._realm = realm
-        self._secrets = tuple(s.encode() if isinstance(s, str) else bytes(s) for s in secrets)
-        self.max_ttl = max_ttl
-
-    def __repr__(self) -> str:
-        return (
-            f"RestCredentials(realm={self._realm!r}, secrets=<{len(self._secrets)} hidden>, "
-            f"max_ttl={self.max_ttl!r})"
-        )
-
-    @property
-    def realm(self) -> str:
-        """The realm of every key this store returns."""
-        return self._realm
-
-    def _valid(self, username: str, now: float) -> bool:
-        expiry_text = username.partition(":")[0]
-        if not _REST_EXPIRY.fullmatch(expiry_text):
-            return False
-        expiry = int(expiry_text)
-        if expiry <= now:
-            return False
-        return self.max_ttl is None or expiry - now <= self.max_ttl
-
-    def candidates(self, username: str, now: float) -> Sequence[bytes]:
-        """One key per secret, current first; none when the username is malformed or expired."""
-        if not self._valid(username, now):
-            return ()
-        return tuple(
-            long_term_key(username, self._realm, rest_password(s, username)) for s in self._secrets
-        )
-
-    def lookup(self, username: str, now: float) -> bytes | None:
-        """The key under the current secret, or None when malformed or expired."""
-        if not self._valid(username, now):
-            return None
-        return long_term_key(username, self._realm, rest_password(self._secrets[0], username))
-
-    def issue(self, user_id: str, now: float, ttl: float) -> tuple[str, str]:
-        """``(username, password)`` for ``user_id`` valid for ``ttl`` s, under the current
-        secret (what a REST API endpoint hands to a web client)."""
-        if ":" in user_id:
-            raise ValueError("a REST API user id must not contain ':'")
-        expiry = math.floor(now + ttl)
-        username = f"{expiry}:{user_id}" if user_id else str(expiry)
-        return username, rest_password(self._secrets[0], username)
+    if ":" in user_id:
+        raise ValueError("a REST API user id must not contain ':'")
+    if len(secret) == 0:
+        raise ValueError("REST API secrets must not be empty")
+    expiry = math.floor(now + ttl)
+    username = f"{expiry}:{user_id}" if user_id else str(expiry)
+    return username, rest_password(secret, username)
 
 
 # --- the server-side checks --------------------------------------------------------------------

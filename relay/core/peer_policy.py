@@ -45,6 +45,7 @@ from typing import Final
 
 __all__ = [
     "DEFAULT_DENY",
+    "PERMIT_CACHE_SIZE",
     "PeerPolicy",
     "PeerRule",
     "normalize_peer",
@@ -67,6 +68,8 @@ DEFAULT_DENY: Final[tuple[str, ...]] = (
     "ff00::/8",
     "64:ff9b:1::/48",
 )
+#: Answers :meth:`PeerPolicy.permits_address` keeps before it starts over.
+PERMIT_CACHE_SIZE: Final = 4096
 _LOOPBACK: Final[tuple[IPNetwork, ...]] = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 
 # IPv6 prefixes whose addresses are checked as the IPv4 address they embed.
@@ -236,6 +239,7 @@ class PeerPolicy:
     """Decides whether a client may reach a peer; see the module docstring for the rules."""
 
     __slots__ = (
+        "_cache",
         "_default",
         "_hard",
         "_loopback",
@@ -281,6 +285,7 @@ class PeerPolicy:
             )
             for r in self.rules
         )
+        self._cache: dict[tuple[str, int], bool] = {}
 
     def __repr__(self) -> str:
         allow = ", ".join(str(r) for r in self.rules)
@@ -293,6 +298,19 @@ class PeerPolicy:
             return False
         key = _key(ip)
         return key is not None and self._decide(key, port)
+
+    def permits_address(self, peer: tuple[str, int]) -> bool:
+        """:meth:`permits` for ``(host, port)``, cached: for Send indications, where the same
+        few peers come again and again. The cache lives as long as the policy (a replacement
+        starts empty) and is cleared when it holds :data:`PERMIT_CACHE_SIZE` answers."""
+        cache = self._cache
+        allowed = cache.get(peer)
+        if allowed is None:
+            allowed = self.permits(peer[0], peer[1])
+            if len(cache) >= PERMIT_CACHE_SIZE:
+                cache.clear()
+            cache[peer] = allowed
+        return allowed
 
     def permits_host(self, ip: str | IPAddress) -> bool:
         """Whether some port of ``ip`` is permitted: for CreatePermission, which ignores ports

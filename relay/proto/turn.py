@@ -1,4 +1,4 @@
-"""TURN constants and attribute value codecs (RFC 8656), on top of :mod:`relay.stun`.
+"""TURN constants and attribute value codecs (RFC 8656), on top of :mod:`relay.proto.stun`.
 
 * §17 / §18: methods Allocate, Refresh, Send, Data, CreatePermission, ChannelBind.
 * §18 / §14: attributes CHANNEL-NUMBER (§14.1), LIFETIME (§14.2), XOR-PEER-ADDRESS (§14.3),
@@ -6,12 +6,12 @@
   (§14.7), REQUESTED-TRANSPORT (§14.8), DONT-FRAGMENT (§14.9), RESERVATION-TOKEN (§14.10),
   ADDITIONAL-ADDRESS-FAMILY (§14.11), ADDRESS-ERROR-CODE (§14.12), ICMP (§14.13).
   The XOR address attributes share XOR-MAPPED-ADDRESS's layout: use
-  :func:`relay.stun.encode_xor_address` / :meth:`relay.stun.Message.get_xor_address`.
+  :func:`relay.proto.stun.encode_xor_address` / :meth:`relay.proto.stun.Message.get_xor_address`.
 * §15 / §18: error codes with their reason phrases.
 * Timers: allocation lifetime default 600 s / max 3600 s (§7.2, §7.3), permissions 300 s
   (§9), channel bindings 600 s (§12).
 
-Every decoder raises :class:`relay.stun.StunError` for a malformed value, and nothing else.
+Every decoder raises :class:`relay.proto.stun.StunError` for a malformed value, and nothing else.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from __future__ import annotations
 import struct
 from typing import Final, NamedTuple
 
-from relay.stun import (
+from relay.proto.stun import (
     ERROR_REASONS as STUN_ERROR_REASONS,
 )
-from relay.stun import (
+from relay.proto.stun import (
     FAMILY_IPV4,
     FAMILY_IPV6,
     STUN_ATTRIBUTES,

@@ -34,21 +34,91 @@ import math
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
-from relay import turn
-from relay.peer_policy import PeerPolicy
+from relay.core.auth import CredentialStore
+from relay.core.peer_policy import PeerPolicy
+from relay.proto import turn
 
 __all__ = [
+    "Address",
     "Allocation",
     "AllocationTable",
     "Binding",
+    "ClientAddress",
+    "ClientLink",
     "FiveTuple",
     "Lifetimes",
+    "Payload",
+    "RelayEndpoint",
     "quota_key",
 ]
 
+#: An IP address (canonical text form) and a port.
 Address = tuple[str, int]
+#: A client's address exactly as its socket reports it: ``(host, port)``, or for IPv6
+#: ``(host, port, flowinfo, scope_id)``.
+ClientAddress = tuple[str, int] | tuple[str, int, int, int]
+#: What the packet path sends: received bytes, or a slice of a receive buffer.
+Payload = bytes | bytearray | memoryview
+
+
+class RelayEndpoint(Protocol):
+    """An allocation's relayed transport address (RFC 8656 §2): one UDP socket, owned by the
+    I/O layer (:class:`relay.net.relayed.RelaySocket`)."""
+
+    @property
+    def address(self) -> Address:
+        """The relayed transport address advertised in XOR-RELAYED-ADDRESS."""
+        ...
+
+    def sendto(self, data: Payload, peer: Address, /) -> int:
+        """Send one datagram to ``peer`` (ChannelData from the client, RFC 8656 §12.6): the
+        socket's own ``sendto``, uncounted; raises :class:`OSError` (the caller drops it)."""
+        ...
+
+    def send(self, data: bytes, peer: Address) -> None:
+        """Send a Send indication's data to ``peer`` (RFC 8656 §11.2), counted; an error
+        drops it."""
+        ...
+
+    def attach(self, allocation: Allocation) -> None:
+        """Start relaying what peers send to ``allocation``'s client (the allocation exists)."""
+        ...
+
+    def close(self) -> None:
+        """Stop relaying; release the socket and its port."""
+        ...
+
+
+class ClientLink(Protocol):
+    """Where an allocation's client is: a UDP listener (shared by its clients) or one TCP
+    connection (:mod:`relay.net.udp`, :mod:`relay.net.tcp`)."""
+
+    @property
+    def transport(self) -> str:
+        """``udp`` or ``tcp``: the client's transport, part of the 5-tuple."""
+        ...
+
+    @property
+    def local(self) -> Address:
+        """The server's address of this link (the listener's bound address)."""
+        ...
+
+    def sendto(self, data: Payload, client: ClientAddress, /) -> object:
+        """Send one message (ChannelData, a Data indication) to ``client``. A UDP listener's
+        is its socket's ``sendto`` (raises :class:`OSError`, the caller drops and does not
+        count it); a TCP connection's copies the bytes, counts them, and drops them while
+        the connection is backed up."""
+        ...
+
+    def attach(self, allocation: Allocation) -> None:
+        """Route the client's data to ``allocation`` (it was just created)."""
+        ...
+
+    def detach(self, allocation: Allocation) -> None:
+        """Stop routing to ``allocation`` (it was deleted)."""
+        ...
 
 
 class FiveTuple(NamedTuple):
@@ -116,8 +186,8 @@ class Allocation:
     """One allocation. Plain attributes, read directly by the packet path.
 
     ``relay`` is the relayed endpoint and ``link`` the way back to the client (a listener or
-    connection): both opaque here, owned by the I/O layer. ``peer_rx``/``peer_tx`` count
-    payload bytes received and sent on the relayed socket.
+    connection), both owned by the I/O layer. ``peer_rx``/``peer_tx`` count payload bytes
+    received and sent on the relayed socket.
     """
 
     __slots__ = (
@@ -151,22 +221,22 @@ class Allocation:
         five_tuple: FiveTuple,
         username: str,
         *,
-        relayed: Address,
+        relay: RelayEndpoint,
+        link: ClientLink,
         family: int,
         created: float,
         lifetime: int,
         transaction_id: bytes = b"",
-        relay: Any = None,
-        link: Any = None,
-        client_addr: Any = None,
+        client_addr: ClientAddress | None = None,
         allocation_id: str | None = None,
         dont_fragment: bool = False,
+        credentials: CredentialStore | None = None,
     ) -> None:
         self.id = secrets.token_hex(8) if allocation_id is None else allocation_id
         self.five_tuple = five_tuple
         self.username = username
         self.quota_key = quota_key(username)
-        self.relayed = relayed
+        self.relayed: Address = relay.address
         self.family = family
         self.created = created
         self.expiry = created + lifetime
@@ -176,7 +246,7 @@ class Allocation:
         self.relay = relay
         self.link = link
         #: The client address exactly as the socket reports it (IPv6: a 4-tuple).
-        self.client_addr = five_tuple.client if client_addr is None else client_addr
+        self.client_addr: ClientAddress = five_tuple.client if client_addr is None else client_addr
         self.dont_fragment = dont_fragment
         #: Peer IP (canonical text) -> expiry.
         self.permissions: dict[str, float] = {}
@@ -189,10 +259,10 @@ class Allocation:
         #: Peer IP -> the policy that let it in, for peers a newer policy no longer lists
         #: but this allocation holds a permission for (see RequestHandler.set_policy).
         self.retained: dict[str, PeerPolicy] | None = None
-        #: The credential store this allocation was authenticated with (a
-        #: relay.auth.CredentialStore): it stays valid for this allocation's requests after
-        #: the relay's credentials change (see RequestHandler.handle).
-        self.credentials: Any = None
+        #: The credential store this allocation was authenticated with: it stays valid for
+        #: this allocation's requests after the relay's credentials change (see
+        #: RequestHandler.handle).
+        self.credentials = credentials
 
     def __repr__(self) -> str:
         return (

@@ -35,6 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from relay.core.stats import RelayStats
+from relay.reporting.config import ReportingConfig
 from scaler import wire
 from scaler.common import backoff, logs
 
@@ -353,3 +355,22 @@ async def resolve_host(host: str) -> list[str] | None:
         log.warning("cannot resolve scaler", host=host, error=str(error))
         return None
     return sorted({str(info[4][0]) for info in infos})
+
+
+def make_pusher(config: ReportingConfig, stats: RelayStats) -> ReportPusher | None:
+    """A pusher fed by the relay's counters and events; None when no scaler is configured."""
+    if not config.scalers:
+        return None
+    identity = Identity(
+        pod=config.pod,
+        namespace=config.namespace,
+        gateway=config.gateway,
+        started_at=stats.started_at,
+    )
+    pusher = ReportPusher(
+        config.scalers, identity, stats, token=config.token, interval=config.interval
+    )
+    stats.subscribe(pusher.changed)
+    stats.subscribe_events(pusher.record)
+    stats.reporting = pusher.status
+    return pusher

@@ -1,0 +1,168 @@
+"""One TURN client over TCP (RFC 8656 §2.1: TCP between client and server): an
+``asyncio.Protocol``.
+
+The stream is split into STUN messages (RFC 8489 §6.2.2) and padded ChannelData messages
+(RFC 8656 §12.5) by :class:`relay.proto.framing.StreamDeframer`; garbage on it closes the
+connection. ChannelData goes to the allocation's peer, STUN to the request handler. A
+connection whose send buffer is over the high-water mark drops relayed data (as UDP would)
+instead of buffering without bound. A connection without an allocation is closed after
+:data:`TCP_IDLE_TIMEOUT` (by the server's sweep).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+from typing import Final, cast
+
+from relay.core.allocation import Address, Allocation, ClientAddress, Payload
+from relay.core.handler import RequestHandler
+from relay.core.stats import RelayStats
+from relay.net.bugs import report_bug
+from relay.proto import stun
+from relay.proto.channeldata import unpack_header
+from relay.proto.framing import StreamDeframer
+from relay.proto.stun import StunError
+
+__all__ = ["TCP_IDLE_TIMEOUT", "TcpConnection"]
+
+#: TCP connections without an allocation are closed after this long.
+TCP_IDLE_TIMEOUT: Final = 60.0
+
+
+class TcpConnection(asyncio.Protocol):
+    """One TURN client over TCP, its :class:`relay.core.allocation.ClientLink`. At most one
+    allocation per connection (its 5-tuple)."""
+
+    transport = "tcp"
+
+    def __init__(
+        self,
+        handler: RequestHandler,
+        stats: RelayStats,
+        connections: set[TcpConnection],
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.handler = handler
+        self.stats = stats
+        self.connections = connections
+        self.clock = clock
+        self.wall = wall
+        self.local: Address = ("", 0)
+        self.peer: ClientAddress = ("", 0)
+        self.allocation: Allocation | None = None
+        #: Monotonic time since when the connection has had no allocation (None: it has one).
+        self.idle_since: float | None = clock()
+        self.paused = False
+        self._transport: asyncio.Transport | None = None
+        self._deframer = StreamDeframer(channel_max=handler.channel_max)
+
+    def __repr__(self) -> str:
+        return f"TcpConnection({self.peer!r} -> {self.local[0]}:{self.local[1]})"
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        self.peer = transport.get_extra_info("peername")
+        sockname = transport.get_extra_info("sockname")
+        self.local = (sockname[0], sockname[1])
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connections.add(self)
+        self.stats.connection_accepted("tcp")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self._transport = None
+        allocation = self.allocation
+        if allocation is not None:
+            self.handler.delete(allocation, "error")
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+
+    def data_received(self, data: bytes) -> None:
+        self.stats.client_rx += len(data)
+        try:
+            frames = self._deframer.feed(data)
+        except StunError:
+            self.close()  # not TURN, or lost sync: nothing after this can be trusted
+            return
+        for frame in frames:
+            if self._transport is None:
+                return
+            if frame[0] >= 0x40:
+                self._channel_data(frame)
+                continue
+            try:
+                message = stun.parse(frame)
+            except StunError:
+                self.close()
+                return
+            try:
+                response = self.handler.handle(message, self, self.peer, self.clock(), self.wall())
+            except Exception:
+                report_bug("tcp")
+                continue
+            if response is not None:
+                self.write(response)
+
+    # -- link
+
+    def attach(self, allocation: Allocation) -> None:
+        self.allocation = allocation
+        self.idle_since = None
+
+    def detach(self, allocation: Allocation) -> None:
+        if self.allocation is allocation:
+            self.allocation = None
+            self.idle_since = self.clock()
+
+    def sendto(self, data: Payload, client: ClientAddress, /) -> None:
+        """What the packet path sends to this connection's client: a copy (the transport may
+        keep it), written as :meth:`write` does."""
+        self.write(bytes(data))
+
+    def write(self, data: bytes) -> None:
+        """Send to the client unless the connection is backed up (then the data is dropped)."""
+        transport = self._transport
+        if transport is None or self.paused:
+            return
+        transport.write(data)
+        self.stats.client_tx += len(data)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _channel_data(self, frame: bytes) -> None:
+        allocation = self.allocation
+        if allocation is None:
+            return
+        channel, length = unpack_header(frame)
+        end = 4 + length
+        binding = allocation.channels.get(channel)
+        if binding is None:
+            return
+        try:
+            allocation.relay.sendto(memoryview(frame)[4:end], binding.peer)
+        except OSError:
+            return
+        end -= 4
+        allocation.peer_tx += end
+        self.stats.peer_tx += end

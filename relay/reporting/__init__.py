@@ -1,0 +1,5 @@
+"""Reporting to the scalers (the wire contract of :mod:`scaler.wire`).
+
+- :mod:`relay.reporting.config`: where a relay reports to and as whom (flags, validated).
+- :mod:`relay.reporting.pusher`: the report pusher, and ``make_pusher`` wiring it to the stats.
+"""
