@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import sys
 from pathlib import Path
 
 from setuptools import find_packages  # type: ignore[import-untyped]
@@ -20,3 +22,20 @@ def test_every_source_directory_is_a_package_the_wheel_includes() -> None:
             name = ".".join(directory.relative_to(ROOT).parts)
             assert (directory / "__init__.py").is_file(), f"{name} has no __init__.py"
             assert name in shipped, name
+
+
+def test_the_wire_formats_use_the_standard_library_only() -> None:
+    """relay/proto is sans-I/O and stdlib only (import-linter checks turnscale's own
+    packages; this checks third-party ones)."""
+    for path in sorted((ROOT / "relay" / "proto").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.partition(".")[0]
+                allowed = top in sys.stdlib_module_names or name.startswith("relay.proto")
+                assert allowed or top == "__future__", f"{path.name} imports {name}"

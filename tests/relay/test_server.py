@@ -16,6 +16,7 @@ from relay.core.peer_policy import parse_peer_rule
 from relay.net.server import RelayServer, StartupError
 from relay.proto import stun, turn
 from scaler import wire
+from tests.clock import FakeClock
 from tests.relay.servers import (
     PASSWORD,
     RECORDED,
@@ -291,16 +292,6 @@ async def test_even_port_reservation_with_real_sockets() -> None:
         assert error.value.code == 508
         token = turn.encode_reservation_token(rtp.token)
         assert (await rtcp.allocate(extra=[(turn.RESERVATION_TOKEN, token)]))[1] == low + 1
-
-
-class FakeClock:
-    """Monotonic time the test moves by hand (the sweeper still runs every 50 ms)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_short_lifetime_expires() -> None:
