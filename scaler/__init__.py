@@ -6,6 +6,8 @@
 - :mod:`scaler.wire`: the report wire contract (relay -> scaler), as msgspec types.
 - :mod:`scaler.fleet`: every relay's state, instances, staleness and expiry; pure.
 - :mod:`scaler.ingest`: one report's rules, from request parts to an answer; no aiohttp.
+- :mod:`scaler.binding`: reports bound to the pods that send them (``--kubernetes``); pure.
+- :mod:`scaler.exporter`: whether this replica exports the fleet on ``/metrics``.
 - :mod:`scaler.service`: the fleet state and the operations every front end shares.
 - :mod:`scaler.changes`: wakes push-style answers when the scaling inputs change.
 - :mod:`scaler.scaling`: the scaling rule and the per-gateway policy protocol.
