@@ -131,7 +131,16 @@ class Target:
         self.failures = 0
         self.sent = 0
         self.rejected = 0
+        # The scaler answers but will not count this relay: old_instance (a newer instance
+        # of this pod holds its place), forbidden (not from this pod's IP), unauthorized.
+        self.refused_as: str | None = None
+        self.refused_in_a_row = 0
         self.task: asyncio.Task[None] | None = None
+
+    @property
+    def refusing(self) -> str | None:
+        """The refusal, once it is more than one report in a row (one can be a race)."""
+        return self.refused_as if self.refused_in_a_row > 1 else None
 
 
 class ReportPusher:
@@ -218,6 +227,8 @@ class ReportPusher:
                     "reports_sent": target.sent,
                     "reports_rejected": target.rejected,
                     "failing": target.failures,
+                    "refusing": target.refusing,
+                    "refused_in_a_row": target.refused_in_a_row,
                     "events_waiting": len(target.buffer),
                     "events_dropped": target.buffer.dropped,
                 }
@@ -315,13 +326,14 @@ class ReportPusher:
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             self._failed(target, f"{type(error).__name__}: {error}")
             return
+        self._note_refusal(target, _refusal(status, body))
         if status in (200, 202):
             target.inflight = None
             target.sent += 1
             if target.failures:
                 log.info("scaler reachable again", scaler=target.endpoint.url)
             target.failures = 0
-        elif status in (400, 401, 413, 415):
+        elif status in (400, 401, 403, 413, 415):
             # Definitive: retrying the same bytes cannot succeed. The next report is fresh.
             target.inflight = None
             target.rejected += 1
@@ -334,6 +346,26 @@ class ReportPusher:
         else:
             self._failed(target, f"HTTP {status}")
 
+    def _note_refusal(self, target: Target, refusal: str | None) -> None:
+        """Count refusals in a row; say so once they are more than one, and once over."""
+        if refusal is None:
+            if target.refusing is not None:
+                log.info("scaler counts this relay again", scaler=target.endpoint.url)
+            target.refused_as, target.refused_in_a_row = None, 0
+            return
+        if refusal != target.refused_as:
+            target.refused_as, target.refused_in_a_row = refusal, 0
+        target.refused_in_a_row += 1
+        count = target.refused_in_a_row
+        if count == 2 or (count > 2 and count & (count - 1) == 0):  # 2, 4, 8, ...: rare
+            log.warning(
+                "scaler refuses this relay's reports",
+                scaler=target.endpoint.url,
+                refusal=refusal,
+                in_a_row=count,
+                hint=_REFUSAL_HINTS[refusal],
+            )
+
     def _failed(self, target: Target, reason: str) -> None:
         target.failures += 1
         if target.failures in (1, 10) or target.failures % 100 == 0:
@@ -343,6 +375,26 @@ class ReportPusher:
                 failures=target.failures,
                 reason=reason,
             )
+
+
+_REFUSAL_HINTS: Final = {
+    "old_instance": "the scaler holds a newer instance of this pod (another process reports "
+    "as it: check --pod)",
+    "forbidden": "the scaler's pod watch does not place this pod at the address the reports "
+    "come from (--pod, --namespace, or NAT between relay and scaler)",
+    "unauthorized": "the report token differs from the scaler's (--scaler-token-file)",
+}
+
+
+def _refusal(status: int, body: bytes) -> str | None:
+    """Which refusal an answer is, if any; a 200 says ``old_instance`` in its body."""
+    if status == 401:
+        return "unauthorized"
+    if status == 403:
+        return "forbidden"
+    if status == 200 and b'"old_instance"' in body:
+        return "old_instance"
+    return None
 
 
 async def resolve_host(host: str) -> list[str] | None:

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from relay.reporting.pusher import BACKOFF_FIRST, BACKOFF_MAX, Identity, ReportPusher, endpoints
 from scaler import wire
@@ -236,3 +237,68 @@ async def test_a_rejected_report_is_logged_and_pushing_goes_on(start_scaler: Any
         await eventually(lambda: len(server.service.fleet) == 1)
     finally:
         await right.close()
+
+
+async def test_a_scaler_that_keeps_refusing_this_relay_shows_on_status_and_in_one_log(
+    start_scaler: Any,
+) -> None:
+    """A newer instance of the same pod holds its place: this one is old_instance."""
+    server = await start_scaler()
+    assert server.http_address is not None
+    url = f"http://127.0.0.1:{server.http_address.port}"
+    later = dataclasses.replace(IDENTITY, instance="newer", started_at=IDENTITY.started_at + 1)
+    newer = ReportPusher([url], later, FakeRelay())
+    await newer.start()
+    await eventually(lambda: relay_of(server) is not None)
+    await newer.close()
+    older = ReportPusher([url], IDENTITY, FakeRelay(), interval=0.05)
+    with capture_logs() as logs:
+        await older.start()
+        try:
+            await eventually(lambda: server.service.ingest.stats.reports["old_instance"] >= 6)
+            scaler: Any = next(iter(older.status()["scalers"].values()))  # type: ignore[attr-defined]
+            assert scaler["refusing"] == "old_instance" and scaler["refused_in_a_row"] >= 6
+        finally:
+            await older.close()
+    warnings = [e for e in logs if e["event"] == "scaler refuses this relay's reports"]
+    # Said at 2 and at 4 refusals in a row (then 8, 16, ...), never once per report.
+    assert [e["in_a_row"] for e in warnings][:2] == [2, 4]
+    assert len(warnings) < server.service.ingest.stats.reports["old_instance"]
+    assert {e["refusal"] for e in warnings} == {"old_instance"}
+
+
+async def test_forbidden_is_definitive_and_clears_when_the_scaler_counts_the_relay_again() -> None:
+    answer = {"status": 403}
+
+    async def reports(request: web.Request) -> web.Response:
+        await request.read()
+        if answer["status"] == 403:
+            return web.json_response({"error": "not that pod's IP"}, status=403)
+        return web.json_response({"result": "accepted", "seq": 1}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/v1/reports", reports)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    pusher = ReportPusher([f"http://127.0.0.1:{port}"], IDENTITY, FakeRelay(), interval=0.05)
+    with capture_logs() as logs:
+        await pusher.start()
+        try:
+
+            def scaler() -> Any:
+                return next(iter(pusher.status()["scalers"].values()))  # type: ignore[attr-defined]
+
+            await eventually(lambda: scaler()["refusing"] == "forbidden", "refusing shown")
+            # Definitive: each refused report is dropped, not retried with backoff.
+            assert scaler()["failing"] == 0 and scaler()["reports_rejected"] >= 2
+            answer["status"] = 202
+            await eventually(lambda: scaler()["refusing"] is None, "refusal cleared")
+            assert scaler()["refused_in_a_row"] == 0
+        finally:
+            await pusher.close()
+            await runner.cleanup()
+    events = [e["event"] for e in logs]
+    assert "scaler refuses this relay's reports" in events
+    assert "scaler counts this relay again" in events
