@@ -116,9 +116,19 @@ def scaler_flags(kubeconfig: Path) -> tuple[str, ...]:
     )
 
 
+RULES: Final = Path(__file__).resolve().parents[2] / "dashboards" / "rules"
+RECORDED: Final = "sum(namespace_gateway:stunner_allocations_active:sum)"
+
+
 def prometheus_config(scalers: list[ScalerProcess]) -> dict[str, Any]:
     return {
-        "global": {"scrape_interval": f"{SCRAPE:g}s", "scrape_timeout": "1s"},
+        "global": {
+            "scrape_interval": f"{SCRAPE:g}s",
+            "scrape_timeout": "1s",
+            "evaluation_interval": f"{SCRAPE:g}s",
+        },
+        # The shipped rules: the dashboards read these recorded series.
+        "rule_files": [str(RULES / "turnscale-recording.yaml")],
         "scrape_configs": [
             {
                 "job_name": "turnscale-scaler",
@@ -192,6 +202,12 @@ async def test_the_prometheus_sum_counts_each_relay_once_through_failovers(
         await until(lambda: leads(a), LEASE_DURATION + 2 * SCRAPE + ALLOWANCE, "A takes over")
         await until(exact, 2 * SCRAPE + ALLOWANCE, "the sum is whole again (A)")
         back = time.monotonic() - killed
+
+        async def recorded_exact() -> bool:
+            return await instant(prometheus, RECORDED) == TRUTH
+
+        # The recording rules the dashboards use agree with the plain sum again.
+        await until(recorded_exact, 4 * SCRAPE + ALLOWANCE, "the recorded fleet total")
         await asyncio.sleep(2 * SCRAPE)
 
     assert samples.highest() == TRUTH, f"a scrape saw more than the fleet: {samples.highest()}"
