@@ -5,6 +5,7 @@ of the binary it is given to, with a value that flag accepts."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -307,6 +308,28 @@ def test_relay_variables_are_relay_flags_with_good_values(everything: list[Obj])
     assert health == resolve_port(relay, "health", "TCP")
     drain = float(container_env["TURNSCALE_DRAIN_TIMEOUT"].rstrip("s"))
     assert drain < pod_spec(relay)["terminationGracePeriodSeconds"] == 3600
+
+
+def test_relays_ship_quotas_and_reach_only_the_media_range(everything: list[Obj]) -> None:
+    relay = one(everything, "Deployment", RELAY)
+    container_env = env(container(relay))
+    parser = relay_settings.build_parser()
+    args = parser.parse_flags([], literal_env(container_env, flags(parser)))
+    assert 0 < args.user_quota < args.total_quota
+    low, high = (int(part) for part in container_env["TURNSCALE_RELAY_PORTS"].split("-"))
+    assert args.total_quota < high - low + 1  # quotas bite before the ports run out
+    # The allow-list is the NetworkPolicy's media range, and no cluster service is in it.
+    allowed = {str(rule.network) for rule in args.allow_peer}
+    relay_policy = one(everything, "NetworkPolicy", "turnscale-relay")
+    media = {
+        peer["ipBlock"]["cidr"]
+        for rule in relay_policy["spec"]["egress"]
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    }
+    assert allowed == media
+    for service_ip in ("10.96.0.10", "10.0.0.1", "172.20.0.10"):
+        assert not any(ipaddress.ip_address(service_ip) in rule.network for rule in args.allow_peer)
 
 
 def test_relays_push_to_every_scaler_through_the_headless_service(everything: list[Obj]) -> None:
