@@ -9,6 +9,11 @@ followed as it changes) and answers, on ``--http`` (default ``0.0.0.0:8087``):
   bad query, 503 while no gateway configuration is known;
 * ``GET /healthz`` (alive) and ``GET /readyz`` (200 once a configuration is known).
 
+``/ice`` mints only for callers with a token of ``--caller-token-file``, each at most
+``--mint-rate`` times a second (:mod:`relay.gateway.callers`): 401 without a known token,
+429 with ``Retry-After`` over the rate. Without caller tokens it serves on loopback only
+(for ``turnscale run`` and a ``kubectl port-forward``).
+
 It holds the gateway's shared secret, so it is a separate small service reached through a
 ClusterIP Service only: never through the relays' TURN LoadBalancer, and not on the scaler,
 which every relay and Prometheus talk to and which has no business with TURN secrets.
@@ -17,6 +22,7 @@ which every relay and Prometheus talk to and which has no business with TURN sec
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,12 +32,20 @@ from typing import Any, Final
 from aiohttp import web
 
 from relay.gateway import options as gateway_options
+from relay.gateway.callers import CallerGate, read_caller_tokens
 from relay.gateway.ice import IceError, ice_configuration
 from relay.gateway.live import Follower
 from relay.gateway.translate import EphemeralAuth, GatewaySettings
 from relay.reporting.config import DEFAULT_GATEWAY
 from scaler.common import logs, runtime, sockets
-from scaler.common.flags import ConfigError, FlagParser, HostPort, log_level, parse_host_port
+from scaler.common.flags import (
+    ConfigError,
+    FlagParser,
+    HostPort,
+    log_level,
+    parse_host_port,
+    positive_int,
+)
 from scaler.common.kube.access import KubeAccess
 from scaler.common.kube.reflector import DEFAULT_TIMING, WatchTiming
 
@@ -55,6 +69,10 @@ class AuthConfig:
     kubernetes: KubeAccess | None = None
     gateway: tuple[str, str] = ("default", "stunner-gateway")
     gateway_config: tuple[str, str] | None = None
+    #: ``--caller-token-file``: the callers' bearer tokens; empty on loopback only.
+    caller_tokens: tuple[str, ...] = field(default=(), repr=False)
+    mint_rate: float = 10.0
+    mint_burst: int = 20
 
 
 @dataclass(slots=True)
@@ -73,6 +91,7 @@ class IceState:
 
 
 STATE: Final = web.AppKey("ice", IceState)
+CALLERS: Final = web.AppKey("callers", CallerGate)
 
 
 def _public_address(text: str) -> str:
@@ -123,9 +142,46 @@ def build_parser() -> FlagParser:
         "spec.addresses)",
     )
     parser.add_flag(
+        "--caller-token-file",
+        type=Path,
+        default=None,
+        help="bearer tokens of the callers (application backends) allowed to mint, one per "
+        "line; required unless --http is a loopback address",
+    )
+    parser.add_flag(
+        "--mint-rate",
+        type=_positive_float,
+        default=10.0,
+        help="credentials one caller may mint per second, on average",
+    )
+    parser.add_flag(
+        "--mint-burst",
+        type=positive_int,
+        default=20,
+        help="credentials one caller may mint at once before --mint-rate applies",
+    )
+    parser.add_flag(
         "--log-level", type=log_level, default="info", help="debug, info, warning or error"
     )
     return parser
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"{text!r} is not a positive number")
+    return value
+
+
+def _callers(args: argparse.Namespace) -> dict[str, Any]:
+    """The caller settings; a non-loopback endpoint without caller tokens is refused."""
+    tokens = read_caller_tokens(args.caller_token_file) if args.caller_token_file else ()
+    if not tokens and not sockets.is_loopback(args.http.host):
+        raise ConfigError(
+            f"--http {args.http} is reachable from other machines: give --caller-token-file "
+            "(the bearer tokens application backends send) or listen on 127.0.0.1"
+        )
+    return {"caller_tokens": tokens, "mint_rate": args.mint_rate, "mint_burst": args.mint_burst}
 
 
 def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> AuthConfig:
@@ -142,6 +198,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             kubernetes=gateway_options.kube_settings(args.kubeconfig, args.namespace),
             gateway=(args.namespace, args.gateway or DEFAULT_GATEWAY),
             gateway_config=args.gateway_config,
+            **_callers(args),
         )
     if not args.config:
         raise ConfigError(
@@ -160,12 +217,29 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         addresses=tuple(args.public_address),
         files=tuple(args.config),
         log_level=args.log_level,
+        **_callers(args),
     )
 
 
 async def get_ice(request: web.Request) -> web.Response:
     state = request.app[STATE]
     headers = {"Cache-Control": "no-store"}
+    gate = request.app.get(CALLERS)
+    if gate is not None:
+        caller = gate.identify(request.headers.get("Authorization"))
+        if caller is None:
+            return web.json_response(
+                {"error": "missing or unknown caller token (Authorization: Bearer ...)"},
+                status=401,
+                headers={**headers, "WWW-Authenticate": 'Bearer realm="turnscale-ice"'},
+            )
+        wait = gate.admit(caller)
+        if wait > 0:
+            return web.json_response(
+                {"error": f"{caller} mints faster than --mint-rate allows"},
+                status=429,
+                headers={**headers, "Retry-After": str(max(1, math.ceil(wait)))},
+            )
     if state.settings is None:
         return web.json_response(
             {"error": "no gateway configuration yet"}, status=503, headers=headers
@@ -193,9 +267,12 @@ async def get_readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": ready}, status=200 if ready else 503)
 
 
-def create_app(state: IceState) -> web.Application:
+def create_app(state: IceState, callers: CallerGate | None = None) -> web.Application:
+    """The endpoint; ``callers`` None serves anyone (a loopback-only endpoint)."""
     app = web.Application()
     app[STATE] = state
+    if callers is not None:
+        app[CALLERS] = callers
     app.router.add_get("/ice", get_ice)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)
@@ -238,7 +315,16 @@ async def serve(config: AuthConfig) -> None:
         kube = await connect(config.kubernetes)
         live = LiveIce(state, Apis(kube.api_client), config.gateway, config.gateway_config)
         await live.start()
-    runner = web.AppRunner(create_app(state), access_log=None, shutdown_timeout=2.0)
+    callers = None
+    if config.caller_tokens:
+        callers = CallerGate(
+            config.caller_tokens,
+            rate=config.mint_rate,
+            burst=config.mint_burst,
+            clock=time.monotonic,
+        )
+    app = create_app(state, callers)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
         sock = sockets.bind_tcp(config.http.host, config.http.port)
@@ -256,6 +342,8 @@ async def serve(config: AuthConfig) -> None:
             else "ephemeral"
             if isinstance(settings.auth, EphemeralAuth)
             else "static",
+            callers=len(config.caller_tokens) or "anyone on loopback",
+            mint_rate=config.mint_rate if config.caller_tokens else None,
         )
         await runtime.stop_requested()
     finally:

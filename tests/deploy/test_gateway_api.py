@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import copy
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
@@ -269,3 +269,14 @@ def test_the_ice_endpoint_is_in_cluster_only_and_reads_the_gateway_live(
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert box["securityContext"]["readOnlyRootFilesystem"] is True
     assert granted(component, "turnscale-auth") == watched()  # reads, never writes
+    # Callers authenticate with a token from the mounted Secret, and only labelled
+    # namespaces reach the port at all.
+    token_file = PurePosixPath(container_env["TURNSCALE_CALLER_TOKEN_FILE"])
+    (mount,) = [m for m in box["volumeMounts"] if token_file.is_relative_to(m["mountPath"])]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert {item["path"] for item in volume["secret"]["items"]} == {token_file.name}
+    policy = one(component, "NetworkPolicy", "turnscale-auth")
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"turnscale.io/ice-caller": "true"}}}
+    ]

@@ -174,7 +174,7 @@ def test_the_auth_command_flags(tmp_path: Path) -> None:
             static_config(),
         ],
     )
-    by_spec = ice_server.load(["--config", str(addressed)], environ={})
+    by_spec = ice_server.load(["--config", str(addressed), "--http", "127.0.0.1:0"], environ={})
     assert IceState(by_spec.settings, by_spec.addresses).public_addresses() == ("192.0.2.7",)
 
 
@@ -205,7 +205,9 @@ async def test_ice_credentials_work_on_the_relay_and_stop_when_they_expire(
     flags = write_config(tmp_path)
     relay = relay_settings.load(flags, environ={})
     assert relay.gateway is not None
-    auth = ice_server.load([*flags[:4], "--public-address", "127.0.0.1"], environ={})
+    auth = ice_server.load(
+        [*flags[:4], "--public-address", "127.0.0.1", "--http", "127.0.0.1:0"], environ={}
+    )
     state = IceState(auth.settings, auth.addresses)
     dns = FakeDns({"media-server.apps.svc": frozenset({"127.0.0.1"})})
     async with (
@@ -287,6 +289,7 @@ async def test_the_auth_service_follows_the_gateway_live(tmp_path: Path) -> None
         [
             *("--kubernetes", "--kubeconfig", str(fake.kubeconfig(tmp_path))),
             *("--namespace", "stunner", "--public-address", "192.0.2.1"),
+            *("--http", "127.0.0.1:0"),
         ],
         environ={},
     )
