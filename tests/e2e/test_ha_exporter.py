@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from tests.dashboards.fleet import Prometheus, running_prometheus
 from tests.e2e.clients import clients_of
@@ -116,7 +117,18 @@ def scaler_flags(kubeconfig: Path) -> tuple[str, ...]:
     )
 
 
-RULES: Final = Path(__file__).resolve().parents[2] / "dashboards" / "rules"
+ROOT: Final = Path(__file__).resolve().parents[2]
+RULES: Final = ROOT / "dashboards" / "rules"
+PODMONITOR: Final = ROOT / "deploy" / "components" / "monitoring" / "podmonitor.yaml"
+
+
+def shipped_honor_labels() -> bool:
+    """The shipped PodMonitor's honorLabels (the scrape interval is shortened here)."""
+    monitor = yaml.safe_load(PODMONITOR.read_text(encoding="utf-8"))
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    return bool(endpoint["honorLabels"])
+
+
 RECORDED: Final = "sum(namespace_gateway:stunner_allocations_active:sum)"
 
 
@@ -132,7 +144,7 @@ def prometheus_config(scalers: list[ScalerProcess]) -> dict[str, Any]:
         "scrape_configs": [
             {
                 "job_name": "turnscale-scaler",
-                "honor_labels": True,
+                "honor_labels": shipped_honor_labels(),
                 "static_configs": [
                     {"targets": [scaler.http], "labels": {"namespace": NAMESPACE, "pod": name}}
                     for scaler, name in zip(scalers, ("scaler-a", "scaler-b"), strict=True)

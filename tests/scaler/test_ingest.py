@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from scaler import wire
@@ -471,3 +473,37 @@ def test_rejections_are_logged_at_most_once_a_second_per_result() -> None:
         ("invalid", 4),
     ]
     assert counts(ingest) == {"invalid": 6, "unsupported_media_type": 1}  # all counted
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["relay-a", "relay-b", "relay-z"]),
+            st.sampled_from(["10.0.0.7", "10.0.0.8", "::ffff:10.0.0.8", "10.9.9.9", None]),
+            st.sampled_from([0.0, 4.0, 6.0, 3600.0]),  # seconds ahead of the wall clock
+        ),
+        max_size=25,
+    )
+)
+def test_only_a_pods_own_reports_from_its_own_ip_and_not_from_the_future_ever_count(
+    sent: list[tuple[str, str | None, float]],
+) -> None:
+    ingest, _ = bound_ingest()
+    own = {"relay-a": {"10.0.0.7"}, "relay-b": {"10.0.0.8", "::ffff:10.0.0.8"}}
+    counted = {"relay-a": 5}
+    for seq, (pod_name, peer, ahead) in enumerate(sent, 2):
+        before = fleet_state(ingest.fleet)
+        body = report(pod_name, seq=seq, instance=f"i{seq}", started_at=WALL + ahead, udp=seq)
+        answer = ingest.handle(
+            content_type=JSON, authorization=None, body=as_json(body), now=NOW, peer=peer
+        )
+        if answer.status == 202:
+            assert peer in own.get(pod_name, set()) and ahead <= 5.0
+            counted[pod_name] = seq
+        else:
+            assert fleet_state(ingest.fleet) == before
+    for pod_name, allocations in counted.items():
+        relay = ingest.fleet.get("stunner", pod_name)
+        assert relay is not None and relay.allocations == allocations
+    assert ingest.fleet.get("stunner", "relay-z") is None
