@@ -7,14 +7,18 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# Extra pip options, empty by default. `make image` builds offline: it mounts a wheelhouse
+# made from constraints.txt for the build only and passes "--no-index --find-links ...".
+ARG PIP_INSTALL_OPTIONS=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/turnscale
+# python3: the name both the default base and a Debian-built base have.
+RUN python3 -m venv /opt/turnscale
 WORKDIR /src
 # The context is what .dockerignore lets through: pyproject.toml, constraints.txt,
 # README.md and the Python packages the distribution is made of.
 COPY . .
-RUN /opt/turnscale/bin/pip install --no-compile -c constraints.txt . \
+RUN /opt/turnscale/bin/pip install --no-compile ${PIP_INSTALL_OPTIONS} -c constraints.txt . \
  && /opt/turnscale/bin/python -m compileall -q /opt/turnscale
 
 FROM ${PYTHON_IMAGE}

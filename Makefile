@@ -4,10 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages whose binaries the tests and benchmarks run for real.
-DEBIAN_TOOLS := coturn prometheus prometheus-pushgateway
-TOOL_BINARIES := turnserver turnutils_uclient turnutils_peer prometheus promtool prometheus-pushgateway
+DEBIAN_TOOLS := coturn prometheus prometheus-pushgateway podman runc debootstrap
+TOOL_BINARIES := turnserver turnutils_uclient turnutils_peer prometheus promtool prometheus-pushgateway podman runc debootstrap
 
-.PHONY: run test lint typecheck unit bench tools proto dashboards clean
+.PHONY: run test lint typecheck unit bench tools proto dashboards image clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "turnscale needs Python >= 3.11 (set PYTHON=...)")'
@@ -47,6 +47,10 @@ test: lint typecheck unit
 
 bench: $(STAMP) tools
 	$(PY) -m tests.bench
+
+# The container image, built offline with podman from a Debian-built base (tests/image).
+image: $(STAMP) tools
+	$(PY) -m tests.image.podman
 
 # Regenerate the KEDA externalscaler stubs (commit the result; a test checks it is current).
 proto: $(STAMP)
