@@ -110,6 +110,8 @@ def build(tag: str = IMAGE) -> float:
     _run(
         podman(
             "build",
+            # No cached intermediate images: everything the build leaves has a name.
+            "--layers=false",
             *ULIMITS,
             "--network",
             "host",
