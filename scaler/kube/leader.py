@@ -152,12 +152,15 @@ class LeaderElector:
                     backoff.reset()
                     delay = float(self.timing.retry_period)
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-                    log.warning(
-                        "scaler leader election trouble",
-                        lease=f"{self.namespace}/{self.name}",
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
                     delay = backoff.next()
+                    failures = backoff.failures
+                    if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th ... in a row
+                        log.warning(
+                            "scaler leader election trouble",
+                            lease=f"{self.namespace}/{self.name}",
+                            error=f"{type(exc).__name__}: {exc}",
+                            failures_in_a_row=failures,
+                        )
                 self._lost()
                 await asyncio.sleep(delay)
         finally:

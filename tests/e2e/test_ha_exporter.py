@@ -38,7 +38,7 @@ LEASE_DURATION: Final = 3.0
 RENEW_DEADLINE: Final = 2.0
 SCRAPE: Final = 1.0
 # Process scheduling and Prometheus's own evaluation on a loaded 2-core machine.
-ALLOWANCE: Final = 1.5
+ALLOWANCE: Final = 2.0
 SUM: Final = "sum(stunner_allocations_active)"
 EXPORTERS: Final = "sum(turnscale_scaler_leader)"
 
