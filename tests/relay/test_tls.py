@@ -9,12 +9,16 @@ deadlines, and the start-up errors of the TLS flags.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
 import os
+import socket
 import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,9 +33,11 @@ from relay.config import Listen
 from relay.core.auth import rest_credentials
 from relay.core.certs import CertError, CertWatch, TlsFiles, load_pair, poll, stamp
 from relay.net.server import RelayServer
+from scaler import wire
 from scaler.common.flags import HostPort
 from tests.relay.servers import (
     PASSWORD,
+    RECORDED,
     SECRET,
     USER,
     address,
@@ -156,6 +162,20 @@ async def test_aioice_over_tls_allocates_and_echoes(
             turn.close()
         await until(lambda: not len(server.table))
         assert server.stats.allocations["tls"] == 0
+        events = RECORDED[id(server)]
+        assert [e.transport for e in events] == ["tls", "tls"]  # created, deleted
+        report = wire.Report(
+            version=1,
+            relay=wire.RelayIdentity(
+                pod="relay-0", namespace="ns", gateway="gw", instance="i1", started_at=1.8e9
+            ),
+            seq=1,
+            sent_at=1.8e9,
+            state=server.stats.snapshot(),
+            events=events,
+        )
+        assert wire.decode(wire.encode(report)) == report  # reports carry tls as they are
+        assert report.state.connections_total["tls"] == 1
     print(
         f"TLS allocation (TCP connect + handshake + 401 + Allocate): {allocated_in * 1000:.1f} ms"
     )
@@ -260,6 +280,35 @@ async def test_bad_handshakes_are_closed_counted_and_not_logged(
         finally:
             looping.cancel()
             turn.close()
+
+
+def test_handshake_failures_on_uvloop_are_closed_and_counted(authority: Authority) -> None:
+    """The same bad inputs against a ``python -m relay`` process on its default loop
+    (uvloop), whose TLS is uvloop's own."""
+    leaf = authority.leaf("uvloop")
+    tls = ("--listen", "tls://127.0.0.1:0", "--tls-cert", str(leaf.cert), "--tls-key")
+    with relay_process(*tls, str(leaf.key), "--tls-handshake-timeout", "0.5s") as relay:
+        assert relay.serving["event_loop"] == "uvloop"
+        listen = next(i for i in relay.serving["listen"] if i.startswith("tls://"))
+        port = int(listen.rpartition(":")[2])
+        context = authority.client_context()
+        before = served_certificate(port, context)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as garbage:
+            garbage.sendall(b"\x00" * 64 + b"not a ClientHello" * 8)
+            with contextlib.suppress(OSError):
+                while garbage.recv(4096):
+                    pass
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+            started = time.monotonic()
+            assert silent.recv(4096) == b""
+            waited = time.monotonic() - started
+        assert fingerprint(served_certificate(port, context)) == fingerprint(before)
+        with urllib.request.urlopen(f"{relay.health}/status", timeout=5) as response:
+            status = json.load(response)
+        assert status["tls_handshake_failures"] == 2
+        assert status["connections_total"]["tls"] == 2
+        assert 0.4 <= waited < 3.0
+        assert not [e for e in relay.lines if e.get("level") in ("warning", "error")]
 
 
 def _secret_volume(directory: Path, leaf: Leaf, version: str) -> None:
