@@ -419,6 +419,10 @@ def test_watch_decides_once_per_change_and_once_per_refusal(
     assert not isinstance(loaded, CertError) and loaded is not None
     assert loaded.info.fingerprint_sha256 == other.fingerprint
     assert poll(watch, files, time.time()) is None
+    files.key.unlink()  # a half-written Secret: refused, naming the flag
+    missing = poll(watch, files, time.time())
+    assert isinstance(missing, CertError) and "--tls-key" in str(missing)
+    install(other, files.cert, files.key)
     with pytest.raises(CertError, match="expired"):
         load_pair(files, loaded.info.not_after + 1)
 
