@@ -17,11 +17,13 @@ import dataclasses
 import ipaddress
 import re
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from relay.core.certs import CertError, TlsFiles, load_pair
 from relay.core.credentials import parse_user, read_secret_file, read_user_file
 from relay.core.peer_policy import PeerRule, parse_peer_rule
 from relay.core.ports import DEFAULT_RANGE, parse_port_range
@@ -50,7 +52,7 @@ __all__ = [
     "parse_listen",
 ]
 
-Transport = Literal["udp", "tcp"]
+Transport = Literal["udp", "tcp", "tls"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +71,19 @@ EVENT_LOOPS: Final = ("uvloop", "asyncio")
 
 
 def parse_listen(text: str) -> Listen:
-    """``udp://HOST:PORT`` or ``tcp://HOST:PORT``; HOST is an IP literal (``[V6]`` in brackets)."""
-    match = re.fullmatch(r"(udp|tcp)://(.+)", text.strip())
+    """``udp://HOST:PORT``, ``tcp://HOST:PORT`` or ``tls://HOST:PORT`` (TURN over TLS over
+    TCP, RFC 8656 §3.1); HOST is an IP literal (``[V6]`` in brackets)."""
+    match = re.fullmatch(r"(udp|tcp|tls)://(.+)", text.strip())
     if match is None:
-        raise ValueError(f"{text!r} is not udp://HOST:PORT or tcp://HOST:PORT")
+        raise ValueError(f"{text!r} is not udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT")
     address = parse_host_port(match.group(2))
     try:
         ipaddress.ip_address(address.host)
     except ValueError:
         raise ValueError(f"{text!r}: the host must be an IP address, not a name") from None
-    transport: Transport = "udp" if match.group(1) == "udp" else "tcp"
+    transport: Transport = (
+        "udp" if match.group(1) == "udp" else "tcp" if match.group(1) == "tcp" else "tls"
+    )
     return Listen(transport, address)
 
 
@@ -121,6 +126,10 @@ class RelayConfig:
     log_level: str = "info"
     event_loop: str = "uvloop"
     legacy_channels: bool = False
+    #: ``--tls-cert`` and ``--tls-key``: what ``tls://`` listeners serve (None: no TLS).
+    tls: TlsFiles | None = None
+    #: A TLS handshake not done after this many seconds closes the connection.
+    tls_handshake_timeout: float = 5.0
     reporting: ReportingConfig = field(default_factory=ReportingConfig)
 
     @property
@@ -132,7 +141,7 @@ class RelayConfig:
 def build_parser(prog: str = "turnscale relay") -> FlagParser:
     parser = FlagParser(
         prog=prog,
-        description="A TURN/STUN relay (RFC 8489, RFC 8656) over UDP and TCP with long-term "
+        description="A TURN/STUN relay (RFC 8489, RFC 8656) over UDP, TCP and TLS with long-term "
         "credentials, a peer policy, quotas, health endpoints and graceful drain.",
     )
     parser.add_flag(
@@ -140,8 +149,29 @@ def build_parser(prog: str = "turnscale relay") -> FlagParser:
         action="append",
         type=parse_listen,
         default=None,
-        metavar="udp://HOST:PORT|tcp://HOST:PORT",
-        help="TURN listener, repeatable (default: udp://0.0.0.0:3478 and tcp://0.0.0.0:3478)",
+        metavar="udp://HOST:PORT|tcp://HOST:PORT|tls://HOST:PORT",
+        help="TURN listener, repeatable (default: udp://0.0.0.0:3478 and tcp://0.0.0.0:3478); "
+        "tls:// needs --tls-cert and --tls-key",
+    )
+    parser.add_flag(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="PEM certificate chain (leaf first) of the tls:// listeners; reloaded when it changes",
+    )
+    parser.add_flag(
+        "--tls-key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="PEM private key of --tls-cert; reloaded when it changes",
+    )
+    parser.add_flag(
+        "--tls-handshake-timeout",
+        type=parse_duration,
+        default="5s",
+        help="a TLS handshake not done after this long closes the connection",
     )
     parser.add_flag(
         "--realm", default=None, help="the long-term credential realm (default: turnscale)"
@@ -319,6 +349,9 @@ def from_args(
     _check_bindable(relay_address)
     if args.drain_timeout < 0:
         raise ConfigError("--drain-timeout must not be negative")
+    tls = _tls_files(args, listen)
+    if args.tls_handshake_timeout <= 0:
+        raise ConfigError("--tls-handshake-timeout must be positive")
     return RelayConfig(
         listen=listen,
         realm=realm,
@@ -337,8 +370,31 @@ def from_args(
         log_level=args.log_level,
         event_loop=args.event_loop,
         legacy_channels=args.legacy_channels,
+        tls=tls,
+        tls_handshake_timeout=args.tls_handshake_timeout,
         reporting=report_to,
     )
+
+
+def _tls_files(args: argparse.Namespace, listen: Sequence[Listen]) -> TlsFiles | None:
+    """``--tls-cert`` and ``--tls-key``, both or neither, checked now (readable, matching,
+    valid today): a tls:// listener never starts without them."""
+    cert, key = args.tls_cert, args.tls_key
+    wanted = [str(item) for item in listen if item.transport == "tls"]
+    if cert is None and key is None:
+        if wanted:
+            raise ConfigError(f"--listen {wanted[0]} needs --tls-cert and --tls-key")
+        return None
+    if cert is None:
+        raise ConfigError("--tls-cert is missing (--tls-key is given)")
+    if key is None:
+        raise ConfigError("--tls-key is missing (--tls-cert is given)")
+    files = TlsFiles(cert, key)
+    try:
+        load_pair(files, time.time())
+    except CertError as exc:
+        raise ConfigError(str(exc)) from None
+    return files
 
 
 def _flag_credentials(

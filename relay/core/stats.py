@@ -3,11 +3,12 @@
 What each number means (the report wire contract, :mod:`scaler.wire`, builds on these):
 
 * ``allocations[transport]``: allocations alive now, by the client's transport (``udp``,
-  ``tcp``). A gauge.
+  ``tcp``, and ``tls`` when a tls:// listener is configured). A gauge.
 * ``connections_total[transport]``: ``tcp`` counts TCP connections accepted on the TURN
-  listeners (with or without an allocation); ``udp`` counts client 5-tuples that got an
-  allocation (UDP has no connections; a 5-tuple that only sends Binding requests or fails
-  authentication is not counted). Cumulative since the process started.
+  listeners (with or without an allocation); ``tls`` counts TLS connections whose handshake
+  completed; ``udp`` counts client 5-tuples that got an allocation (UDP has no connections;
+  a 5-tuple that only sends Binding requests or fails authentication is not counted).
+  Cumulative since the process started.
 * ``bytes_received_total`` / ``bytes_sent_total``, by side: ``client`` is every byte read from
   or written to the TURN listeners (UDP datagram payloads, TCP stream bytes: STUN, ChannelData
   and everything else, headers included); ``peer`` is the UDP payload bytes received on and
@@ -59,6 +60,8 @@ class RelayStats:
         "reporting",
         "started_at",
         "started_monotonic",
+        "tls",
+        "tls_handshake_failures",
     )
 
     def __init__(
@@ -81,13 +84,22 @@ class RelayStats:
         #: The pusher's status (per scaler: reports, failures, events waiting and dropped),
         #: shown on /status; None while the relay reports nowhere.
         self.reporting: Callable[[], Mapping[str, object]] | None = None
+        #: TLS handshakes that failed or timed out on tls:// listeners (never logged at info).
+        self.tls_handshake_failures = 0
+        #: The certificates the tls:// listeners serve, shown on /status; None without TLS.
+        self.tls: Callable[[], object] | None = None
         self._listeners: list[Callable[[], None]] = []
         self._event_listeners: list[Callable[[wire.Event], None]] = []
 
     # -- what the relay calls
 
+    def add_transport(self, transport: str) -> None:
+        """Report ``transport`` (e.g. ``tls``) with zeros until it has allocations."""
+        self.allocations.setdefault(transport, 0)
+        self.connections.setdefault(transport, 0)
+
     def connection_accepted(self, transport: str) -> None:
-        """A TCP connection was accepted on a TURN listener."""
+        """A TCP connection was accepted on a TURN listener (TLS: its handshake is done)."""
         self.connections[transport] = self.connections.get(transport, 0) + 1
 
     def allocation_created(self, allocation_id: str, transport: str, at: float) -> None:

@@ -5,6 +5,7 @@
 - :mod:`relay.net.bugs`: the rate-limited log line for a bug in request handling.
 - :mod:`relay.net.udp`: a TURN listener on UDP; ChannelData from clients to peers.
 - :mod:`relay.net.tcp`: one TURN client over TCP.
+- :mod:`relay.net.tls`: a TURN listener over TLS (RFC 8656 §3.1) and its certificate reloads.
 - :mod:`relay.net.relayed`: relayed sockets and their ports; peer data to clients.
 - :mod:`relay.net.health`: the ``/live``, ``/ready`` and ``/status`` endpoints.
 - :mod:`relay.net.server`: the RelayServer wiring it all, and its drain on SIGTERM.

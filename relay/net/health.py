@@ -5,7 +5,8 @@
   and while it drains (so a Service stops sending new clients).
 * ``GET /status``: JSON ``{"allocations": {"udp": N, "tcp": N}, "draining": bool,
   "uptime": seconds, "connections_total": {...}, "bytes_received_total": {...},
-  "bytes_sent_total": {...}}``.
+  "bytes_sent_total": {...}, "reporting": {...}, "tls": {listener: certificate} or null,
+  "tls_handshake_failures": N}``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ async def status(request: web.Request) -> web.Response:
             "bytes_received_total": snapshot.bytes_received_total,
             "bytes_sent_total": snapshot.bytes_sent_total,
             "reporting": dict(stats.reporting()) if stats.reporting else None,
+            "tls": stats.tls() if stats.tls else None,
+            "tls_handshake_failures": stats.tls_handshake_failures,
         }
     )
 

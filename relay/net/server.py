@@ -32,6 +32,7 @@ from aiohttp import web
 from relay.config import Listen, RelayConfig
 from relay.core.allocation import Allocation, AllocationTable, Lifetimes
 from relay.core.auth import Authenticator, CredentialStore
+from relay.core.certs import CertError
 from relay.core.credentials import Credentials
 from relay.core.handler import RequestHandler, family_of
 from relay.core.peer_policy import PeerPolicy
@@ -41,6 +42,7 @@ from relay.net import health
 from relay.net.relayed import RelaySockets
 from relay.net.sockets import bind_listener
 from relay.net.tcp import TCP_IDLE_TIMEOUT, TcpConnection
+from relay.net.tls import TLS_POLL_INTERVAL, TlsConnection, TlsContexts, TlsListener
 from relay.net.udp import UdpListener
 from relay.proto.channeldata import CHANNEL_MAX
 from relay.proto.framing import LEGACY_CHANNEL_MAX
@@ -84,12 +86,14 @@ class RelayServer:
         wall: Callable[[], float] = time.time,
         sweep_interval: float = SWEEP_INTERVAL,
         tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+        tls_poll_interval: float = TLS_POLL_INTERVAL,
     ) -> None:
         self.config = config
         self.clock = clock
         self.wall = wall
         self.sweep_interval = sweep_interval
         self.tcp_idle_timeout = tcp_idle_timeout
+        self.tls_poll_interval = tls_poll_interval
         self.stats = RelayStats(started_at=wall(), started_monotonic=clock())
         self.table = AllocationTable(
             lifetimes=Lifetimes(max_lifetime=config.max_lifetime),
@@ -119,9 +123,12 @@ class RelayServer:
         #: Bound TURN listeners (port 0 resolved), in --listen order.
         self.listeners: list[Listen] = []
         self.health_address: HostPort | None = None
-        self._tcp_servers: list[asyncio.Server] = []
+        self._tcp_servers: list[asyncio.Server | TlsListener] = []
         #: Open listeners by the Listen they were asked for: the socket's owner, bound address.
-        self._open: dict[Listen, tuple[UdpListener | asyncio.Server, Listen]] = {}
+        self._open: dict[Listen, tuple[UdpListener | asyncio.Server | TlsListener, Listen]] = {}
+        #: The certificate of the tls:// listeners, loaded at start (None: no TLS configured).
+        self.tls: TlsContexts | None = None
+        self._tls_watcher: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._drained: asyncio.Event | None = None
@@ -144,6 +151,7 @@ class RelayServer:
         self._drained = asyncio.Event()
         self.relays.start(loop)
         try:
+            self._load_tls()
             for item in self.config.listen:
                 self._open[item] = await self._open_listener(item)
                 self.listeners.append(self._open[item][1])
@@ -160,6 +168,8 @@ class RelayServer:
             await self._close_listeners()
             raise
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="relay-sweeper")
+        if self.tls is not None:
+            self._tls_watcher = asyncio.create_task(self.tls.watch(), name="relay-tls-watcher")
         if self.pusher is not None:
             await self.pusher.start()  # the first report goes out at once
         self._serving = True
@@ -176,6 +186,8 @@ class RelayServer:
             allow_peers=[str(rule) for rule in config.allow_peers],
             allow_loopback_peers=config.allow_loopback_peers,
             legacy_channels=config.legacy_channels,
+            tls_certificate=None if self.tls is None else self.tls.current.info.subject,
+            tls_not_after=None if self.tls is None else self.tls.current.info.status()["not_after"],
             max_lifetime=config.max_lifetime,
             user_quota=config.user_quota,
             total_quota=config.total_quota,
@@ -186,9 +198,11 @@ class RelayServer:
             gateway=config.reporting.gateway,
         )
 
-    async def _open_listener(self, item: Listen) -> tuple[UdpListener | asyncio.Server, Listen]:
+    async def _open_listener(
+        self, item: Listen
+    ) -> tuple[UdpListener | asyncio.Server | TlsListener, Listen]:
         loop = asyncio.get_running_loop()
-        handle: UdpListener | asyncio.Server
+        handle: UdpListener | asyncio.Server | TlsListener
         if item.transport == "udp":
             try:
                 sock = bind_listener(item.address.host, item.address.port)
@@ -198,12 +212,45 @@ class RelayServer:
             handle.start(loop)
             self.udp_listeners.append(handle)
             host, port = handle.local
+        elif item.transport == "tls":
+            if self.tls is None:
+                raise StartupError(f"--listen {item} needs --tls-cert and --tls-key")
+            tcp_sock = _bind_tcp(item.address, "--listen tls://")
+            host, port = tcp_sock.getsockname()[:2]
+            handle = TlsListener(
+                tcp_sock,
+                self.tls,
+                self._tls_connection,
+                timeout=self.config.tls_handshake_timeout,
+                on_failure=self._tls_handshake_failed,
+            )
+            handle.start(loop)
+            self._tcp_servers.append(handle)
         else:
             tcp_sock = _bind_tcp(item.address, "--listen tcp://")
             handle = await loop.create_server(self._tcp_protocol, sock=tcp_sock)
             self._tcp_servers.append(handle)
             host, port = tcp_sock.getsockname()[:2]
         return handle, Listen(item.transport, HostPort(host, port))
+
+    def _load_tls(self) -> None:
+        """Load --tls-cert/--tls-key (checked by the config already; they may have changed)."""
+        files = self.config.tls
+        if files is None or self.tls is not None:
+            return
+        try:
+            self.tls = TlsContexts(files, poll_interval=self.tls_poll_interval, wall=self.wall)
+        except CertError as exc:
+            raise StartupError(str(exc)) from None
+        self.stats.add_transport("tls")
+        self.stats.tls = self._tls_status
+
+    def _tls_status(self) -> dict[str, object]:
+        tls = self.tls
+        if tls is None:
+            return {}
+        certificate = tls.status()
+        return {str(item): certificate for item in self.listeners if item.transport == "tls"}
 
     async def set_listeners(self, listen: Sequence[Listen]) -> None:
         """Open the listeners of ``listen`` not open yet and close those not in it; the others
@@ -261,6 +308,8 @@ class RelayServer:
         self._serving = False
         await runtime.cancel_and_wait(self._sweeper)
         self._sweeper = None
+        await runtime.cancel_and_wait(self._tls_watcher)
+        self._tls_watcher = None
         closed = self.close_allocations("drained")
         self.relays.close()
         await self._close_listeners()
@@ -327,6 +376,12 @@ class RelayServer:
 
     def _tcp_protocol(self) -> TcpConnection:
         return TcpConnection(self.handler, self.stats, self.connections, self.clock, self.wall)
+
+    def _tls_connection(self) -> TlsConnection:
+        return TlsConnection(self.handler, self.stats, self.connections, self.clock, self.wall)
+
+    def _tls_handshake_failed(self) -> None:
+        self.stats.tls_handshake_failures += 1
 
     # -- relay.core.handler.Lifecycle
 

@@ -77,7 +77,7 @@ class TcpConnection(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connections.add(self)
-        self.stats.connection_accepted("tcp")
+        self.stats.connection_accepted(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)

@@ -1,0 +1,256 @@
+"""TLS certificates for TURN over TLS (RFC 8656 §3.1, RFC 7065 ``turns:``): loading and
+checking a certificate/key pair, and deciding when the files on disk have changed.
+
+Nothing here runs a task or a loop; :mod:`relay.net.tls` polls with it.
+
+* :func:`load_pair` reads a PEM chain and its key into a new server
+  :class:`ssl.SSLContext` (TLS 1.2 minimum, the ``ssl`` module's modern defaults, ALPN
+  ``stun.turn`` of RFC 7443; a client that offers no ALPN is served too) and describes the
+  leaf certificate (:class:`CertInfo`). An unreadable file, a key that does not match the
+  certificate, or a certificate outside its validity period is a :class:`CertError` that
+  names the file's flag.
+* :func:`stamp` is what a poll compares: for each file the path it resolves to (a
+  Kubernetes Secret volume swaps its ``..data`` symlink), its inode, size and mtime.
+  :class:`CertWatch` turns successive stamps into "load now" decisions, and remembers a
+  refused pair so that it is reported once, not on every poll.
+"""
+
+from __future__ import annotations
+
+import _ssl
+import hashlib
+import os
+import re
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = [
+    "ALPN",
+    "CertError",
+    "CertInfo",
+    "CertWatch",
+    "FileStamp",
+    "LoadedPair",
+    "Stamp",
+    "TlsFiles",
+    "describe",
+    "load_pair",
+    "poll",
+    "server_context",
+    "stamp",
+]
+
+#: RFC 7443's ALPN label for TURN (and STUN) over TLS.
+ALPN: Final = "stun.turn"
+
+_PEM_CERT = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+class CertError(Exception):
+    """A certificate/key pair that cannot be served; the message names the flag."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """The PEM files of ``--tls-cert`` (the chain, leaf first) and ``--tls-key``."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class CertInfo:
+    """The leaf certificate of a loaded pair, as ``/status`` shows it."""
+
+    subject: str
+    issuer: str
+    serial: str
+    not_before: float
+    not_after: float
+    #: SHA-256 of the leaf certificate's DER, lower-case hex.
+    fingerprint_sha256: str
+
+    def status(self) -> dict[str, object]:
+        return {
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "serial": self.serial,
+            "not_before": _iso(self.not_before),
+            "not_after": _iso(self.not_after),
+            "fingerprint_sha256": self.fingerprint_sha256,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPair:
+    """A server context for new handshakes and what it serves."""
+
+    context: ssl.SSLContext
+    info: CertInfo
+
+
+def _iso(seconds: float) -> str:
+    import datetime
+
+    return (
+        datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z")
+    )
+
+
+#: CPython's decoder of a PEM file's first certificate (what ``getpeercert()`` returns);
+#: the ``ssl`` module has no public way to read a certificate it does not verify.
+_decode_cert: Callable[[str], dict[str, Any]] = _ssl._test_decode_cert  # type: ignore[attr-defined]
+
+
+def _name(parts: Any) -> str:
+    """``((('commonName', 'x'),), ...)`` as ``commonName=x,...``."""
+    return ",".join(f"{key}={value}" for rdn in parts for key, value in rdn)
+
+
+def server_context() -> ssl.SSLContext:
+    """A server context without a certificate: TLS 1.2 minimum, modern defaults, ALPN."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_NONE  # TURN authenticates clients with its credentials
+    # A client that offers other protocols only is still served (OpenSSL: no ALPN chosen).
+    context.set_alpn_protocols([ALPN])
+    return context
+
+
+def describe(cert: Path) -> CertInfo:
+    """The first certificate of the PEM file ``cert``; raises :class:`CertError`."""
+    try:
+        pem = cert.read_bytes()
+    except OSError as exc:
+        raise CertError(f"--tls-cert {cert}: cannot read it ({exc.strerror or exc})") from None
+    match = _PEM_CERT.search(pem)
+    if match is None:
+        raise CertError(f"--tls-cert {cert}: no PEM certificate in it")
+    try:
+        der = ssl.PEM_cert_to_DER_cert(match.group(0).decode("ascii"))
+        decoded: dict[str, Any] = _decode_cert(os.fspath(cert))
+        not_before = float(ssl.cert_time_to_seconds(decoded["notBefore"]))
+        not_after = float(ssl.cert_time_to_seconds(decoded["notAfter"]))
+    except (ssl.SSLError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        raise CertError(f"--tls-cert {cert}: not a usable certificate ({exc})") from None
+    return CertInfo(
+        subject=_name(decoded.get("subject", ())),
+        issuer=_name(decoded.get("issuer", ())),
+        serial=str(decoded.get("serialNumber", "")),
+        not_before=not_before,
+        not_after=not_after,
+        fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+    )
+
+
+def load_pair(files: TlsFiles, now: float) -> LoadedPair:
+    """A new server context serving ``files``, checked at ``now`` (unix seconds).
+
+    Raises :class:`CertError` naming ``--tls-cert`` or ``--tls-key`` for an unreadable
+    file, a key that does not match, or a certificate not valid at ``now``."""
+    try:
+        files.key.read_bytes()
+    except OSError as exc:
+        raise CertError(f"--tls-key {files.key}: cannot read it ({exc.strerror or exc})") from None
+    info = describe(files.cert)
+    if now >= info.not_after:
+        raise CertError(
+            f"--tls-cert {files.cert}: the certificate expired at {_iso(info.not_after)}"
+        )
+    if now < info.not_before:
+        raise CertError(
+            f"--tls-cert {files.cert}: the certificate is not valid before {_iso(info.not_before)}"
+        )
+    context = server_context()
+    try:
+        context.load_cert_chain(files.cert, files.key)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc) or exc.reason == "KEY_VALUES_MISMATCH":
+            raise CertError(
+                f"--tls-key {files.key} does not match the certificate of --tls-cert {files.cert}"
+            ) from None
+        raise CertError(
+            f"--tls-key {files.key} / --tls-cert {files.cert}: cannot load the pair ({exc})"
+        ) from None
+    except OSError as exc:
+        raise CertError(f"--tls-key {files.key}: cannot read it ({exc.strerror or exc})") from None
+    return LoadedPair(context, info)
+
+
+@dataclass(frozen=True, slots=True)
+class FileStamp:
+    """What identifies one version of a file: where it resolves to and its inode, size and
+    modification time (a rewritten file or a swapped symlink changes at least one)."""
+
+    resolved: str
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+#: The stamps of (cert, key); None for a file that cannot be seen right now.
+Stamp = tuple[FileStamp | None, FileStamp | None]
+
+
+def _file_stamp(path: Path) -> FileStamp | None:
+    try:
+        resolved = os.path.realpath(path)
+        info = os.stat(resolved)
+    except OSError:
+        return None
+    return FileStamp(resolved, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def stamp(files: TlsFiles) -> Stamp:
+    """The current stamps of the cert and key files (follows symlinks)."""
+    return (_file_stamp(files.cert), _file_stamp(files.key))
+
+
+class CertWatch:
+    """Decides, poll after poll, whether the pair must be loaded again.
+
+    :meth:`changed` is true for a stamp different from the one in use and from the last
+    refused one; :meth:`loaded` and :meth:`refused` record the outcome. A refused pair is
+    thus tried (and reported) once; the pair in use stays until a new one loads."""
+
+    def __init__(self, current: Stamp) -> None:
+        self.current = current
+        self.refused_stamp: Stamp | None = None
+
+    def changed(self, seen: Stamp) -> bool:
+        return seen not in (self.current, self.refused_stamp)
+
+    def loaded(self, seen: Stamp) -> None:
+        self.current = seen
+        self.refused_stamp = None
+
+    def refused(self, seen: Stamp) -> None:
+        self.refused_stamp = seen
+
+
+def poll(
+    watch: CertWatch,
+    files: TlsFiles,
+    now: float,
+    load: Callable[[TlsFiles, float], LoadedPair] = load_pair,
+) -> LoadedPair | CertError | None:
+    """One poll: None if nothing changed, else the new pair or why it was refused (the
+    decision is recorded in ``watch``)."""
+    seen = stamp(files)
+    if not watch.changed(seen):
+        return None
+    try:
+        pair = load(files, now)
+    except CertError as exc:
+        watch.refused(seen)
+        return exc
+    # The files may have changed again while loading: the next poll then loads once more.
+    watch.loaded(seen)
+    return pair

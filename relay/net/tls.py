@@ -1,0 +1,193 @@
+"""TURN over TLS over TCP (RFC 8656 §3.1; ``turns:`` URIs, RFC 7065; ALPN ``stun.turn``,
+RFC 7443): the handshake in front of a :class:`relay.net.tcp.TcpConnection`, and the task
+that reloads the certificate when its files change.
+
+A ``tls://`` listener (:class:`TlsListener`) accepts TCP connections and hands each socket
+to asyncio's own TLS (``loop.connect_accepted_socket(..., ssl=...)``, server side, with the
+context in use at that moment and a handshake deadline). Once the handshake is done the
+connection is a :class:`TlsConnection`: exactly what TCP carries (STUN, padded ChannelData,
+the same auth, policy, quotas and drain), counted under transport ``tls``. A handshake that
+fails (garbage instead of a ClientHello, a client that never finishes, a protocol version
+below TLS 1.2) closes the connection, adds one to
+:attr:`relay.core.stats.RelayStats.tls_handshake_failures` and logs at debug only.
+
+:class:`TlsContexts` holds the pair in use. :meth:`TlsContexts.watch` polls the files every
+few seconds (:func:`relay.core.certs.poll`: path behind symlinks, inode, size, mtime); a new
+valid pair becomes a NEW context for new handshakes, connections keep theirs. A bad pair
+(unreadable, key mismatch, expired) is refused with one warning and the old one stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+from typing import Final
+
+from relay.core import certs
+from relay.core.certs import CertError, LoadedPair, TlsFiles
+from relay.net.tcp import TcpConnection
+from scaler.common import logs
+
+__all__ = ["TLS_POLL_INTERVAL", "TlsConnection", "TlsContexts", "TlsListener"]
+
+log = logs.get("relay")
+
+#: Seconds between two looks at the certificate files.
+TLS_POLL_INTERVAL: Final = 5.0
+
+
+class TlsConnection(TcpConnection):
+    """One TURN client over TLS: a TCP client whose transport is ``tls``."""
+
+    transport = "tls"
+
+    def __repr__(self) -> str:
+        return f"TlsConnection({self.peer!r} -> {self.local[0]}:{self.local[1]})"
+
+
+class TlsContexts:
+    """The pair new handshakes get, and its reloading."""
+
+    def __init__(
+        self,
+        files: TlsFiles,
+        *,
+        poll_interval: float = TLS_POLL_INTERVAL,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.files = files
+        self.poll_interval = poll_interval
+        self.wall = wall
+        seen = certs.stamp(files)
+        #: Raises CertError: the caller turns it into a start-up error.
+        self.current: LoadedPair = certs.load_pair(files, wall())
+        self._watch = certs.CertWatch(seen)
+        self.reloads = 0
+        self.refusals = 0
+
+    def check(self) -> None:
+        """One poll: load a changed pair, or refuse it with one warning."""
+        outcome = certs.poll(self._watch, self.files, self.wall())
+        if outcome is None:
+            return
+        if isinstance(outcome, CertError):
+            self.refusals += 1
+            log.warning(
+                "tls certificate change refused, the previous one stays in use",
+                error=str(outcome),
+                fingerprint_sha256=self.current.info.fingerprint_sha256,
+            )
+            return
+        old = self.current.info
+        self.current = outcome
+        self.reloads += 1
+        log.info(
+            "tls certificate reloaded",
+            subject=outcome.info.subject,
+            not_after=outcome.info.status()["not_after"],
+            fingerprint_sha256=outcome.info.fingerprint_sha256,
+            previous_fingerprint_sha256=old.fingerprint_sha256,
+        )
+
+    async def watch(self) -> None:
+        """Poll forever (a task; cancel it to stop)."""
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                self.check()
+            except Exception:  # keep the pair in use whatever a poll did
+                log.exception("tls certificate poll failed")
+
+    def status(self) -> dict[str, object]:
+        return {
+            **self.current.info.status(),
+            "cert_file": str(self.files.cert),
+            "key_file": str(self.files.key),
+            "reloads": self.reloads,
+            "reloads_refused": self.refusals,
+        }
+
+
+class TlsListener:
+    """A ``tls://`` listener: accepts TCP connections and runs each TLS handshake with
+    ``loop.connect_accepted_socket(..., ssl=context, ssl_handshake_timeout=...)``, asyncio's
+    own TLS, with the context in use at accept time. Like :class:`asyncio.Server`, it has
+    :meth:`close` and :meth:`wait_closed`; established connections outlive :meth:`close`
+    (the server aborts them at shutdown)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        contexts: TlsContexts,
+        connection: Callable[[], TlsConnection],
+        *,
+        timeout: float,
+        on_failure: Callable[[], None],
+    ) -> None:
+        self.sock = sock
+        self.contexts = contexts
+        self.connection = connection
+        self.timeout = timeout
+        self.on_failure = on_failure
+        self.sock.setblocking(False)
+        self._accepting: asyncio.Task[None] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
+
+    @property
+    def handshakes(self) -> int:
+        """Handshakes in progress."""
+        return len(self._handshakes)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._accepting = loop.create_task(self._accept(loop), name="relay-tls-accept")
+
+    def close(self) -> None:
+        """Stop accepting and abort the handshakes in progress."""
+        for task in list(self._handshakes):
+            task.cancel()
+        accepting = self._accepting
+        if accepting is None or accepting.done():
+            self.sock.close()
+            return
+        accepting.cancel()
+        # Closed once the pending accept has let go of the descriptor.
+        accepting.add_done_callback(lambda _task: self.sock.close())
+
+    async def wait_closed(self) -> None:
+        tasks = [task for task in (self._accepting, *self._handshakes) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _accept(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            try:
+                client, _ = await loop.sock_accept(self.sock)
+            except OSError as exc:  # EMFILE and the like: try again a little later
+                log.debug("tls accept failed", error=repr(exc))
+                await asyncio.sleep(0.1)
+                continue
+            task = loop.create_task(self._handshake(loop, client))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, loop: asyncio.AbstractEventLoop, client: socket.socket) -> None:
+        try:
+            await loop.connect_accepted_socket(
+                self.connection,
+                client,
+                ssl=self.contexts.current.context,
+                ssl_handshake_timeout=self.timeout,
+            )
+        except asyncio.CancelledError:
+            client.close()
+            raise
+        except Exception as exc:  # garbage, a timeout, a reset, an old protocol version
+            self.on_failure()
+            with contextlib.suppress(OSError):
+                peer = client.getpeername()
+                log.debug("tls handshake failed", client=str(peer), error=repr(exc))
+            client.close()

@@ -1,0 +1,581 @@
+"""TURN over TLS (RFC 8656 §3.1, RFC 7065, RFC 7443): real clients on loopback.
+
+aioice's TURN client over TLS, coturn's ``turnutils_uclient -t -S``, plain ``ssl`` clients
+for the certificate served, certificate rotation under load (file replacement and a
+Kubernetes-style ``..data`` symlink swap, a bad pair refused), handshake garbage and
+deadlines, and the start-up errors of the TLS flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aioice.turn import create_turn_endpoint
+from structlog.testing import capture_logs
+
+from relay.config import Listen
+from relay.core.auth import rest_credentials
+from relay.core.certs import CertError, CertWatch, TlsFiles, load_pair, poll, stamp
+from relay.net.server import RelayServer
+from scaler import wire
+from scaler.common.flags import HostPort
+from tests.relay.servers import (
+    PASSWORD,
+    RECORDED,
+    SECRET,
+    USER,
+    address,
+    free_port_pair,
+    relay_config,
+    relay_process,
+    running,
+    until,
+)
+from tests.relay.test_coturn import LOAD, Outcome
+from tests.relay.tls_helpers import Authority, Leaf, fingerprint, install, served_certificate
+from tests.relay.turn_client import echo_peer
+from tests.tools import require_tool
+
+
+class Receiver(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.queue.put_nowait((data, addr))
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    require_tool("openssl")
+    return Authority(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def served(authority: Authority, tmp_path: Path) -> tuple[TlsFiles, Leaf]:
+    """The files the relay is given (copies of a fresh leaf), and that leaf."""
+    leaf = authority.leaf(f"leaf-{tmp_path.name}")
+    files = TlsFiles(tmp_path / "tls.crt", tmp_path / "tls.key")
+    install(leaf, files.cert, files.key)
+    return files, leaf
+
+
+def tls_config(files: TlsFiles, **overrides: Any) -> Any:
+    return relay_config(
+        listen=(
+            Listen("udp", HostPort("127.0.0.1", 0)),
+            Listen("tls", HostPort("127.0.0.1", 0)),
+        ),
+        tls=files,
+        **overrides,
+    )
+
+
+@dataclasses.dataclass
+class Echoing:
+    """An aioice TURN allocation over TLS that keeps echoing through a peer."""
+
+    transport: Any
+    receiver: Receiver
+    peer: tuple[str, int]
+    sent: int = 0
+    received: int = 0
+
+    async def round_trip(self) -> None:
+        payload = f"echo {self.sent}".encode()
+        self.sent += 1
+        self.transport.sendto(payload, self.peer)
+        data, source = await asyncio.wait_for(self.receiver.queue.get(), 5)
+        assert (data, tuple(source)) == (payload, self.peer)
+        self.received += 1
+
+
+async def _loop(echoing: Echoing) -> None:
+    while True:
+        await echoing.round_trip()
+        await asyncio.sleep(0.01)
+
+
+async def _allocate(
+    server: RelayServer, authority: Authority, username: str = USER, password: str = PASSWORD
+) -> tuple[Any, Receiver]:
+    return await asyncio.wait_for(
+        create_turn_endpoint(
+            Receiver,
+            server_addr=address(server, "tls"),
+            username=username,
+            password=password,
+            transport="tcp",
+            ssl=authority.client_context(),
+        ),
+        10,
+    )
+
+
+async def test_aioice_over_tls_allocates_and_echoes(
+    served: tuple[TlsFiles, Leaf], authority: Authority
+) -> None:
+    files, leaf = served
+    async with running(tls_config(files)) as server, echo_peer() as (peer, protocol):
+        started = time.perf_counter()
+        turn, receiver = await _allocate(server, authority)
+        allocated_in = time.perf_counter() - started
+        try:
+            echoing = Echoing(turn, receiver, peer)
+            for _ in range(20):
+                await echoing.round_trip()
+            assert protocol.received[0][1] == tuple(turn.get_extra_info("sockname"))
+            assert server.stats.allocations["tls"] == 1
+            assert server.stats.allocations["tcp"] == 0
+            assert server.stats.connections["tls"] == 1
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://{server.health_address}/status") as response,
+            ):
+                status = await response.json()
+            assert status["allocations"]["tls"] == 1
+            assert status["connections_total"]["tls"] == 1
+            assert status["tls_handshake_failures"] == 0
+            (listener,) = [item for item in server.listeners if item.transport == "tls"]
+            certificate = status["tls"][str(listener)]
+            assert certificate["fingerprint_sha256"] == leaf.fingerprint
+            assert certificate["subject"] == f"commonName={leaf.cert.stem}"
+            assert certificate["not_after"].endswith("Z")
+            assert certificate["serial"] == f"{leaf.serial:02X}"
+        finally:
+            turn.close()
+        await until(lambda: not len(server.table))
+        assert server.stats.allocations["tls"] == 0
+        events = RECORDED[id(server)]
+        assert [e.transport for e in events] == ["tls", "tls"]  # created, deleted
+        report = wire.Report(
+            version=1,
+            relay=wire.RelayIdentity(
+                pod="relay-0", namespace="ns", gateway="gw", instance="i1", started_at=1.8e9
+            ),
+            seq=1,
+            sent_at=1.8e9,
+            state=server.stats.snapshot(),
+            events=events,
+        )
+        assert wire.decode(wire.encode(report)) == report  # reports carry tls as they are
+        assert report.state.connections_total["tls"] == 1
+    print(
+        f"TLS allocation (TCP connect + handshake + 401 + Allocate): {allocated_in * 1000:.1f} ms"
+    )
+
+
+async def test_aioice_over_tls_with_rest_credentials(
+    served: tuple[TlsFiles, Leaf], authority: Authority
+) -> None:
+    files, _ = served
+    username, password = rest_credentials(SECRET, "web-client", time.time(), ttl=600)
+    async with running(tls_config(files)) as server, echo_peer() as (peer, _protocol):
+        turn, receiver = await _allocate(server, authority, username, password)
+        try:
+            await Echoing(turn, receiver, peer).round_trip()
+            assert server.stats.allocations["tls"] == 1
+        finally:
+            turn.close()
+
+
+async def test_the_tls_listener_negotiates_stun_turn_and_no_alpn(
+    served: tuple[TlsFiles, Leaf], authority: Authority
+) -> None:
+    files, _ = served
+    async with running(tls_config(files)) as server:
+        host, port = address(server, "tls")
+        for offered, chosen in ((["stun.turn"], "stun.turn"), (None, None)):
+            context = ssl.create_default_context(cafile=str(authority.cert))
+            if offered is not None:
+                context.set_alpn_protocols(offered)
+            _, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=host)
+            ssl_object = writer.get_extra_info("ssl_object")
+            assert ssl_object.selected_alpn_protocol() == chosen
+            assert ssl_object.version() in ("TLSv1.2", "TLSv1.3")
+            writer.close()
+        await until(lambda: server.stats.connections["tls"] == 2)
+        assert server.stats.tls_handshake_failures == 0
+
+
+async def test_tls_below_1_2_is_refused_and_counted(
+    served: tuple[TlsFiles, Leaf], authority: Authority
+) -> None:
+    files, _ = served
+    async with running(tls_config(files)) as server:
+        host, port = address(server, "tls")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(cafile=str(authority.cert))
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")  # let this client offer TLS 1.1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = ssl.TLSVersion.TLSv1_1
+            context.maximum_version = ssl.TLSVersion.TLSv1_1
+        with pytest.raises((ssl.SSLError, ConnectionError)) as error:
+            await asyncio.open_connection(host, port, ssl=context, server_hostname=host)
+        print(f"TLS 1.1 client: {error.value!r}")
+        await until(lambda: server.stats.tls_handshake_failures == 1)
+
+
+async def test_bad_handshakes_are_closed_counted_and_not_logged(
+    served: tuple[TlsFiles, Leaf], authority: Authority
+) -> None:
+    files, _ = served
+    config = tls_config(files, tls_handshake_timeout=0.5)
+    async with running(config) as server, echo_peer() as (peer, _protocol):
+        host, port = address(server, "tls")
+        turn, receiver = await _allocate(server, authority)
+        echoing = Echoing(turn, receiver, peer)
+        looping = asyncio.create_task(_loop(echoing))
+        try:
+            with capture_logs() as logs:
+                # Garbage instead of a ClientHello: closed at once.
+                reader, writer = await asyncio.open_connection(host, port)
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 4)
+                await writer.drain()
+                await asyncio.wait_for(reader.read(), 5)  # at most an alert, then EOF
+                writer.close()
+                # A STUN Binding request in the clear (a client that forgot TLS).
+                reader, writer = await asyncio.open_connection(host, port)
+                writer.write(bytes.fromhex("000100002112a442") + os.urandom(12))
+                await writer.drain()
+                await asyncio.wait_for(reader.read(), 5)
+                writer.close()
+                # Connects and never sends: closed after the deadline.
+                started = time.monotonic()
+                reader, writer = await asyncio.open_connection(host, port)
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+                silent_for = time.monotonic() - started
+                writer.close()
+                # Half a ClientHello, then nothing (slowloris): the same deadline.
+                reader, writer = await asyncio.open_connection(host, port)
+                writer.write(bytes.fromhex("16030100c8010000c40303"))
+                await writer.drain()
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+                writer.close()
+                await until(lambda: server.stats.tls_handshake_failures == 4)
+                received = echoing.received
+                await until(lambda: echoing.received > received + 5)  # served throughout
+            assert 0.4 <= silent_for < 3.0
+            assert not [e for e in logs if e["log_level"] in ("info", "warning", "error")], logs
+            assert not looping.done()
+            assert server.stats.connections["tls"] == 1  # only the real client
+            assert all(not getattr(h, "handshakes", 0) for h in server._tcp_servers)
+        finally:
+            looping.cancel()
+            turn.close()
+
+
+def test_handshake_failures_on_uvloop_are_closed_and_counted(authority: Authority) -> None:
+    """The same bad inputs against a ``python -m relay`` process on its default loop
+    (uvloop), whose TLS is uvloop's own."""
+    leaf = authority.leaf("uvloop")
+    tls = ("--listen", "tls://127.0.0.1:0", "--tls-cert", str(leaf.cert), "--tls-key")
+    with relay_process(*tls, str(leaf.key), "--tls-handshake-timeout", "0.5s") as relay:
+        assert relay.serving["event_loop"] == "uvloop"
+        listen = next(i for i in relay.serving["listen"] if i.startswith("tls://"))
+        port = int(listen.rpartition(":")[2])
+        context = authority.client_context()
+        before = served_certificate(port, context)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as garbage:
+            garbage.sendall(b"\x00" * 64 + b"not a ClientHello" * 8)
+            with contextlib.suppress(OSError):
+                while garbage.recv(4096):
+                    pass
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+            started = time.monotonic()
+            assert silent.recv(4096) == b""
+            waited = time.monotonic() - started
+        assert fingerprint(served_certificate(port, context)) == fingerprint(before)
+        with urllib.request.urlopen(f"{relay.health}/status", timeout=5) as response:
+            status = json.load(response)
+        assert status["tls_handshake_failures"] == 2
+        assert status["connections_total"]["tls"] == 2
+        assert 0.4 <= waited < 3.0
+        assert not [e for e in relay.lines if e.get("level") in ("warning", "error")]
+
+
+def _secret_volume(directory: Path, leaf: Leaf, version: str) -> None:
+    """A Kubernetes Secret volume: ``tls.crt -> ..data/tls.crt``, ``..data -> ..VERSION``;
+    a new version is written beside and ``..data`` swapped atomically."""
+    versioned = directory / f"..{version}"
+    versioned.mkdir()
+    (versioned / "tls.crt").write_bytes(leaf.cert.read_bytes())
+    (versioned / "tls.key").write_bytes(leaf.key.read_bytes())
+    link = directory / "..data_tmp"
+    link.symlink_to(versioned.name)
+    os.replace(link, directory / "..data")
+    for name in ("tls.crt", "tls.key"):
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(f"..data/{name}")
+
+
+async def _served(server: RelayServer, authority: Authority) -> str:
+    port = address(server, "tls")[1]
+    return fingerprint(
+        await asyncio.to_thread(served_certificate, port, authority.client_context())
+    )
+
+
+async def test_rotation_under_load_file_replace_symlink_swap_and_bad_pairs(
+    authority: Authority, tmp_path: Path
+) -> None:
+    first, second, third = (authority.leaf(f"rot-{n}") for n in ("a", "b", "c"))
+    expired = authority.leaf("rot-expired", days=-1)
+    stranger = authority.leaf("rot-stranger")
+    volume = tmp_path / "secret"
+    volume.mkdir()
+    _secret_volume(volume, first, "v1")
+    files = TlsFiles(volume / "tls.crt", volume / "tls.key")
+    async with (
+        running(tls_config(files), tls_poll_interval=0.05) as server,
+        echo_peer() as (peer, _protocol),
+    ):
+        assert server.tls is not None
+        turn, receiver = await _allocate(server, authority)
+        echoing = Echoing(turn, receiver, peer)
+        looping = asyncio.create_task(_loop(echoing))
+        try:
+            assert await _served(server, authority) == first.fingerprint
+
+            # A Kubernetes Secret update: the ..data symlink is swapped.
+            _secret_volume(volume, second, "v2")
+            await until(lambda: server.tls is not None and server.tls.reloads == 1)
+            assert await _served(server, authority) == second.fingerprint
+
+            # Bad pairs: refused with one warning each, the old pair stays.
+            with capture_logs() as logs:
+                cert_only = Leaf(stranger.cert, second.key, stranger.serial)
+                _secret_volume(volume, cert_only, "v3")  # key of another certificate
+                await until(lambda: server.tls is not None and server.tls.refusals == 1)
+                await asyncio.sleep(0.2)  # more polls: no second warning for the same pair
+                assert await _served(server, authority) == second.fingerprint
+                _secret_volume(volume, expired, "v4")
+                await until(lambda: server.tls is not None and server.tls.refusals == 2)
+                assert await _served(server, authority) == second.fingerprint
+            warnings = [e for e in logs if e["log_level"] == "warning"]
+            assert len(warnings) == 2, warnings
+            assert "does not match" in warnings[0]["error"]
+            assert "--tls-key" in warnings[0]["error"]
+            assert "expired" in warnings[1]["error"]
+            assert "--tls-cert" in warnings[1]["error"]
+
+            # Plain files replaced in place of the links (new inodes).
+            for name in ("tls.crt", "tls.key"):
+                (volume / name).unlink()
+            install(third, files.cert, files.key)
+            await until(lambda: server.tls is not None and server.tls.reloads == 2)
+            assert await _served(server, authority) == third.fingerprint
+
+            received = echoing.received
+            await until(lambda: echoing.received > received + 5)
+            assert not looping.done()
+            assert server.stats.allocations["tls"] == 1
+            assert server.stats.tls_handshake_failures == 0
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://{server.health_address}/status") as response,
+            ):
+                status = await response.json()
+            (certificate,) = status["tls"].values()
+            assert certificate["fingerprint_sha256"] == third.fingerprint
+            assert (certificate["reloads"], certificate["reloads_refused"]) == (2, 2)
+        finally:
+            looping.cancel()
+            turn.close()
+        assert echoing.received >= 10
+
+
+def test_watch_decides_once_per_change_and_once_per_refusal(
+    authority: Authority, tmp_path: Path
+) -> None:
+    good, other = authority.leaf("watch-good"), authority.leaf("watch-other")
+    files = TlsFiles(tmp_path / "c.pem", tmp_path / "k.pem")
+    install(good, files.cert, files.key)
+    watch = CertWatch(stamp(files))
+    assert poll(watch, files, time.time()) is None
+    install(Leaf(other.cert, good.key, 0), files.cert, files.key)
+    outcome = poll(watch, files, time.time())
+    assert isinstance(outcome, CertError)
+    assert poll(watch, files, time.time()) is None  # refused once, not again
+    install(other, files.cert, files.key)
+    loaded = poll(watch, files, time.time())
+    assert not isinstance(loaded, CertError) and loaded is not None
+    assert loaded.info.fingerprint_sha256 == other.fingerprint
+    assert poll(watch, files, time.time()) is None
+    files.key.unlink()  # a half-written Secret: refused, naming the flag
+    missing = poll(watch, files, time.time())
+    assert isinstance(missing, CertError) and "--tls-key" in str(missing)
+    install(other, files.cert, files.key)
+    with pytest.raises(CertError, match="expired"):
+        load_pair(files, loaded.info.not_after + 1)
+
+
+# -- start-up errors: exit 2 naming the flag
+
+
+@pytest.fixture(scope="module")
+def bad_files(authority: Authority, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("bad")
+    good, other = authority.leaf("bad-good"), authority.leaf("bad-other")
+    expired = authority.leaf("bad-expired", days=-1)
+    unreadable = directory / "unreadable.key"
+    unreadable.write_bytes(good.key.read_bytes())
+    unreadable.chmod(0)
+    garbage = directory / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    return {
+        "cert": good.cert,
+        "key": good.key,
+        "other_key": other.key,
+        "expired_cert": expired.cert,
+        "expired_key": expired.key,
+        "missing": directory / "missing.pem",
+        "unreadable": unreadable,
+        "garbage": garbage,
+    }
+
+
+BAD_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "tls listener without cert and key": ((), "--tls-cert"),
+    "cert without key": (("--tls-cert", "{cert}"), "--tls-key"),
+    "key without cert": (("--tls-key", "{key}"), "--tls-cert"),
+    "missing cert file": (("--tls-cert", "{missing}", "--tls-key", "{key}"), "--tls-cert"),
+    "missing key file": (("--tls-cert", "{cert}", "--tls-key", "{missing}"), "--tls-key"),
+    "not a certificate": (("--tls-cert", "{garbage}", "--tls-key", "{key}"), "--tls-cert"),
+    "key of another cert": (("--tls-cert", "{cert}", "--tls-key", "{other_key}"), "--tls-key"),
+    "expired cert": (
+        ("--tls-cert", "{expired_cert}", "--tls-key", "{expired_key}"),
+        "--tls-cert",
+    ),
+    "bad handshake timeout": (
+        ("--tls-cert", "{cert}", "--tls-key", "{key}", "--tls-handshake-timeout", "0s"),
+        "--tls-handshake-timeout",
+    ),
+}
+if os.geteuid() != 0:  # root reads a mode-0 file anyway
+    BAD_FLAGS["unreadable key file"] = (
+        ("--tls-cert", "{cert}", "--tls-key", "{unreadable}"),
+        "--tls-key",
+    )
+
+
+@pytest.mark.parametrize("case", list(BAD_FLAGS))
+def test_bad_tls_flags_exit_2_naming_the_flag(case: str, bad_files: dict[str, Path]) -> None:
+    flags, named = BAD_FLAGS[case]
+    argv = [
+        sys.executable, "-m", "relay", "--listen", "tls://127.0.0.1:0",
+        "--health", "127.0.0.1:0", "--user", f"{USER}:{PASSWORD}",
+        *(flag.format(**bad_files) for flag in flags),
+    ]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr, result.stderr
+    assert "relay serving" not in result.stderr
+
+
+def test_tls_flags_are_read_from_the_environment(served: tuple[TlsFiles, Leaf]) -> None:
+    from relay.settings import load
+
+    files, _ = served
+    settings = load(
+        ["--listen", "tls://127.0.0.1:0", "--user", "a:b"],
+        {"TURNSCALE_TLS_CERT": str(files.cert), "TURNSCALE_TLS_KEY": str(files.key)},
+    )
+    assert settings.relay.tls == files
+    assert settings.relay.listen[0].transport == "tls"
+
+
+# -- coturn's turnutils_uclient over TLS
+
+
+@pytest.fixture(scope="module")
+def coturn_over_tls(authority: Authority) -> Iterator[dict[str, Outcome]]:
+    uclient = require_tool("turnutils_uclient")
+    peer_binary = require_tool("turnutils_peer")
+    leaf = authority.leaf("coturn")
+    peer_port = free_port_pair()
+    peer = subprocess.Popen(
+        [peer_binary, "-L", "127.0.0.1", "-p", str(peer_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    flags = ("--legacy-channels", "--auth-secret", "coturn-rest-secret")
+    tls = ("--listen", "tls://127.0.0.1:0", "--tls-cert", str(leaf.cert))
+    try:
+        with relay_process(*flags, *tls, "--tls-key", str(leaf.key)) as relay:
+            listen = next(i for i in relay.serving["listen"] if i.startswith("tls://"))
+            port = listen.rpartition(":")[2]
+            variants = {
+                "tls static credentials": ("-u", USER, "-w", PASSWORD),
+                "tls rest credentials": ("-u", "web-client", "-W", "coturn-rest-secret"),
+                "tls send indications": ("-s", "-u", USER, "-w", PASSWORD),
+            }
+            running_clients = {
+                name: subprocess.Popen(
+                    [
+                        uclient,
+                        *LOAD,
+                        "-t",
+                        "-S",
+                        *credentials,
+                        *("-e", "127.0.0.1", "-r", str(peer_port), "-p", port),
+                        "127.0.0.1",
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+                for name, credentials in variants.items()
+            }
+            results: dict[str, Outcome] = {}
+            for name, process in running_clients.items():
+                try:
+                    output, _ = process.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    output, _ = process.communicate()
+                results[name] = Outcome(process.returncode, output)
+            results["relay stopped"] = Outcome(0, "")
+            relay.process.terminate()
+            relay.wait()
+            stopped = relay.events("relay stopped")
+            results["relay stopped"] = Outcome(0, repr(stopped[0] if stopped else {}))
+            yield results
+    finally:
+        peer.terminate()
+        peer.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    "variant", ["tls static credentials", "tls rest credentials", "tls send indications"]
+)
+def test_uclient_over_tls_has_zero_loss(coturn_over_tls: dict[str, Outcome], variant: str) -> None:
+    outcome = coturn_over_tls[variant]
+    assert outcome.returncode == 0, outcome.output[-2000:]
+    assert " error " not in outcome.output, outcome.output[-2000:]
+    sent, received = outcome.totals
+    assert sent > 0
+    assert (outcome.lost, received) == (0, sent), outcome.output[-2000:]
+
+
+def test_uclient_allocations_counted_under_tls(coturn_over_tls: dict[str, Outcome]) -> None:
+    stopped = coturn_over_tls["relay stopped"].output
+    assert "'tls':" in stopped, stopped
+    assert "'tls': 0" not in stopped, stopped
