@@ -30,14 +30,17 @@ What it answers, in the order RFC 8656 gives:
   Allocate (same transaction ID) gets the same success.
 * Refresh (§8.2): LIFETIME 0 deletes (reason ``refresh_zero``); 443 for a
   REQUESTED-ADDRESS-FAMILY that is not the allocation's.
-* CreatePermission (§10.2): 400 without XOR-PEER-ADDRESS, 403 when the peer policy refuses
-  any of the peers (checked first, so every refused form of an address gets 403 whatever its
-  family), 443 for a peer of the other family; nothing is installed unless all pass.
+* CreatePermission (§10.2): 400 without XOR-PEER-ADDRESS or with a peer on port 0 (no peer
+  has port 0 and coturn refuses it too, though §9 ignores the port), 403 when the peer policy
+  refuses any of the peers (checked first, so every refused form of an address gets 403
+  whatever its family), 443 for a peer of the other family; nothing is installed unless all
+  pass.
 * ChannelBind (§12.2): 400 for a missing or out-of-range channel (0x4000..0x4FFF; RFC 5766's
-  0x4000..0x7FFF with ``channel_max=0x7FFF``), or a channel or peer already bound otherwise;
-  403 and 443 as above (the policy with the peer's port).
+  0x4000..0x7FFF with ``channel_max=0x7FFF``), a peer on port 0, or a channel or peer already
+  bound otherwise; 403 and 443 as above (the policy with the peer's port).
 * Send indications (§11.2) are relayed when a permission exists and the policy permits the
-  peer's address and port; anything wrong drops them silently, as indications have no answer.
+  peer's address and port (never port 0); anything wrong drops them silently, as indications
+  have no answer.
 
 The credentials can be replaced while the relay runs (a rotated secret or password): a new
 Allocate needs the new ones, and the requests of an existing allocation (Refresh,
@@ -442,6 +445,8 @@ class RequestHandler:
         peers = message.get_xor_addresses(turn.XOR_PEER_ADDRESS)
         if not peers:
             return self._error(message, 400, key)
+        if any(peer.port == 0 for peer in peers):
+            return self._error(message, 400, key)  # as coturn: no peer has port 0
         hosts: list[str] = []
         for peer in peers:
             if not self._reachable(allocation, peer.host, None, now):
@@ -462,7 +467,7 @@ class RequestHandler:
         if channel_value is None or peer is None:
             return self._error(message, 400, key)
         channel = turn.decode_channel_number(channel_value)
-        if not CHANNEL_MIN <= channel <= self.channel_max:
+        if not CHANNEL_MIN <= channel <= self.channel_max or peer.port == 0:
             return self._error(message, 400, key)
         if not self._reachable(allocation, peer.host, peer.port, now):
             return self._error(message, 403, key)
@@ -484,7 +489,7 @@ class RequestHandler:
         except StunError:
             return
         data = message.get(turn.DATA)
-        if peer is None or data is None:
+        if peer is None or data is None or peer.port == 0:
             return
         checked = self._peer(allocation, peer)
         if isinstance(checked, int) or checked[0] not in allocation.permissions:
