@@ -38,6 +38,10 @@ What it answers, in the order RFC 8656 gives:
 * ChannelBind (§12.2): 400 for a missing or out-of-range channel (0x4000..0x4FFF; RFC 5766's
   0x4000..0x7FFF with ``channel_max=0x7FFF``), a peer on port 0, or a channel or peer already
   bound otherwise; 403 and 443 as above (the policy with the peer's port).
+* The relay's own endpoints (:attr:`RequestHandler.own`: its listeners and health address)
+  are never a peer, whatever the policy or a retained permission says: CreatePermission
+  (with the attribute's port) and ChannelBind get 403, a Send is dropped (RFC 8656 §17; no
+  allocation nested inside another).
 * Send indications (§11.2) are relayed when a permission exists and the policy permits the
   peer's address and port (never port 0); anything wrong drops them silently, as indications
   have no answer.
@@ -73,7 +77,7 @@ from relay.core.allocation import (
     RelayEndpoint,
 )
 from relay.core.auth import Authenticator, AuthResult, AuthStatus
-from relay.core.peer_policy import PeerPolicy
+from relay.core.peer_policy import PeerPolicy, SelfEndpoints
 from relay.proto import stun, turn
 from relay.proto.channeldata import CHANNEL_MAX, CHANNEL_MIN
 from relay.proto.stun import (
@@ -167,6 +171,8 @@ class RequestHandler:
         self.channel_max = channel_max
         #: While draining, new allocations are refused with 403.
         self.draining = False
+        #: The relay's own listeners and health endpoint: never a peer, whatever the policy.
+        self.own = SelfEndpoints()
 
     # -- entry points
 
@@ -449,7 +455,9 @@ class RequestHandler:
             return self._error(message, 400, key)  # as coturn: no peer has port 0
         hosts: list[str] = []
         for peer in peers:
-            if not self._reachable(allocation, peer.host, None, now):
+            if self.own.covers(peer.host, peer.port) or not self._reachable(
+                allocation, peer.host, None, now
+            ):
                 return self._error(message, 403, key)
             checked = self._peer(allocation, peer)
             if isinstance(checked, int):
@@ -469,7 +477,9 @@ class RequestHandler:
         channel = turn.decode_channel_number(channel_value)
         if not CHANNEL_MIN <= channel <= self.channel_max or peer.port == 0:
             return self._error(message, 400, key)
-        if not self._reachable(allocation, peer.host, peer.port, now):
+        if self.own.covers(peer.host, peer.port) or not self._reachable(
+            allocation, peer.host, peer.port, now
+        ):
             return self._error(message, 403, key)
         checked = self._peer(allocation, peer)
         if isinstance(checked, int):
@@ -493,6 +503,8 @@ class RequestHandler:
             return
         checked = self._peer(allocation, peer)
         if isinstance(checked, int) or checked[0] not in allocation.permissions:
+            return
+        if self.own.covers(checked[0], checked[1]):
             return
         if self.policy.permits_address(checked) or self._retained(
             allocation, checked[0], checked[1], now

@@ -58,6 +58,7 @@ __all__ = [
     "PERMIT_CACHE_SIZE",
     "PeerPolicy",
     "PeerRule",
+    "SelfEndpoints",
     "normalize_peer",
     "parse_peer_rule",
 ]
@@ -366,4 +367,60 @@ class PeerPolicy:
                 and (lifts or not denied)
             ):
                 return True
+        return False
+
+
+_UNSPECIFIED: Final = frozenset({"0.0.0.0", "::"})
+
+
+class SelfEndpoints:
+    """The relay's own endpoints (listeners, health), which no client may name as a peer, on
+    any policy and whatever ``--allow-peer`` says: a Send or ChannelData to the relay's own
+    listener would nest an allocation inside an allocation (a relay loop, and a way to hide
+    the real client), RFC 8656 §17 ("the server MAY restrict ... the peer addresses").
+
+    An endpoint on a wildcard host (``0.0.0.0``, ``::``) is its port on the wildcard itself,
+    on the relay address and on the family's loopback range. Addresses are compared in their
+    normalised forms (:func:`normalize_peer`, every one of a Teredo or ISATAP address).
+    """
+
+    __slots__ = ("_exact", "_ranges", "endpoints")
+
+    def __init__(self, endpoints: Iterable[tuple[str, int]] = (), relay_address: str = "") -> None:
+        #: The endpoints as given (host, port).
+        self.endpoints: tuple[tuple[str, int], ...] = tuple(endpoints)
+        exact: set[tuple[int, int, int]] = set()
+        ranges: list[tuple[int, int, int, int]] = []
+        for host, port in self.endpoints:
+            hosts = [host]
+            if host in _UNSPECIFIED:
+                if relay_address:
+                    hosts.append(relay_address)
+                loopback = _LOOPBACK[0 if host == "0.0.0.0" else 1]
+                lo, hi = int(loopback.network_address), int(loopback.broadcast_address)
+                ranges.append((loopback.version, lo, hi, port))
+            for name in hosts:
+                keys = _keys(name.partition("%")[0])
+                if keys is None:
+                    raise ValueError(f"{name!r} is not an IP address")
+                exact.add((*keys[0], port))
+        self._exact = frozenset(exact)
+        self._ranges = tuple(ranges)
+
+    def __repr__(self) -> str:
+        return f"SelfEndpoints({list(self.endpoints)!r})"
+
+    def covers(self, ip: str | IPAddress, port: int) -> bool:
+        """Whether ``ip``:``port`` is one of the relay's own endpoints."""
+        if not self._exact:
+            return False
+        keys = _keys(ip)
+        if keys is None:
+            return False
+        for version, n in keys:
+            if (version, n, port) in self._exact:
+                return True
+            for r_version, lo, hi, r_port in self._ranges:
+                if r_version == version and r_port == port and lo <= n <= hi:
+                    return True
         return False

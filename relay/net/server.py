@@ -34,7 +34,7 @@ from relay.core.allocation import Allocation, AllocationTable, Lifetimes
 from relay.core.auth import Authenticator, CredentialStore
 from relay.core.credentials import Credentials
 from relay.core.handler import RequestHandler, family_of
-from relay.core.peer_policy import PeerPolicy
+from relay.core.peer_policy import PeerPolicy, SelfEndpoints
 from relay.core.ports import PortPool
 from relay.core.stats import RelayStats
 from relay.net import health
@@ -159,6 +159,7 @@ class RelayServer:
         except BaseException:
             await self._close_listeners()
             raise
+        self._update_own()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="relay-sweeper")
         if self.pusher is not None:
             await self.pusher.start()  # the first report goes out at once
@@ -229,6 +230,15 @@ class RelayServer:
                     log.info("listener opened", listen=str(self._open[item][1]))
         finally:
             self.listeners = [self._open[item][1] for item in wanted if item in self._open]
+            self._update_own()
+
+    def _update_own(self) -> None:
+        """Tell the handler this relay's own endpoints (bound listeners and health), which no
+        client may name as a peer (RFC 8656 §17: no allocation nested through the relay)."""
+        own = [(item.address.host, item.address.port) for item in self.listeners]
+        if self.health_address is not None:
+            own.append((self.health_address.host, self.health_address.port))
+        self.handler.own = SelfEndpoints(own, self.config.relay_address)
 
     def begin_drain(self) -> None:
         """Turn not ready and refuse new allocations; existing ones keep working."""
