@@ -14,6 +14,8 @@ plain values and fakes:
 
 What it answers, in the order RFC 8656 gives:
 
+* Nothing, for any message whose FINGERPRINT is present and wrong (RFC 8489 §7.3: "silently
+  discarded"; §14.7), before anything else is looked at.
 * Binding (RFC 8489 §6.3): XOR-MAPPED-ADDRESS, no authentication.
 * Every TURN request: 420 for unknown comprehension-required attributes (with
   UNKNOWN-ATTRIBUTES), then the long-term credential checks (:mod:`relay.core.auth`: 401 with
@@ -184,6 +186,8 @@ class RequestHandler:
         ``now`` is monotonic seconds (lifetimes), ``wall`` unix seconds (nonces, REST expiry).
         Returns the response to send back, or None.
         """
+        if message.has(stun.FINGERPRINT) and not stun.verify_fingerprint(message):
+            return None  # RFC 8489 §7.3, §14.7: a wrong FINGERPRINT is silently discarded
         cls = message.cls
         if cls is MessageClass.INDICATION:
             if message.method == turn.SEND:
