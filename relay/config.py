@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-from relay.core.credentials import parse_user, read_secret_file, read_user_file
+from relay.core.credentials import check_realm, parse_user, read_secret_file, read_user_file
 from relay.core.peer_policy import PeerRule, parse_peer_rule
 from relay.core.ports import DEFAULT_RANGE, parse_port_range
 from relay.proto.turn import MAX_LIFETIME
@@ -355,6 +355,9 @@ def _flag_credentials(
     realm = (args.realm if args.realm is not None else "turnscale").strip()
     if not realm:
         raise ConfigError("--realm must not be empty")
+    problem = check_realm(realm)
+    if problem is not None:
+        raise ConfigError(f"--realm is too long: {problem}")
     users: list[tuple[str, str]] = []
     try:
         for number, text in enumerate(args.user, 1):

@@ -18,13 +18,31 @@ from typing import Final
 from relay.core.auth import long_term_key, rest_password
 
 __all__ = [
+    "MAX_REALM_BYTES",
+    "MAX_REALM_CHARS",
     "Credentials",
+    "check_realm",
     "parse_user",
     "read_secret_file",
     "read_user_file",
 ]
 
 _REST_EXPIRY: Final = re.compile(r"[0-9]{1,12}")
+#: RFC 8489 §14.9: REALM "MUST be a UTF-8-encoded sequence of fewer than 128 characters" and
+#: at most 763 bytes; a longer one could not be sent in a 401 challenge at all.
+MAX_REALM_CHARS: Final = 127
+MAX_REALM_BYTES: Final = 762
+
+
+def check_realm(realm: str) -> str | None:
+    """Why ``realm`` cannot be a REALM (RFC 8489 §14.9), or None when it can. The one check of
+    every realm source (``--realm``, a GatewayConfig's ``spec.realm``)."""
+    if len(realm) > MAX_REALM_CHARS:
+        return f"{len(realm)} characters, RFC 8489 §14.9 allows fewer than 128"
+    size = len(realm.encode("utf-8", "surrogatepass"))
+    if size > MAX_REALM_BYTES:
+        return f"{size} bytes in UTF-8, RFC 8489 §14.9 allows fewer than 763"
+    return None
 
 
 class Credentials:
