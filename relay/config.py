@@ -66,6 +66,8 @@ class Listen:
 
 DEFAULT_LISTEN: Final = ("udp://0.0.0.0:3478", "tcp://0.0.0.0:3478")
 EVENT_LOOPS: Final = ("uvloop", "asyncio")
+#: ``--rest-max-lifetime``: a day, the TURN REST API draft's example and STUNner's default.
+DEFAULT_REST_MAX_LIFETIME: Final = 86400
 
 
 def parse_listen(text: str) -> Listen:
@@ -114,6 +116,8 @@ class RelayConfig:
     #: Only ``allow_peers`` are reachable, even when there are none (Gateway API routes).
     peers_exclusive: bool = False
     max_lifetime: int = MAX_LIFETIME
+    #: Longest a TURN REST API username may still be valid for (its expiry - now), seconds.
+    rest_max_lifetime: float = DEFAULT_REST_MAX_LIFETIME
     user_quota: int = 0
     total_quota: int = 0
     drain_timeout: float = 300.0
@@ -214,6 +218,13 @@ def build_parser(prog: str = "turnscale relay") -> FlagParser:
         help="longest allocation lifetime granted (the default 600s is capped to it)",
     )
     parser.add_flag(
+        "--rest-max-lifetime",
+        type=_duration_seconds,
+        default=f"{DEFAULT_REST_MAX_LIFETIME}s",
+        help="a TURN REST API username that expires further out than this is refused (401); "
+        "in Gateway API mode the GatewayConfig's authLifetime",
+    )
+    parser.add_flag(
         "--user-quota",
         type=non_negative_int,
         default=0,
@@ -265,6 +276,8 @@ class Overrides:
     listener_host: str = "0.0.0.0"
     #: The fleet name reported (replaces ``--gateway``), when the source knows it.
     gateway: str | None = None
+    #: The REST credentials' lifetime (replaces ``--rest-max-lifetime``), when it is known.
+    rest_max_lifetime: int | None = None
 
 
 def default_relay_address(listen: Sequence[Listen]) -> str:
@@ -303,7 +316,10 @@ def from_args(
     read it already); ``overrides`` replaces the listener, credential and peer flags."""
     report_to = reporting.from_args(args) if report_to is None else report_to
     relay_address = args.relay_address
+    rest_max_lifetime = args.rest_max_lifetime
     if overrides is not None:
+        if overrides.rest_max_lifetime is not None:
+            rest_max_lifetime = overrides.rest_max_lifetime
         listen, realm = overrides.listen, overrides.realm
         users, secrets = overrides.users, overrides.auth_secrets
         allow_peers = overrides.allow_peers
@@ -330,6 +346,7 @@ def from_args(
         allow_loopback_peers=args.allow_loopback_peers,
         peers_exclusive=overrides is not None,
         max_lifetime=args.max_lifetime,
+        rest_max_lifetime=rest_max_lifetime,
         user_quota=args.user_quota,
         total_quota=args.total_quota,
         drain_timeout=args.drain_timeout,

@@ -104,7 +104,9 @@ class RelayServer:
         self.ports = PortPool(*config.relay_ports)
         #: Opens no socket before :meth:`start` (an Allocate gets 508 until then).
         self.relays = RelaySockets(config.relay_address, self.ports, self.stats)
-        store = Credentials(config.realm, config.users, config.auth_secrets)
+        store = Credentials(
+            config.realm, config.users, config.auth_secrets, max_ttl=config.rest_max_lifetime
+        )
         self.handler = RequestHandler(
             table=self.table,
             authenticator=Authenticator(store),
