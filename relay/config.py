@@ -66,6 +66,7 @@ class Listen:
 
 DEFAULT_LISTEN: Final = ("udp://0.0.0.0:3478", "tcp://0.0.0.0:3478")
 EVENT_LOOPS: Final = ("uvloop", "asyncio")
+DRAIN_READY_STATUSES: Final = ("ready", "not-ready")
 #: ``--rest-max-lifetime``: a day, the TURN REST API draft's example and STUNner's default.
 DEFAULT_REST_MAX_LIFETIME: Final = 86400
 
@@ -121,6 +122,8 @@ class RelayConfig:
     user_quota: int = 0
     total_quota: int = 0
     drain_timeout: float = 300.0
+    #: ``/ready`` is 503 while draining (``--drain-ready-status=not-ready``).
+    unready_on_drain: bool = False
     health: HostPort = field(default_factory=lambda: HostPort("0.0.0.0", 8086))
     log_level: str = "info"
     event_loop: str = "uvloop"
@@ -243,6 +246,13 @@ def build_parser(prog: str = "turnscale relay") -> FlagParser:
         help="after SIGTERM, how long existing allocations may keep going",
     )
     parser.add_flag(
+        "--drain-ready-status",
+        choices=DRAIN_READY_STATUSES,
+        default="ready",
+        help="what /ready answers while draining: ready (200, default: kube-proxy keeps the "
+        "UDP conntrack entries of the calls) or not-ready (503)",
+    )
+    parser.add_flag(
         "--health",
         type=parse_host_port,
         default="0.0.0.0:8086",
@@ -350,6 +360,7 @@ def from_args(
         user_quota=args.user_quota,
         total_quota=args.total_quota,
         drain_timeout=args.drain_timeout,
+        unready_on_drain=args.drain_ready_status == "not-ready",
         health=args.health,
         log_level=args.log_level,
         event_loop=args.event_loop,

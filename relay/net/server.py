@@ -14,9 +14,10 @@ One task expires allocations, permissions and channels (:meth:`RelayServer.sweep
 connections idle without an allocation.
 
 Drain (:func:`serve`, signals through :class:`scaler.common.runtime.StopSignals`): the first
-SIGTERM or SIGINT makes the relay not ready and refuses new allocations (403) while existing
-ones keep working; it exits when none are left or after ``--drain-timeout`` (the rest are
-deleted with reason ``drained``). A second signal ends the drain at once.
+SIGTERM or SIGINT refuses new allocations (403) while existing ones keep working; ``/ready``
+stays 200 (reporting ``draining``) unless ``--drain-ready-status=not-ready``
+(:mod:`relay.net.health` says why); it exits when none are left or after ``--drain-timeout``
+(the rest are deleted with reason ``drained``). A second signal ends the drain at once.
 """
 
 from __future__ import annotations
@@ -152,7 +153,11 @@ class RelayServer:
             health_sock = _bind_tcp(self.config.health, "--health")
             host, port = health_sock.getsockname()[:2]
             self.health_address = HostPort(host, port)
-            state = health.HealthState(self.stats, lambda: self._serving and self.configured)
+            state = health.HealthState(
+                self.stats,
+                lambda: self._serving and self.configured,
+                unready_on_drain=self.config.unready_on_drain,
+            )
             self._runner = web.AppRunner(
                 health.create_app(state), access_log=None, shutdown_timeout=2.0
             )
@@ -243,7 +248,8 @@ class RelayServer:
         self.handler.own = SelfEndpoints(own, self.config.relay_address)
 
     def begin_drain(self) -> None:
-        """Turn not ready and refuse new allocations; existing ones keep working."""
+        """Refuse new allocations (and turn not ready with ``--drain-ready-status=not-ready``);
+        existing ones keep working."""
         if self.stats.draining:
             return
         self.handler.draining = True
