@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from relay.core.credentials import check_realm, parse_user, read_secret_file, read_user_file
+from relay.core.handler import MAX_CHANNELS, MAX_PEERS_PER_REQUEST, MAX_PERMISSIONS
 from relay.core.peer_policy import PeerRule, parse_peer_rule
 from relay.core.ports import DEFAULT_RANGE, parse_port_range
 from relay.proto.turn import MAX_LIFETIME
@@ -121,6 +122,10 @@ class RelayConfig:
     rest_max_lifetime: float = DEFAULT_REST_MAX_LIFETIME
     user_quota: int = 0
     total_quota: int = 0
+    #: Caps per request / allocation (0 = none): RFC 8656 §10.2, §12.2.
+    max_peers_per_request: int = MAX_PEERS_PER_REQUEST
+    max_permissions: int = MAX_PERMISSIONS
+    max_channels: int = MAX_CHANNELS
     drain_timeout: float = 300.0
     #: ``/ready`` is 503 while draining (``--drain-ready-status=not-ready``).
     unready_on_drain: bool = False
@@ -238,6 +243,25 @@ def build_parser(prog: str = "turnscale relay") -> FlagParser:
         type=non_negative_int,
         default=0,
         help="allocations on this relay, 0 = unlimited; over it -> 486",
+    )
+    parser.add_flag(
+        "--max-peers-per-request",
+        type=non_negative_int,
+        default=MAX_PEERS_PER_REQUEST,
+        help="XOR-PEER-ADDRESS attributes one CreatePermission may carry, 0 = unlimited; "
+        "over it -> 400",
+    )
+    parser.add_flag(
+        "--max-permissions",
+        type=non_negative_int,
+        default=MAX_PERMISSIONS,
+        help="permissions (peer IPs) one allocation may hold, 0 = unlimited; over it -> 508",
+    )
+    parser.add_flag(
+        "--max-channels",
+        type=non_negative_int,
+        default=MAX_CHANNELS,
+        help="channels one allocation may hold, 0 = unlimited; over it -> 508",
     )
     parser.add_flag(
         "--drain-timeout",
@@ -359,6 +383,9 @@ def from_args(
         rest_max_lifetime=rest_max_lifetime,
         user_quota=args.user_quota,
         total_quota=args.total_quota,
+        max_peers_per_request=args.max_peers_per_request,
+        max_permissions=args.max_permissions,
+        max_channels=args.max_channels,
         drain_timeout=args.drain_timeout,
         unready_on_drain=args.drain_ready_status == "not-ready",
         health=args.health,

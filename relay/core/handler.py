@@ -37,6 +37,11 @@ What it answers, in the order RFC 8656 gives:
   refuses any of the peers (checked first, so every refused form of an address gets 403
   whatever its family), 443 for a peer of the other family; nothing is installed unless all
   pass.
+* Capacity: a CreatePermission with more than ``max_peers_per_request`` XOR-PEER-ADDRESS
+  attributes is 400; one that would leave an allocation more than ``max_permissions`` live
+  permissions, or a ChannelBind of a new channel beyond ``max_channels`` (or a new
+  permission beyond the cap), is 508 Insufficient Capacity (§10.2, §12.2); refreshing what
+  the allocation holds always works.
 * ChannelBind (§12.2): 400 for a missing or out-of-range channel (0x4000..0x4FFF; RFC 5766's
   0x4000..0x7FFF with ``channel_max=0x7FFF``), a peer on port 0, or a channel or peer already
   bound otherwise; 403 and 443 as above (the policy with the peer's port).
@@ -93,12 +98,26 @@ from relay.proto.stun import (
 from scaler.wire import DeleteReason
 
 __all__ = [
+    "MAX_CHANNELS",
+    "MAX_PEERS_PER_REQUEST",
+    "MAX_PERMISSIONS",
     "Lifecycle",
     "RelayFactory",
     "RequestHandler",
     "canonical_ip",
     "family_of",
 ]
+
+#: XOR-PEER-ADDRESS attributes one CreatePermission may carry (over it: 400). Browsers send
+#: one per request; 16 leaves room for clients that batch a candidate list.
+MAX_PEERS_PER_REQUEST: Final = 16
+#: Permissions one allocation may hold at once (over it: 508). A call has a handful of remote
+#: candidate addresses, an ICE restart or a mesh a few dozen; 256 is far beyond any browser
+#: and bounds the memory and the expiry work one allocation can cost.
+MAX_PERMISSIONS: Final = 256
+#: Channels one allocation may hold at once (over it: 508): a browser binds one per remote
+#: candidate it sends to, so well under the permission cap; RFC 8656 allows 4096.
+MAX_CHANNELS: Final = 128
 
 _TURN_METHODS: Final = frozenset(
     {turn.ALLOCATE, turn.REFRESH, turn.CREATE_PERMISSION, turn.CHANNEL_BIND}
@@ -162,6 +181,9 @@ class RequestHandler:
         lifecycle: Lifecycle,
         relay_family: int = FAMILY_IPV4,
         channel_max: int = CHANNEL_MAX,
+        max_peers_per_request: int = MAX_PEERS_PER_REQUEST,
+        max_permissions: int = MAX_PERMISSIONS,
+        max_channels: int = MAX_CHANNELS,
     ) -> None:
         self.table = table
         self.auth = authenticator
@@ -171,6 +193,11 @@ class RequestHandler:
         self.relay_family = relay_family
         #: 0x4FFF (RFC 8656), or 0x7FFF to take RFC 5766's channels too (``--legacy-channels``).
         self.channel_max = channel_max
+        #: Caps (0 = none): XOR-PEER-ADDRESS per CreatePermission (400), live permissions and
+        #: channels per allocation (508 Insufficient Capacity, RFC 8656 §10.2, §12.2).
+        self.max_peers_per_request = max_peers_per_request
+        self.max_permissions = max_permissions
+        self.max_channels = max_channels
         #: While draining, new allocations are refused with 403.
         self.draining = False
         #: The relay's own listeners and health endpoint: never a peer, whatever the policy.
@@ -453,7 +480,7 @@ class RequestHandler:
         self, message: Message, allocation: Allocation, key: bytes, now: float
     ) -> bytes:
         peers = message.get_xor_addresses(turn.XOR_PEER_ADDRESS)
-        if not peers:
+        if not peers or 0 < self.max_peers_per_request < len(peers):
             return self._error(message, 400, key)
         if any(peer.port == 0 for peer in peers):
             return self._error(message, 400, key)  # as coturn: no peer has port 0
@@ -467,6 +494,8 @@ class RequestHandler:
             if isinstance(checked, int):
                 return self._error(message, checked, key)
             hosts.append(checked[0])
+        if self._over_permissions(allocation, hosts, now):
+            return self._error(message, 508, key)
         for host in hosts:
             self.table.add_permission(allocation, host, now)
         return self._signed(message, MessageBuilder.success(message), key)
@@ -488,9 +517,34 @@ class RequestHandler:
         checked = self._peer(allocation, peer)
         if isinstance(checked, int):
             return self._error(message, checked, key)
+        if self._over_channels(allocation, channel, checked, now):
+            return self._error(message, 508, key)
         if not self.table.bind_channel(allocation, channel, checked, now):
             return self._error(message, 400, key)
         return self._signed(message, MessageBuilder.success(message), key)
+
+    def _over_permissions(self, allocation: Allocation, hosts: list[str], now: float) -> bool:
+        """Whether installing ``hosts`` would leave more than ``max_permissions`` live."""
+        cap, held = self.max_permissions, allocation.permissions
+        if not cap or len(held) + len(hosts) <= cap:
+            return False
+        live = {host for host, expiry in held.items() if expiry > now}
+        return len(live | set(hosts)) > cap
+
+    def _over_channels(
+        self, allocation: Allocation, channel: int, peer: Address, now: float
+    ) -> bool:
+        """Whether binding a new ``channel`` would exceed ``max_channels`` live channels (or
+        its permission ``max_permissions``); refreshing a binding never does."""
+        bound = allocation.channels.get(channel)
+        if bound is not None and bound.expiry > now:
+            return False
+        cap = self.max_channels
+        if cap and len(allocation.channels) >= cap:
+            live = sum(1 for b in allocation.channels.values() if b.expiry > now)
+            if live >= cap:
+                return True
+        return self._over_permissions(allocation, [peer[0]], now)
 
     def _send_indication(
         self, message: Message, link: ClientLink, client: ClientAddress, now: float

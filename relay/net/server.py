@@ -116,6 +116,9 @@ class RelayServer:
             lifecycle=self,
             relay_family=family_of(config.relay_address),
             channel_max=LEGACY_CHANNEL_MAX if config.legacy_channels else CHANNEL_MAX,
+            max_peers_per_request=config.max_peers_per_request,
+            max_permissions=config.max_permissions,
+            max_channels=config.max_channels,
         )
         self.udp_listeners: list[UdpListener] = []
         self.connections: set[TcpConnection] = set()
