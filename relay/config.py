@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from relay.core.admission import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_IP
 from relay.core.credentials import check_realm, parse_user, read_secret_file, read_user_file
 from relay.core.handler import MAX_CHANNELS, MAX_PEERS_PER_REQUEST, MAX_PERMISSIONS
 from relay.core.peer_policy import PeerRule, parse_peer_rule
@@ -127,6 +128,9 @@ class RelayConfig:
     max_permissions: int = MAX_PERMISSIONS
     max_channels: int = MAX_CHANNELS
     drain_timeout: float = 300.0
+    #: TCP connections without an allocation, in total and per source IP (0 = no limit).
+    tcp_max_pending: int = DEFAULT_MAX_PENDING
+    tcp_max_pending_per_ip: int = DEFAULT_MAX_PENDING_PER_IP
     #: ``/ready`` is 503 while draining (``--drain-ready-status=not-ready``).
     unready_on_drain: bool = False
     health: HostPort = field(default_factory=lambda: HostPort("0.0.0.0", 8086))
@@ -264,6 +268,19 @@ def build_parser(prog: str = "turnscale relay") -> FlagParser:
         help="channels one allocation may hold, 0 = unlimited; over it -> 508",
     )
     parser.add_flag(
+        "--tcp-max-pending",
+        type=non_negative_int,
+        default=DEFAULT_MAX_PENDING,
+        help="TCP connections without an allocation the relay holds, 0 = unlimited; over it "
+        "a new connection is closed at once",
+    )
+    parser.add_flag(
+        "--tcp-max-pending-per-ip",
+        type=non_negative_int,
+        default=DEFAULT_MAX_PENDING_PER_IP,
+        help="TCP connections without an allocation one source IP may hold, 0 = unlimited",
+    )
+    parser.add_flag(
         "--drain-timeout",
         type=parse_duration,
         default="300s",
@@ -387,6 +404,8 @@ def from_args(
         max_permissions=args.max_permissions,
         max_channels=args.max_channels,
         drain_timeout=args.drain_timeout,
+        tcp_max_pending=args.tcp_max_pending,
+        tcp_max_pending_per_ip=args.tcp_max_pending_per_ip,
         unready_on_drain=args.drain_ready_status == "not-ready",
         health=args.health,
         log_level=args.log_level,

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from relay.config import Listen, RelayConfig
+from relay.core.admission import TcpAdmission
 from relay.core.allocation import Allocation, AllocationTable, Lifetimes
 from relay.core.auth import Authenticator, CredentialStore
 from relay.core.credentials import Credentials
@@ -122,6 +123,8 @@ class RelayServer:
         )
         self.udp_listeners: list[UdpListener] = []
         self.connections: set[TcpConnection] = set()
+        #: TCP connections without an allocation, capped per source IP and in total.
+        self.admission = TcpAdmission(config.tcp_max_pending, config.tcp_max_pending_per_ip)
         #: Bound TURN listeners (port 0 resolved), in --listen order.
         self.listeners: list[Listen] = []
         self.health_address: HostPort | None = None
@@ -335,7 +338,7 @@ class RelayServer:
         timeout = self.tcp_idle_timeout
         for connection in list(self.connections):
             since = connection.idle_since
-            if since is not None and now - since > timeout:
+            if (since is not None and now - since > timeout) or connection.stalled(now):
                 connection.close()
 
     async def _sweep_forever(self) -> None:
@@ -347,7 +350,14 @@ class RelayServer:
                 log.exception("expiry sweep failed")
 
     def _tcp_protocol(self) -> TcpConnection:
-        return TcpConnection(self.handler, self.stats, self.connections, self.clock, self.wall)
+        return TcpConnection(
+            self.handler,
+            self.stats,
+            self.connections,
+            self.clock,
+            self.wall,
+            admission=self.admission,
+        )
 
     # -- relay.core.handler.Lifecycle
 
