@@ -17,10 +17,12 @@ from relay import settings
 from relay.core.auth import rest_password
 from relay.core.credentials import REST_CLOCK_LEEWAY
 from relay.net.server import RelayServer
-from tests.gateway.objects import by_kind, changed, write_yaml
+from tests.gateway.objects import by_kind, changed, turn_port, write_yaml
 from tests.gateway.test_file_relay import write_config
+from tests.gateway.test_live import issue_example, live_relay
 from tests.relay.servers import SECRET, address, relay_config, running
 from tests.relay.turn_client import TurnClient, TurnError
+from tests.waiting import eventually
 
 
 def rest_user(expiry: int, user: str = "alice") -> tuple[str, str]:
@@ -65,3 +67,10 @@ def test_gateway_mode_uses_auth_lifetime(tmp_path: Path, lifetime: int) -> None:
     write_yaml(path, documents)
     loaded = settings.load([*flags, "--rest-max-lifetime", "5s"], {})
     assert loaded.relay.rest_max_lifetime == lifetime
+
+
+async def test_live_mode_uses_auth_lifetime(tmp_path: Path) -> None:
+    async with live_relay(tmp_path, *issue_example(turn_port(), turn_port())) as live:
+        await eventually(lambda: live.server.configured, "configured from the API")
+        store = live.server.handler.auth.store
+        assert getattr(store, "max_ttl", None) == 86400  # the example's authLifetime
