@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from relay.core.admission import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_IP
 from relay.core.certs import CertError, TlsFiles, load_pair
-from relay.core.credentials import parse_user, read_secret_file, read_user_file
+from relay.core.credentials import check_realm, parse_user, read_secret_file, read_user_file
+from relay.core.handler import MAX_CHANNELS, MAX_PEERS_PER_REQUEST, MAX_PERMISSIONS
 from relay.core.peer_policy import PeerRule, parse_peer_rule
 from relay.core.ports import DEFAULT_RANGE, parse_port_range
 from relay.proto.turn import MAX_LIFETIME
@@ -68,6 +70,9 @@ class Listen:
 
 DEFAULT_LISTEN: Final = ("udp://0.0.0.0:3478", "tcp://0.0.0.0:3478")
 EVENT_LOOPS: Final = ("uvloop", "asyncio")
+DRAIN_READY_STATUSES: Final = ("ready", "not-ready")
+#: ``--rest-max-lifetime``: a day, the TURN REST API draft's example and STUNner's default.
+DEFAULT_REST_MAX_LIFETIME: Final = 86400
 
 
 def parse_listen(text: str) -> Listen:
@@ -119,9 +124,20 @@ class RelayConfig:
     #: Only ``allow_peers`` are reachable, even when there are none (Gateway API routes).
     peers_exclusive: bool = False
     max_lifetime: int = MAX_LIFETIME
+    #: Longest a TURN REST API username may still be valid for (its expiry - now), seconds.
+    rest_max_lifetime: float = DEFAULT_REST_MAX_LIFETIME
     user_quota: int = 0
     total_quota: int = 0
+    #: Caps per request / allocation (0 = none): RFC 8656 §10.2, §12.2.
+    max_peers_per_request: int = MAX_PEERS_PER_REQUEST
+    max_permissions: int = MAX_PERMISSIONS
+    max_channels: int = MAX_CHANNELS
     drain_timeout: float = 300.0
+    #: TCP connections without an allocation, in total and per source IP (0 = no limit).
+    tcp_max_pending: int = DEFAULT_MAX_PENDING
+    tcp_max_pending_per_ip: int = DEFAULT_MAX_PENDING_PER_IP
+    #: ``/ready`` is 503 while draining (``--drain-ready-status=not-ready``).
+    unready_on_drain: bool = False
     health: HostPort = field(default_factory=lambda: HostPort("0.0.0.0", 8086))
     log_level: str = "info"
     event_loop: str = "uvloop"
@@ -244,6 +260,13 @@ def build_parser(prog: str = "turnscale relay") -> FlagParser:
         help="longest allocation lifetime granted (the default 600s is capped to it)",
     )
     parser.add_flag(
+        "--rest-max-lifetime",
+        type=_duration_seconds,
+        default=f"{DEFAULT_REST_MAX_LIFETIME}s",
+        help="a TURN REST API username that expires further out than this is refused (401); "
+        "in Gateway API mode the GatewayConfig's authLifetime",
+    )
+    parser.add_flag(
         "--user-quota",
         type=non_negative_int,
         default=0,
@@ -256,10 +279,49 @@ def build_parser(prog: str = "turnscale relay") -> FlagParser:
         help="allocations on this relay, 0 = unlimited; over it -> 486",
     )
     parser.add_flag(
+        "--max-peers-per-request",
+        type=non_negative_int,
+        default=MAX_PEERS_PER_REQUEST,
+        help="XOR-PEER-ADDRESS attributes one CreatePermission may carry, 0 = unlimited; "
+        "over it -> 400",
+    )
+    parser.add_flag(
+        "--max-permissions",
+        type=non_negative_int,
+        default=MAX_PERMISSIONS,
+        help="permissions (peer IPs) one allocation may hold, 0 = unlimited; over it -> 508",
+    )
+    parser.add_flag(
+        "--max-channels",
+        type=non_negative_int,
+        default=MAX_CHANNELS,
+        help="channels one allocation may hold, 0 = unlimited; over it -> 508",
+    )
+    parser.add_flag(
+        "--tcp-max-pending",
+        type=non_negative_int,
+        default=DEFAULT_MAX_PENDING,
+        help="TCP connections without an allocation the relay holds, 0 = unlimited; over it "
+        "a new connection is closed at once",
+    )
+    parser.add_flag(
+        "--tcp-max-pending-per-ip",
+        type=non_negative_int,
+        default=DEFAULT_MAX_PENDING_PER_IP,
+        help="TCP connections without an allocation one source IP may hold, 0 = unlimited",
+    )
+    parser.add_flag(
         "--drain-timeout",
         type=parse_duration,
         default="300s",
         help="after SIGTERM, how long existing allocations may keep going",
+    )
+    parser.add_flag(
+        "--drain-ready-status",
+        choices=DRAIN_READY_STATUSES,
+        default="ready",
+        help="what /ready answers while draining: ready (200, default: kube-proxy keeps the "
+        "UDP conntrack entries of the calls) or not-ready (503)",
     )
     parser.add_flag(
         "--health",
@@ -295,6 +357,8 @@ class Overrides:
     listener_host: str = "0.0.0.0"
     #: The fleet name reported (replaces ``--gateway``), when the source knows it.
     gateway: str | None = None
+    #: The REST credentials' lifetime (replaces ``--rest-max-lifetime``), when it is known.
+    rest_max_lifetime: int | None = None
 
 
 def default_relay_address(listen: Sequence[Listen]) -> str:
@@ -333,7 +397,10 @@ def from_args(
     read it already); ``overrides`` replaces the listener, credential and peer flags."""
     report_to = reporting.from_args(args) if report_to is None else report_to
     relay_address = args.relay_address
+    rest_max_lifetime = args.rest_max_lifetime
     if overrides is not None:
+        if overrides.rest_max_lifetime is not None:
+            rest_max_lifetime = overrides.rest_max_lifetime
         listen, realm = overrides.listen, overrides.realm
         users, secrets = overrides.users, overrides.auth_secrets
         allow_peers = overrides.allow_peers
@@ -363,9 +430,16 @@ def from_args(
         allow_loopback_peers=args.allow_loopback_peers,
         peers_exclusive=overrides is not None,
         max_lifetime=args.max_lifetime,
+        rest_max_lifetime=rest_max_lifetime,
         user_quota=args.user_quota,
         total_quota=args.total_quota,
+        max_peers_per_request=args.max_peers_per_request,
+        max_permissions=args.max_permissions,
+        max_channels=args.max_channels,
         drain_timeout=args.drain_timeout,
+        tcp_max_pending=args.tcp_max_pending,
+        tcp_max_pending_per_ip=args.tcp_max_pending_per_ip,
+        unready_on_drain=args.drain_ready_status == "not-ready",
         health=args.health,
         log_level=args.log_level,
         event_loop=args.event_loop,
@@ -411,6 +485,9 @@ def _flag_credentials(
     realm = (args.realm if args.realm is not None else "turnscale").strip()
     if not realm:
         raise ConfigError("--realm must not be empty")
+    problem = check_realm(realm)
+    if problem is not None:
+        raise ConfigError(f"--realm is too long: {problem}")
     users: list[tuple[str, str]] = []
     try:
         for number, text in enumerate(args.user, 1):

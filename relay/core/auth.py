@@ -220,6 +220,10 @@ class AuthStatus(Enum):
     STALE_NONCE = "stale_nonce"
 
 
+#: The key an unknown user's request is checked against, only to spend the time a known
+#: user's check takes (its result is ignored).
+_DUMMY_KEYS: Final = (secrets.token_bytes(16),)
+
 _ERROR_CODES: Final = {
     AuthStatus.CHALLENGE: 401,
     AuthStatus.BAD_REQUEST: 400,
@@ -284,9 +288,10 @@ class Authenticator:
 
         The order is RFC 8489 §9.2.4's: no integrity -> CHALLENGE; missing or malformed
         USERNAME/REALM/NONCE -> BAD_REQUEST; realm not ours, unknown or expired user, wrong
-        integrity -> UNAUTHORIZED; then the nonce: forged or foreign -> UNAUTHORIZED, expired ->
-        STALE_NONCE. MESSAGE-INTEGRITY-SHA256 is checked instead of MESSAGE-INTEGRITY when
-        present (§9.2.4), with the same key.
+        integrity -> UNAUTHORIZED (an unknown user after the one integrity check a known user's
+        wrong key costs: timing does not tell which names exist); then the nonce: forged or
+        foreign -> UNAUTHORIZED, expired -> STALE_NONCE. MESSAGE-INTEGRITY-SHA256 is checked
+        instead of MESSAGE-INTEGRITY when present (§9.2.4), with the same key.
         """
         sha256 = request.has(MESSAGE_INTEGRITY_SHA256)
         if not sha256 and not request.has(MESSAGE_INTEGRITY):
@@ -302,8 +307,12 @@ class Authenticator:
         if realm != self.realm:
             return AuthResult(AuthStatus.UNAUTHORIZED, username)
         verify = verify_integrity_sha256 if sha256 else verify_integrity
-        key = next((k for k in self.store.candidates(username, now) if verify(request, k)), None)
-        if key is None:
+        candidates = self.store.candidates(username, now)
+        # An unknown user costs what a known one with a wrong password does (one integrity
+        # check, same code path), so the answer's timing does not tell which names exist.
+        known = bool(candidates)
+        key = next((k for k in (candidates or _DUMMY_KEYS) if verify(request, k)), None)
+        if key is None or not known:
             return AuthResult(AuthStatus.UNAUTHORIZED, username)
         status = self.nonces.check(nonce, client, now)
         if status is NonceStatus.INVALID:

@@ -18,13 +18,35 @@ from typing import Final
 from relay.core.auth import long_term_key, rest_password
 
 __all__ = [
+    "MAX_REALM_BYTES",
+    "MAX_REALM_CHARS",
+    "REST_CLOCK_LEEWAY",
     "Credentials",
+    "check_realm",
     "parse_user",
     "read_secret_file",
     "read_user_file",
 ]
 
 _REST_EXPIRY: Final = re.compile(r"[0-9]{1,12}")
+#: Seconds a REST username's expiry may lie beyond ``now + max_ttl``: the issuer's clock may
+#: be a little ahead of the relay's (credentials are issued with the full lifetime).
+REST_CLOCK_LEEWAY: Final = 60
+#: RFC 8489 §14.9: REALM "MUST be a UTF-8-encoded sequence of fewer than 128 characters" and
+#: at most 763 bytes; a longer one could not be sent in a 401 challenge at all.
+MAX_REALM_CHARS: Final = 127
+MAX_REALM_BYTES: Final = 762
+
+
+def check_realm(realm: str) -> str | None:
+    """Why ``realm`` cannot be a REALM (RFC 8489 §14.9), or None when it can. The one check of
+    every realm source (``--realm``, a GatewayConfig's ``spec.realm``)."""
+    if len(realm) > MAX_REALM_CHARS:
+        return f"{len(realm)} characters, RFC 8489 §14.9 allows fewer than 128"
+    size = len(realm.encode("utf-8", "surrogatepass"))
+    if size > MAX_REALM_BYTES:
+        return f"{size} bytes in UTF-8, RFC 8489 §14.9 allows fewer than 763"
+    return None
 
 
 class Credentials:
@@ -32,7 +54,9 @@ class Credentials:
 
     ``secrets`` are tried in order (the first signs new credentials, the others are kept
     during rotation). A REST username whose expiry is not after ``now`` is refused, and so is
-    one further out than ``max_ttl`` when it is set.
+    one further out than ``max_ttl`` (plus :data:`REST_CLOCK_LEEWAY`) when it is set: the
+    REST API's credentials are short-lived (draft-uberti-behave-turn-rest-00 §2.2), and an
+    expiry of ``999999999999`` would make a leaked one good forever.
     """
 
     __slots__ = ("_keys", "_realm", "_secrets", "max_ttl")
@@ -81,7 +105,7 @@ class Credentials:
         expiry = int(expiry_text)
         if expiry <= now:
             return False
-        return self.max_ttl is None or expiry - now <= self.max_ttl
+        return self.max_ttl is None or expiry - now <= self.max_ttl + REST_CLOCK_LEEWAY
 
 
 def parse_user(text: str, where: str) -> tuple[str, str]:

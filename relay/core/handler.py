@@ -14,6 +14,8 @@ plain values and fakes:
 
 What it answers, in the order RFC 8656 gives:
 
+* Nothing, for any message whose FINGERPRINT is present and wrong (RFC 8489 §7.3: "silently
+  discarded"; §14.7), before anything else is looked at.
 * Binding (RFC 8489 §6.3): XOR-MAPPED-ADDRESS, no authentication.
 * Every TURN request: 420 for unknown comprehension-required attributes (with
   UNKNOWN-ATTRIBUTES), then the long-term credential checks (:mod:`relay.core.auth`: 401 with
@@ -30,14 +32,26 @@ What it answers, in the order RFC 8656 gives:
   Allocate (same transaction ID) gets the same success.
 * Refresh (§8.2): LIFETIME 0 deletes (reason ``refresh_zero``); 443 for a
   REQUESTED-ADDRESS-FAMILY that is not the allocation's.
-* CreatePermission (§10.2): 400 without XOR-PEER-ADDRESS, 403 when the peer policy refuses
-  any of the peers (checked first, so every refused form of an address gets 403 whatever its
-  family), 443 for a peer of the other family; nothing is installed unless all pass.
+* CreatePermission (§10.2): 400 without XOR-PEER-ADDRESS or with a peer on port 0 (no peer
+  has port 0 and coturn refuses it too, though §9 ignores the port), 403 when the peer policy
+  refuses any of the peers (checked first, so every refused form of an address gets 403
+  whatever its family), 443 for a peer of the other family; nothing is installed unless all
+  pass.
+* Capacity: a CreatePermission with more than ``max_peers_per_request`` XOR-PEER-ADDRESS
+  attributes is 400; one that would leave an allocation more than ``max_permissions`` live
+  permissions, or a ChannelBind of a new channel beyond ``max_channels`` (or a new
+  permission beyond the cap), is 508 Insufficient Capacity (§10.2, §12.2); refreshing what
+  the allocation holds always works.
 * ChannelBind (§12.2): 400 for a missing or out-of-range channel (0x4000..0x4FFF; RFC 5766's
-  0x4000..0x7FFF with ``channel_max=0x7FFF``), or a channel or peer already bound otherwise;
-  403 and 443 as above (the policy with the peer's port).
+  0x4000..0x7FFF with ``channel_max=0x7FFF``), a peer on port 0, or a channel or peer already
+  bound otherwise; 403 and 443 as above (the policy with the peer's port).
+* The relay's own endpoints (:attr:`RequestHandler.own`: its listeners and health address)
+  are never a peer, whatever the policy or a retained permission says: CreatePermission
+  (with the attribute's port) and ChannelBind get 403, a Send is dropped (RFC 8656 §17; no
+  allocation nested inside another).
 * Send indications (§11.2) are relayed when a permission exists and the policy permits the
-  peer's address and port; anything wrong drops them silently, as indications have no answer.
+  peer's address and port (never port 0); anything wrong drops them silently, as indications
+  have no answer.
 
 The credentials can be replaced while the relay runs (a rotated secret or password): a new
 Allocate needs the new ones, and the requests of an existing allocation (Refresh,
@@ -70,7 +84,7 @@ from relay.core.allocation import (
     RelayEndpoint,
 )
 from relay.core.auth import Authenticator, AuthResult, AuthStatus
-from relay.core.peer_policy import PeerPolicy
+from relay.core.peer_policy import PeerPolicy, SelfEndpoints
 from relay.proto import stun, turn
 from relay.proto.channeldata import CHANNEL_MAX, CHANNEL_MIN
 from relay.proto.stun import (
@@ -84,12 +98,26 @@ from relay.proto.stun import (
 from scaler.wire import DeleteReason
 
 __all__ = [
+    "MAX_CHANNELS",
+    "MAX_PEERS_PER_REQUEST",
+    "MAX_PERMISSIONS",
     "Lifecycle",
     "RelayFactory",
     "RequestHandler",
     "canonical_ip",
     "family_of",
 ]
+
+#: XOR-PEER-ADDRESS attributes one CreatePermission may carry (over it: 400). Browsers send
+#: one per request; 16 leaves room for clients that batch a candidate list.
+MAX_PEERS_PER_REQUEST: Final = 16
+#: Permissions one allocation may hold at once (over it: 508). A call has a handful of remote
+#: candidate addresses, an ICE restart or a mesh a few dozen; 256 is far beyond any browser
+#: and bounds the memory and the expiry work one allocation can cost.
+MAX_PERMISSIONS: Final = 256
+#: Channels one allocation may hold at once (over it: 508): a browser binds one per remote
+#: candidate it sends to, so well under the permission cap; RFC 8656 allows 4096.
+MAX_CHANNELS: Final = 128
 
 _TURN_METHODS: Final = frozenset(
     {turn.ALLOCATE, turn.REFRESH, turn.CREATE_PERMISSION, turn.CHANNEL_BIND}
@@ -153,6 +181,9 @@ class RequestHandler:
         lifecycle: Lifecycle,
         relay_family: int = FAMILY_IPV4,
         channel_max: int = CHANNEL_MAX,
+        max_peers_per_request: int = MAX_PEERS_PER_REQUEST,
+        max_permissions: int = MAX_PERMISSIONS,
+        max_channels: int = MAX_CHANNELS,
     ) -> None:
         self.table = table
         self.auth = authenticator
@@ -162,8 +193,15 @@ class RequestHandler:
         self.relay_family = relay_family
         #: 0x4FFF (RFC 8656), or 0x7FFF to take RFC 5766's channels too (``--legacy-channels``).
         self.channel_max = channel_max
+        #: Caps (0 = none): XOR-PEER-ADDRESS per CreatePermission (400), live permissions and
+        #: channels per allocation (508 Insufficient Capacity, RFC 8656 §10.2, §12.2).
+        self.max_peers_per_request = max_peers_per_request
+        self.max_permissions = max_permissions
+        self.max_channels = max_channels
         #: While draining, new allocations are refused with 403.
         self.draining = False
+        #: The relay's own listeners and health endpoint: never a peer, whatever the policy.
+        self.own = SelfEndpoints()
 
     # -- entry points
 
@@ -175,6 +213,8 @@ class RequestHandler:
         ``now`` is monotonic seconds (lifetimes), ``wall`` unix seconds (nonces, REST expiry).
         Returns the response to send back, or None.
         """
+        if message.has(stun.FINGERPRINT) and not stun.verify_fingerprint(message):
+            return None  # RFC 8489 §7.3, §14.7: a wrong FINGERPRINT is silently discarded
         cls = message.cls
         if cls is MessageClass.INDICATION:
             if message.method == turn.SEND:
@@ -440,16 +480,22 @@ class RequestHandler:
         self, message: Message, allocation: Allocation, key: bytes, now: float
     ) -> bytes:
         peers = message.get_xor_addresses(turn.XOR_PEER_ADDRESS)
-        if not peers:
+        if not peers or 0 < self.max_peers_per_request < len(peers):
             return self._error(message, 400, key)
+        if any(peer.port == 0 for peer in peers):
+            return self._error(message, 400, key)  # as coturn: no peer has port 0
         hosts: list[str] = []
         for peer in peers:
-            if not self._reachable(allocation, peer.host, None, now):
+            if self.own.covers(peer.host, peer.port) or not self._reachable(
+                allocation, peer.host, None, now
+            ):
                 return self._error(message, 403, key)
             checked = self._peer(allocation, peer)
             if isinstance(checked, int):
                 return self._error(message, checked, key)
             hosts.append(checked[0])
+        if self._over_permissions(allocation, hosts, now):
+            return self._error(message, 508, key)
         for host in hosts:
             self.table.add_permission(allocation, host, now)
         return self._signed(message, MessageBuilder.success(message), key)
@@ -462,16 +508,43 @@ class RequestHandler:
         if channel_value is None or peer is None:
             return self._error(message, 400, key)
         channel = turn.decode_channel_number(channel_value)
-        if not CHANNEL_MIN <= channel <= self.channel_max:
+        if not CHANNEL_MIN <= channel <= self.channel_max or peer.port == 0:
             return self._error(message, 400, key)
-        if not self._reachable(allocation, peer.host, peer.port, now):
+        if self.own.covers(peer.host, peer.port) or not self._reachable(
+            allocation, peer.host, peer.port, now
+        ):
             return self._error(message, 403, key)
         checked = self._peer(allocation, peer)
         if isinstance(checked, int):
             return self._error(message, checked, key)
+        if self._over_channels(allocation, channel, checked, now):
+            return self._error(message, 508, key)
         if not self.table.bind_channel(allocation, channel, checked, now):
             return self._error(message, 400, key)
         return self._signed(message, MessageBuilder.success(message), key)
+
+    def _over_permissions(self, allocation: Allocation, hosts: list[str], now: float) -> bool:
+        """Whether installing ``hosts`` would leave more than ``max_permissions`` live."""
+        cap, held = self.max_permissions, allocation.permissions
+        if not cap or len(held) + len(hosts) <= cap:
+            return False
+        live = {host for host, expiry in held.items() if expiry > now}
+        return len(live | set(hosts)) > cap
+
+    def _over_channels(
+        self, allocation: Allocation, channel: int, peer: Address, now: float
+    ) -> bool:
+        """Whether binding a new ``channel`` would exceed ``max_channels`` live channels (or
+        its permission ``max_permissions``); refreshing a binding never does."""
+        bound = allocation.channels.get(channel)
+        if bound is not None and bound.expiry > now:
+            return False
+        cap = self.max_channels
+        if cap and len(allocation.channels) >= cap:
+            live = sum(1 for b in allocation.channels.values() if b.expiry > now)
+            if live >= cap:
+                return True
+        return self._over_permissions(allocation, [peer[0]], now)
 
     def _send_indication(
         self, message: Message, link: ClientLink, client: ClientAddress, now: float
@@ -484,10 +557,12 @@ class RequestHandler:
         except StunError:
             return
         data = message.get(turn.DATA)
-        if peer is None or data is None:
+        if peer is None or data is None or peer.port == 0:
             return
         checked = self._peer(allocation, peer)
         if isinstance(checked, int) or checked[0] not in allocation.permissions:
+            return
+        if self.own.covers(checked[0], checked[1]):
             return
         if self.policy.permits_address(checked) or self._retained(
             allocation, checked[0], checked[1], now

@@ -12,12 +12,21 @@ Rules:
 1. Every IPv6 form that embeds an IPv4 address is checked as that IPv4 address: IPv4-mapped
    ``::ffff:0:0/96`` and IPv4-compatible ``::/96`` (RFC 4291 §2.5.5; ``::`` and ``::1`` stay
    IPv6), IPv4-translated ``::ffff:0:0:0/96`` (RFC 2765), NAT64 ``64:ff9b::/96`` (RFC 6052) and
-   6to4 ``2002::/16`` (RFC 3056, IPv4 in bits 16..48).
+   6to4 ``2002::/16`` (RFC 3056, IPv4 in bits 16..48). Two forms embed an IPv4 address in an
+   address that is also a real IPv6 address, and are checked as every address they name (all
+   must be permitted): Teredo ``2001::/32`` (RFC 4380 §4: the server's IPv4 in bits 32..64,
+   the client's IPv4 stored XOR 0xffffffff in the last 32 bits) as itself, the server and the
+   client; an ISATAP interface ID ``::0:5efe:a.b.c.d`` / ``::200:5efe:a.b.c.d`` (RFC 5214
+   §6.1, under any /64 prefix, u/g bits ignored) as itself and ``a.b.c.d``. A Teredo or ISATAP
+   peer therefore never reaches an address that is denied in its IPv4 form.
 2. The default deny set (:data:`DEFAULT_DENY`) is always enforced: "this network", loopback,
    link-local, multicast, reserved and broadcast, plus the local-use NAT64 prefix
    ``64:ff9b:1::/48`` (RFC 8215) whose IPv4 position is operator-defined and so cannot be
-   normalised. An allow entry lifts it only where the entry lies entirely inside a denied range
-   (``127.0.0.1:9000`` opens that; ``0.0.0.0/0`` does not open loopback).
+   normalised, and the cloud providers' link-local-like UDP infrastructure endpoints that live
+   outside those ranges (:data:`CLOUD_INFRASTRUCTURE`: AWS's IPv6 DNS, NTP and instance
+   metadata, Azure's wire server, Alibaba Cloud's metadata). An allow entry lifts it only
+   where the entry lies entirely inside a denied range (``127.0.0.1:9000`` opens that;
+   ``0.0.0.0/0`` does not open loopback, nor ``100.64.0.0/10`` Alibaba's metadata).
    ``allow_loopback=True`` (local testing only) lifts it for 127.0.0.0/8 and ::1.
 3. Without allow entries every other peer is permitted (unless ``exclusive``: then none is,
    which is what an allow-list built from Gateway API routes with no backends must mean);
@@ -44,10 +53,12 @@ from ipaddress import (
 from typing import Final
 
 __all__ = [
+    "CLOUD_INFRASTRUCTURE",
     "DEFAULT_DENY",
     "PERMIT_CACHE_SIZE",
     "PeerPolicy",
     "PeerRule",
+    "SelfEndpoints",
     "normalize_peer",
     "parse_peer_rule",
 ]
@@ -68,6 +79,18 @@ DEFAULT_DENY: Final[tuple[str, ...]] = (
     "ff00::/8",
     "64:ff9b:1::/48",
 )
+#: Cloud infrastructure endpoints reachable over UDP from inside a VM or pod that are not in
+#: the ranges above (169.254.169.254 is link-local already): AWS Route 53 Resolver, Time Sync
+#: and IMDS over IPv6 (``fd00:ec2::253``, ``::123``, ``::254``), the Azure wire server / DNS
+#: (``168.63.129.16``) and the Alibaba Cloud metadata service (``100.100.100.200``). Part of
+#: the default deny set (RFC 8656 §17: "the server MAY restrict ... the peer addresses").
+CLOUD_INFRASTRUCTURE: Final[tuple[str, ...]] = (
+    "fd00:ec2::253/128",
+    "fd00:ec2::123/128",
+    "fd00:ec2::254/128",
+    "168.63.129.16/32",
+    "100.100.100.200/32",
+)
 #: Answers :meth:`PeerPolicy.permits_address` keeps before it starts over.
 PERMIT_CACHE_SIZE: Final = 4096
 _LOOPBACK: Final[tuple[IPNetwork, ...]] = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
@@ -87,12 +110,16 @@ _MAPPED: Final = 0xFFFF  # upper 96 bits of ::ffff:a.b.c.d
 _TRANSLATED: Final = 0xFFFF_0000  # upper 96 bits of ::ffff:0:a.b.c.d
 _NAT64: Final = int(IPv6Address("64:ff9b::")) >> 32
 _SIX_TO_FOUR: Final = 0x2002
+_TEREDO: Final = 0x2001_0000  # upper 32 bits of 2001::/32
+_ISATAP_MASK: Final = 0xFCFF_FFFF  # bits 32..64 of an ISATAP address, u/g bits ignored
+_ISATAP: Final = 0x0000_5EFE
 
 _USAGE: Final = "expected CIDR[:PORT[-PORT]], e.g. 10.0.0.0/8:5000-6000 or [2001:db8::/32]:443"
 
 
-def _key(ip: str | IPAddress) -> tuple[int, int] | None:
-    """``(version, integer)`` of the normalised address, or None for an unparseable string."""
+def _keys(ip: str | IPAddress) -> tuple[tuple[int, int], ...] | None:
+    """Every ``(version, integer)`` the address is checked as (see rule 1), or None for an
+    unparseable string."""
     if isinstance(ip, str):
         try:
             ip = ip_address(ip)
@@ -100,22 +127,27 @@ def _key(ip: str | IPAddress) -> tuple[int, int] | None:
             return None
     n = int(ip)
     if ip.version == 4:
-        return 4, n
+        return ((4, n),)
     upper = n >> 32
     if upper in (_MAPPED, _TRANSLATED, _NAT64) or (upper == 0 and n > 1):
-        return 4, n & _V4_MASK
+        return ((4, n & _V4_MASK),)
     if n >> 112 == _SIX_TO_FOUR:
-        return 4, (n >> 80) & _V4_MASK
-    return 6, n
+        return ((4, (n >> 80) & _V4_MASK),)
+    if n >> 96 == _TEREDO:
+        return ((4, (n & _V4_MASK) ^ _V4_MASK), (4, (n >> 64) & _V4_MASK), (6, n))
+    if upper & _ISATAP_MASK == _ISATAP:
+        return ((4, n & _V4_MASK), (6, n))
+    return ((6, n),)
 
 
 def normalize_peer(ip: str | IPAddress) -> IPAddress:
-    """The address a peer is checked as: the embedded IPv4 address of every IPv4-in-IPv6 form,
-    else the address itself. Raises ValueError for a string that is not an IP address."""
-    key = _key(ip)
-    if key is None:
+    """The address a peer is checked as: the embedded IPv4 address of every IPv4-in-IPv6 form
+    (for Teredo the client's, for ISATAP the interface ID's), else the address itself. Raises
+    ValueError for a string that is not an IP address."""
+    keys = _keys(ip)
+    if keys is None:
         raise ValueError(f"{ip!r} is not an IP address")
-    version, n = key
+    version, n = keys[0]
     return IPv4Address(n) if version == 4 else IPv6Address(n)
 
 
@@ -265,7 +297,7 @@ class PeerPolicy:
         self.allow_loopback = allow_loopback
         #: Only the allow entries are reachable, even when there are none.
         self.exclusive = exclusive
-        default = [ip_network(n) for n in DEFAULT_DENY]
+        default = [ip_network(n) for n in DEFAULT_DENY + CLOUD_INFRASTRUCTURE]
         hard: list[IPNetwork] = []
         for d in deny:
             network = d if isinstance(d, IPv4Network | IPv6Network) else ip_network(d, strict=False)
@@ -296,8 +328,8 @@ class PeerPolicy:
         """Whether a client may exchange data with ``ip``:``port`` (Send, ChannelBind, Data)."""
         if not 0 <= port <= 0xFFFF:
             return False
-        key = _key(ip)
-        return key is not None and self._decide(key, port)
+        keys = _keys(ip)
+        return keys is not None and all(self._decide(key, port) for key in keys)
 
     def permits_address(self, peer: tuple[str, int]) -> bool:
         """:meth:`permits` for ``(host, port)``, cached: for Send indications, where the same
@@ -315,8 +347,8 @@ class PeerPolicy:
     def permits_host(self, ip: str | IPAddress) -> bool:
         """Whether some port of ``ip`` is permitted: for CreatePermission, which ignores ports
         (RFC 8656 §9)."""
-        key = _key(ip)
-        return key is not None and self._decide(key, None)
+        keys = _keys(ip)
+        return keys is not None and all(self._decide(key, None) for key in keys)
 
     def _decide(self, key: tuple[int, int], port: int | None) -> bool:
         version, n = key
@@ -335,4 +367,60 @@ class PeerPolicy:
                 and (lifts or not denied)
             ):
                 return True
+        return False
+
+
+_UNSPECIFIED: Final = frozenset({"0.0.0.0", "::"})
+
+
+class SelfEndpoints:
+    """The relay's own endpoints (listeners, health), which no client may name as a peer, on
+    any policy and whatever ``--allow-peer`` says: a Send or ChannelData to the relay's own
+    listener would nest an allocation inside an allocation (a relay loop, and a way to hide
+    the real client), RFC 8656 §17 ("the server MAY restrict ... the peer addresses").
+
+    An endpoint on a wildcard host (``0.0.0.0``, ``::``) is its port on the wildcard itself,
+    on the relay address and on the family's loopback range. Addresses are compared in their
+    normalised forms (:func:`normalize_peer`, every one of a Teredo or ISATAP address).
+    """
+
+    __slots__ = ("_exact", "_ranges", "endpoints")
+
+    def __init__(self, endpoints: Iterable[tuple[str, int]] = (), relay_address: str = "") -> None:
+        #: The endpoints as given (host, port).
+        self.endpoints: tuple[tuple[str, int], ...] = tuple(endpoints)
+        exact: set[tuple[int, int, int]] = set()
+        ranges: list[tuple[int, int, int, int]] = []
+        for host, port in self.endpoints:
+            hosts = [host]
+            if host in _UNSPECIFIED:
+                if relay_address:
+                    hosts.append(relay_address)
+                loopback = _LOOPBACK[0 if host == "0.0.0.0" else 1]
+                lo, hi = int(loopback.network_address), int(loopback.broadcast_address)
+                ranges.append((loopback.version, lo, hi, port))
+            for name in hosts:
+                keys = _keys(name.partition("%")[0])
+                if keys is None:
+                    raise ValueError(f"{name!r} is not an IP address")
+                exact.add((*keys[0], port))
+        self._exact = frozenset(exact)
+        self._ranges = tuple(ranges)
+
+    def __repr__(self) -> str:
+        return f"SelfEndpoints({list(self.endpoints)!r})"
+
+    def covers(self, ip: str | IPAddress, port: int) -> bool:
+        """Whether ``ip``:``port`` is one of the relay's own endpoints."""
+        if not self._exact:
+            return False
+        keys = _keys(ip)
+        if keys is None:
+            return False
+        for version, n in keys:
+            if (version, n, port) in self._exact:
+                return True
+            for r_version, lo, hi, r_port in self._ranges:
+                if r_version == version and r_port == port and lo <= n <= hi:
+                    return True
         return False

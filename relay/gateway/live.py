@@ -52,7 +52,7 @@ from relay.gateway.status import (
     route_status_detached,
     unchanged,
 )
-from relay.gateway.translate import Catalog, GatewaySettings, translate
+from relay.gateway.translate import Catalog, EphemeralAuth, GatewaySettings, translate
 from relay.net.server import RelayServer, StartupError
 from scaler.common import logs, runtime
 from scaler.common.flags import HostPort
@@ -267,7 +267,12 @@ class LiveGateway(Follower):
         credentials = (settings.realm, settings.auth)
         if credentials != self._credentials:
             users, secrets, _ = relay_fields(settings)
-            server.set_credentials(Credentials(settings.realm, users, secrets))
+            lifetime = (
+                settings.auth.lifetime
+                if isinstance(settings.auth, EphemeralAuth)
+                else server.config.rest_max_lifetime
+            )
+            server.set_credentials(Credentials(settings.realm, users, secrets, max_ttl=lifetime))
             self._credentials = credentials
         peers = Peers(
             settings.static_peers,

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import msgspec
 
+from relay.core.credentials import check_realm
 from relay.core.peer_policy import PeerRule
 from scaler.common.names import is_dns_label, is_dns_subdomain
 
@@ -477,6 +478,9 @@ def _check_config(config: GatewayConfig, where: str) -> None:
     spec = config.spec
     if re.fullmatch(REALM_PATTERN, spec.realm) is None:
         raise _fail(where, "spec.realm", f"{spec.realm!r} is not a realm (lowercase DNS name)")
+    problem = check_realm(spec.realm)
+    if problem is not None:
+        raise _fail(where, "spec.realm", f"too long: {problem}")
     kind = AUTH_TYPES.get(spec.auth_type.lower())
     if kind is None:
         raise _fail(

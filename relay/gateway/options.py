@@ -251,4 +251,9 @@ def overrides(options: GatewayOptions) -> Overrides:
         allow_peers=allow_peers,
         listener_host=options.listener_address,
         gateway=settings.name if settings is not None else None,
+        rest_max_lifetime=(
+            settings.auth.lifetime
+            if settings is not None and isinstance(settings.auth, EphemeralAuth)
+            else None
+        ),
     )

@@ -1,8 +1,14 @@
 """The relay's health endpoints (aiohttp): ``/live``, ``/ready``, ``/status``.
 
 * ``GET /live``: 200 while the process serves (the event loop answers).
-* ``GET /ready``: 200 while the relay takes new allocations; 503 before its listeners are up
-  and while it drains (so a Service stops sending new clients).
+* ``GET /ready``: 503 before the listeners are up (and once they are closed), else 200, also
+  while the relay drains (``"draining": true`` in the body) unless ``unready_on_drain``
+  (``--drain-ready-status=not-ready``). A draining relay stays ready because kube-proxy
+  deletes the UDP conntrack entries of endpoints that are not serving
+  (kubernetes/kubernetes#137986, KEP-5989; l7mp/stunner#206): the calls the drain exists to
+  keep would be rerouted to another pod, whose relay has no allocation for them. A
+  terminating endpoint gets no new flows either way, and a new Allocate that still arrives
+  is refused (403, RFC 8656 §7.2 allows any refusal).
 * ``GET /status``: JSON ``{"allocations": {"udp": N, "tcp": N}, "draining": bool,
   "uptime": seconds, "connections_total": {...}, "bytes_received_total": {...},
   "bytes_sent_total": {...}, "reporting": {...}, "tls": {listener: certificate} or null,
@@ -27,6 +33,9 @@ class HealthState:
 
     stats: RelayStats
     serving: Callable[[], bool]
+    #: ``/ready`` answers 503 while draining (the behaviour before kube-proxy's conntrack
+    #: cleanup made that cut calls; see the module docstring).
+    unready_on_drain: bool = False
 
 
 HEALTH = web.AppKey("health", HealthState)
@@ -38,7 +47,7 @@ async def live(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     state = request.app[HEALTH]
-    is_ready = state.serving() and not state.stats.draining
+    is_ready = state.serving() and not (state.unready_on_drain and state.stats.draining)
     body = {"ready": is_ready, "draining": state.stats.draining}
     return web.json_response(body, status=200 if is_ready else 503)
 

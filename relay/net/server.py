@@ -14,9 +14,10 @@ One task expires allocations, permissions and channels (:meth:`RelayServer.sweep
 connections idle without an allocation.
 
 Drain (:func:`serve`, signals through :class:`scaler.common.runtime.StopSignals`): the first
-SIGTERM or SIGINT makes the relay not ready and refuses new allocations (403) while existing
-ones keep working; it exits when none are left or after ``--drain-timeout`` (the rest are
-deleted with reason ``drained``). A second signal ends the drain at once.
+SIGTERM or SIGINT refuses new allocations (403) while existing ones keep working; ``/ready``
+stays 200 (reporting ``draining``) unless ``--drain-ready-status=not-ready``
+(:mod:`relay.net.health` says why); it exits when none are left or after ``--drain-timeout``
+(the rest are deleted with reason ``drained``). A second signal ends the drain at once.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from relay.config import Listen, RelayConfig
+from relay.core.admission import TcpAdmission
 from relay.core.allocation import Allocation, AllocationTable, Lifetimes
 from relay.core.auth import Authenticator, CredentialStore
 from relay.core.certs import CertError
 from relay.core.credentials import Credentials
 from relay.core.handler import RequestHandler, family_of
-from relay.core.peer_policy import PeerPolicy
+from relay.core.peer_policy import PeerPolicy, SelfEndpoints
 from relay.core.ports import PortPool
 from relay.core.stats import RelayStats
 from relay.net import health
@@ -108,7 +110,9 @@ class RelayServer:
         self.ports = PortPool(*config.relay_ports)
         #: Opens no socket before :meth:`start` (an Allocate gets 508 until then).
         self.relays = RelaySockets(config.relay_address, self.ports, self.stats)
-        store = Credentials(config.realm, config.users, config.auth_secrets)
+        store = Credentials(
+            config.realm, config.users, config.auth_secrets, max_ttl=config.rest_max_lifetime
+        )
         self.handler = RequestHandler(
             table=self.table,
             authenticator=Authenticator(store),
@@ -117,9 +121,14 @@ class RelayServer:
             lifecycle=self,
             relay_family=family_of(config.relay_address),
             channel_max=LEGACY_CHANNEL_MAX if config.legacy_channels else CHANNEL_MAX,
+            max_peers_per_request=config.max_peers_per_request,
+            max_permissions=config.max_permissions,
+            max_channels=config.max_channels,
         )
         self.udp_listeners: list[UdpListener] = []
         self.connections: set[TcpConnection] = set()
+        #: TCP connections without an allocation, capped per source IP and in total.
+        self.admission = TcpAdmission(config.tcp_max_pending, config.tcp_max_pending_per_ip)
         #: Bound TURN listeners (port 0 resolved), in --listen order.
         self.listeners: list[Listen] = []
         self.health_address: HostPort | None = None
@@ -158,7 +167,11 @@ class RelayServer:
             health_sock = _bind_tcp(self.config.health, "--health")
             host, port = health_sock.getsockname()[:2]
             self.health_address = HostPort(host, port)
-            state = health.HealthState(self.stats, lambda: self._serving and self.configured)
+            state = health.HealthState(
+                self.stats,
+                lambda: self._serving and self.configured,
+                unready_on_drain=self.config.unready_on_drain,
+            )
             self._runner = web.AppRunner(
                 health.create_app(state), access_log=None, shutdown_timeout=2.0
             )
@@ -167,6 +180,7 @@ class RelayServer:
         except BaseException:
             await self._close_listeners()
             raise
+        self._update_own()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="relay-sweeper")
         if self.tls is not None:
             self._tls_watcher = asyncio.create_task(self.tls.watch(), name="relay-tls-watcher")
@@ -276,9 +290,19 @@ class RelayServer:
                     log.info("listener opened", listen=str(self._open[item][1]))
         finally:
             self.listeners = [self._open[item][1] for item in wanted if item in self._open]
+            self._update_own()
+
+    def _update_own(self) -> None:
+        """Tell the handler this relay's own endpoints (bound listeners and health), which no
+        client may name as a peer (RFC 8656 §17: no allocation nested through the relay)."""
+        own = [(item.address.host, item.address.port) for item in self.listeners]
+        if self.health_address is not None:
+            own.append((self.health_address.host, self.health_address.port))
+        self.handler.own = SelfEndpoints(own, self.config.relay_address)
 
     def begin_drain(self) -> None:
-        """Turn not ready and refuse new allocations; existing ones keep working."""
+        """Refuse new allocations (and turn not ready with ``--drain-ready-status=not-ready``);
+        existing ones keep working."""
         if self.stats.draining:
             return
         self.handler.draining = True
@@ -363,7 +387,7 @@ class RelayServer:
         timeout = self.tcp_idle_timeout
         for connection in list(self.connections):
             since = connection.idle_since
-            if since is not None and now - since > timeout:
+            if (since is not None and now - since > timeout) or connection.stalled(now):
                 connection.close()
 
     async def _sweep_forever(self) -> None:
@@ -375,10 +399,25 @@ class RelayServer:
                 log.exception("expiry sweep failed")
 
     def _tcp_protocol(self) -> TcpConnection:
-        return TcpConnection(self.handler, self.stats, self.connections, self.clock, self.wall)
+        return TcpConnection(
+            self.handler,
+            self.stats,
+            self.connections,
+            self.clock,
+            self.wall,
+            admission=self.admission,
+        )
 
     def _tls_connection(self) -> TlsConnection:
-        return TlsConnection(self.handler, self.stats, self.connections, self.clock, self.wall)
+        # After its handshake a TLS client is a TCP client, under the same admission caps.
+        return TlsConnection(
+            self.handler,
+            self.stats,
+            self.connections,
+            self.clock,
+            self.wall,
+            admission=self.admission,
+        )
 
     def _tls_handshake_failed(self) -> None:
         self.stats.tls_handshake_failures += 1

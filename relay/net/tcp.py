@@ -7,6 +7,13 @@ connection. ChannelData goes to the allocation's peer, STUN to the request handl
 connection whose send buffer is over the high-water mark drops relayed data (as UDP would)
 instead of buffering without bound. A connection without an allocation is closed after
 :data:`TCP_IDLE_TIMEOUT` (by the server's sweep).
+
+Before it has an allocation a connection is held to what an Allocate needs (RFC 8656 §17,
+resource exhaustion by unauthenticated clients): frames of at most
+:data:`PENDING_MAX_FRAME_SIZE` bytes (a longer one closes it), a frame started (or the first
+one) must be complete within :data:`PENDING_FRAME_TIMEOUT` (:meth:`TcpConnection.stalled`,
+closed by the sweep), and :class:`relay.core.admission.TcpAdmission` caps such connections
+per source IP and in total (over them a new connection is closed at once).
 """
 
 from __future__ import annotations
@@ -18,19 +25,26 @@ import time
 from collections.abc import Callable
 from typing import Final, cast
 
+from relay.core.admission import TcpAdmission
 from relay.core.allocation import Address, Allocation, ClientAddress, Payload
 from relay.core.handler import RequestHandler
 from relay.core.stats import RelayStats
 from relay.net.bugs import report_bug
 from relay.proto import stun
 from relay.proto.channeldata import unpack_header
-from relay.proto.framing import StreamDeframer
+from relay.proto.framing import DEFAULT_MAX_FRAME_SIZE, StreamDeframer
 from relay.proto.stun import StunError
 
-__all__ = ["TCP_IDLE_TIMEOUT", "TcpConnection"]
+__all__ = ["PENDING_FRAME_TIMEOUT", "PENDING_MAX_FRAME_SIZE", "TCP_IDLE_TIMEOUT", "TcpConnection"]
 
 #: TCP connections without an allocation are closed after this long.
 TCP_IDLE_TIMEOUT: Final = 60.0
+#: Largest frame a connection without an allocation may send: an Allocate with the longest
+#: USERNAME (513 bytes), our REALM (under 509) and NONCE (32) and every other attribute fits.
+PENDING_MAX_FRAME_SIZE: Final = 2048
+#: Seconds a connection without an allocation has to complete a frame it started (or its
+#: first one): a slow-loris client holding a partial frame is closed after it.
+PENDING_FRAME_TIMEOUT: Final = 5.0
 
 
 class TcpConnection(asyncio.Protocol):
@@ -46,8 +60,13 @@ class TcpConnection(asyncio.Protocol):
         connections: set[TcpConnection],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        *,
+        admission: TcpAdmission | None = None,
     ) -> None:
         self.handler = handler
+        self.admission = admission
+        #: Counted as pending by ``admission`` (accepted, no allocation).
+        self.pending = False
         self.stats = stats
         self.connections = connections
         self.clock = clock
@@ -57,9 +76,12 @@ class TcpConnection(asyncio.Protocol):
         self.allocation: Allocation | None = None
         #: Monotonic time since when the connection has had no allocation (None: it has one).
         self.idle_since: float | None = clock()
+        #: Monotonic time since when a frame is awaited: the connect (the first frame), or the
+        #: read that started the partial frame buffered now; None when nothing is pending.
+        self.waiting_since: float | None = self.idle_since
         self.paused = False
         self._transport: asyncio.Transport | None = None
-        self._deframer = StreamDeframer(channel_max=handler.channel_max)
+        self._deframer = StreamDeframer(PENDING_MAX_FRAME_SIZE, channel_max=handler.channel_max)
 
     def __repr__(self) -> str:
         return f"TcpConnection({self.peer!r} -> {self.local[0]}:{self.local[1]})"
@@ -72,6 +94,11 @@ class TcpConnection(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         sockname = transport.get_extra_info("sockname")
         self.local = (sockname[0], sockname[1])
+        if self.admission is not None:
+            if not self.admission.admit(self.peer[0]):
+                self._transport.abort()  # over the pending limits: closed before any read
+                return
+            self.pending = True
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -82,6 +109,7 @@ class TcpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self._transport = None
+        self._set_pending(False)
         allocation = self.allocation
         if allocation is not None:
             self.handler.delete(allocation, "error")
@@ -99,6 +127,10 @@ class TcpConnection(asyncio.Protocol):
         except StunError:
             self.close()  # not TURN, or lost sync: nothing after this can be trusted
             return
+        if not self._deframer.buffered:
+            self.waiting_since = None
+        elif frames or self.waiting_since is None:
+            self.waiting_since = self.clock()
         for frame in frames:
             if self._transport is None:
                 return
@@ -123,11 +155,31 @@ class TcpConnection(asyncio.Protocol):
     def attach(self, allocation: Allocation) -> None:
         self.allocation = allocation
         self.idle_since = None
+        self._deframer.max_frame_size = DEFAULT_MAX_FRAME_SIZE
+        self._set_pending(False)
 
     def detach(self, allocation: Allocation) -> None:
         if self.allocation is allocation:
             self.allocation = None
             self.idle_since = self.clock()
+            self._deframer.max_frame_size = PENDING_MAX_FRAME_SIZE
+            self._set_pending(self._transport is not None)
+
+    def stalled(self, now: float, timeout: float = PENDING_FRAME_TIMEOUT) -> bool:
+        """Whether this connection has no allocation and has not completed its first frame,
+        or one it started, within ``timeout`` seconds."""
+        since = self.waiting_since
+        return self.allocation is None and since is not None and now - since > timeout
+
+    def _set_pending(self, pending: bool) -> None:
+        admission = self.admission
+        if admission is None or pending is self.pending:
+            return
+        self.pending = pending
+        if pending:
+            admission.add(self.peer[0])
+        else:
+            admission.release(self.peer[0])
 
     def sendto(self, data: Payload, client: ClientAddress, /) -> None:
         """What the packet path sends to this connection's client: a copy (the transport may

@@ -109,7 +109,7 @@ async def test_drain_on_sigterm_keeps_allocations_until_the_timeout() -> None:
             await old.channel_bind(0x4000, peer)
             relay.process.send_signal(signal.SIGTERM)
             await asyncio.to_thread(relay.wait_for, "relay draining")
-            assert await asyncio.to_thread(status, f"{relay.health}/ready") == 503
+            assert await asyncio.to_thread(status, f"{relay.health}/ready") == 200
             assert await asyncio.to_thread(status, f"{relay.health}/live") == 200
             with pytest.raises(TurnError) as error:
                 await new.allocate()
@@ -122,6 +122,20 @@ async def test_drain_on_sigterm_keeps_allocations_until_the_timeout() -> None:
     ended = relay.events("allocation ended")
     assert [entry["reason"] for entry in ended] == ["drained"]
     assert ended[0]["bytes_sent"] == len(b"draining but alive")
+
+
+async def test_drain_ready_status_not_ready_turns_ready_to_503() -> None:
+    flags = ("--drain-timeout", "60s", "--drain-ready-status", "not-ready")
+    with relay_process(*flags) as relay:
+        async with TurnClient(relay.udp, USER, PASSWORD) as c:
+            await c.allocate()
+            assert await asyncio.to_thread(status, f"{relay.health}/ready") == 200
+            relay.process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(relay.wait_for, "relay draining")
+            assert await asyncio.to_thread(status, f"{relay.health}/ready") == 503
+            assert await c.refresh() == 600
+            await c.refresh(0)
+            assert await asyncio.to_thread(relay.wait) == 0
 
 
 async def test_drain_ends_when_the_last_allocation_goes() -> None:

@@ -32,6 +32,7 @@ def test_defaults_match_the_design() -> None:
     assert loaded.max_lifetime == 3600
     assert (loaded.user_quota, loaded.total_quota) == (0, 0)
     assert loaded.drain_timeout == 300.0
+    assert loaded.unready_on_drain is False
     assert loaded.realm == "turnscale"
     assert loaded.allow_peers == () and not loaded.allow_loopback_peers
     assert not loaded.legacy_channels and loaded.event_loop == "uvloop"
@@ -114,6 +115,7 @@ def test_relay_refuses_to_start_without_credentials() -> None:
         (["--user-quota", "-1"], {}, "--user-quota"),
         (["--total-quota", "x"], {}, "--total-quota"),
         (["--drain-timeout", "soon"], {}, "--drain-timeout"),
+        (["--drain-ready-status", "maybe"], {}, "--drain-ready-status"),
         (["--health", "nowhere"], {}, "--health"),
         (["--log-level", "loud"], {}, "--log-level"),
         (["--event-loop", "trio"], {}, "--event-loop"),

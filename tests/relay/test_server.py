@@ -340,17 +340,40 @@ async def test_drain_refuses_new_allocations_and_keeps_old_ones() -> None:
         await old.channel_bind(0x4000, peer)
         server.begin_drain()
         health = f"http://{server.health_address}"
+        # Still ready: kube-proxy would delete the calls' UDP conntrack entries otherwise.
         async with http.get(f"{health}/ready") as response:
-            assert response.status == 503
+            assert response.status == 200
+            assert await response.json() == {"ready": True, "draining": True}
+        async with http.get(f"{health}/status") as response:
+            assert (await response.json())["draining"] is True
         with pytest.raises(TurnError) as error:
             await new.allocate()
         assert error.value.code == 403
         old.send_channel(0x4000, b"still relayed")
         assert await old.receive() == (0x4000, b"still relayed")
         await old.refresh()
+        async with http.get(f"{health}/ready") as response:
+            assert response.status == 200
         waiter = asyncio.ensure_future(server.wait_drained())
         await old.refresh(0)
         await asyncio.wait_for(waiter, 5)
+
+
+async def test_unready_on_drain_turns_ready_to_503() -> None:
+    async with (
+        running(relay_config(unready_on_drain=True)) as server,
+        client(server) as old,
+        aiohttp.ClientSession() as http,
+    ):
+        await old.allocate()
+        health = f"http://{server.health_address}"
+        async with http.get(f"{health}/ready") as response:
+            assert response.status == 200
+        server.begin_drain()
+        async with http.get(f"{health}/ready") as response:
+            assert response.status == 503
+            assert await response.json() == {"ready": False, "draining": True}
+        assert await old.refresh() == 600
 
 
 async def test_tcp_connection_close_deletes_its_allocation() -> None:
