@@ -18,8 +18,9 @@ pushes a new entry and the superseded one is skipped when it surfaces. So object
 at most one sweep interval past their expiry, and the heap holds about one entry per
 allocation.
 
-Quotas: ``user_quota`` allocations per quota key (:func:`quota_key`: the user id of a REST API
-username, else the username) and ``total_quota`` in all; 0 means unlimited.
+Quotas: ``user_quota`` relayed ports per quota key (:func:`quota_key`: ``static:NAME``,
+``rest:USERID``, or one shared budget for anonymous REST credentials) and ``total_quota`` in
+all; 0 means unlimited. EVEN-PORT reservations hold a port each until claimed or lapsed.
 
 Lifetimes (§7.2, §8.2, :class:`Lifetimes`): the granted lifetime is the requested one capped
 at ``max_lifetime``, and never below the default (600 s, or ``max_lifetime`` when that is
@@ -158,14 +159,25 @@ class Lifetimes:
         return max(self.default, min(requested, self.max_lifetime))
 
 
-def quota_key(username: str) -> str:
-    """Whose quota an allocation counts against: the user id of a TURN REST API username
-    (``EXPIRY:USERID``, so fresh credentials of one user share a quota), else the username.
-    Static user names cannot contain ``:`` (``--user NAME:PASSWORD``)."""
-    expiry, colon, user_id = username.partition(":")
-    if colon and user_id and expiry.isdigit():
-        return user_id
-    return username
+#: The one budget every anonymous TURN REST API credential (``EXPIRY`` alone) shares.
+ANONYMOUS_REST: Final = "rest:"
+
+
+def quota_key(username: str, *, static: bool = False) -> str:
+    """Whose quota an allocation counts against, unambiguously.
+
+    ``static:NAME`` for a static user (``static`` is what authenticated it); ``rest:USERID``
+    for a TURN REST API username ``EXPIRY:USERID``, so every fresh credential of one user
+    shares one quota, and a REST user id never shares a static user's; and for an
+    anonymous REST username (``EXPIRY`` alone) :data:`ANONYMOUS_REST`, one budget for all
+    of them, since each such credential would otherwise be a fresh quota of its own.
+    """
+    if static:
+        return f"static:{username}"
+    expiry, _, user_id = username.partition(":")
+    if expiry.isdigit():
+        return f"rest:{user_id}"
+    return f"static:{username}"
 
 
 class Binding:
@@ -231,11 +243,12 @@ class Allocation:
         allocation_id: str | None = None,
         dont_fragment: bool = False,
         credentials: CredentialStore | None = None,
+        quota: str | None = None,
     ) -> None:
         self.id = secrets.token_hex(8) if allocation_id is None else allocation_id
         self.five_tuple = five_tuple
         self.username = username
-        self.quota_key = quota_key(username)
+        self.quota_key = quota_key(username) if quota is None else quota
         self.relayed: Address = relay.address
         self.family = family
         self.created = created
@@ -307,6 +320,10 @@ class AllocationTable:
         self._by_transport: dict[str, int] = {}
         self._heap: list[tuple[float, int, Allocation]] = []
         self._seq = itertools.count()
+        # EVEN-PORT reservations (RFC 8656 §7.2): token -> (quota key, expiry). A reserved
+        # port is held like an allocation's, so it counts against the quotas until it is
+        # claimed or lapses; otherwise cycling reservations holds ports outside every quota.
+        self._reservations: dict[bytes, tuple[str, float]] = {}
 
     # -- queries
 
@@ -328,11 +345,35 @@ class AllocationTable:
         """Allocations counted against quota key ``key``."""
         return self._per_user.get(key, 0)
 
-    def quota_exceeded(self, username: str) -> bool:
-        """Whether one more allocation for ``username`` would break a quota (answer 486)."""
-        if self.total_quota and len(self._by_tuple) >= self.total_quota:
+    def quota_exceeded(
+        self, key: str, now: float = -math.inf, *, claiming: bytes | None = None, units: int = 1
+    ) -> bool:
+        """Whether ``units`` more ports for quota key ``key`` (2 for an allocation that also
+        reserves the next port) would break a quota (answer 486). Live reservations count;
+        the one being ``claiming`` (its own) does not."""
+        if not self.total_quota and not self.user_quota:
+            return False
+        held = [
+            owner
+            for token, (owner, expiry) in self._reservations.items()
+            if expiry > now and token != claiming
+        ]
+        if self.total_quota and len(self._by_tuple) + len(held) + units > self.total_quota:
             return True
-        return bool(self.user_quota) and self.user_count(quota_key(username)) >= self.user_quota
+        mine = self.user_count(key) + held.count(key)
+        return bool(self.user_quota) and mine + units > self.user_quota
+
+    def reserved(self, token: bytes, key: str, expiry: float) -> None:
+        """An EVEN-PORT reservation issued for ``key``, held until ``expiry`` or a claim."""
+        self._reservations[token] = (key, expiry)
+
+    def unreserved(self, token: bytes) -> None:
+        """The reservation was claimed by an allocation (or released)."""
+        self._reservations.pop(token, None)
+
+    def expire_reservations(self, now: float) -> None:
+        for token in [t for t, (_, expiry) in self._reservations.items() if expiry <= now]:
+            del self._reservations[token]
 
     def next_deadline(self) -> float | None:
         """When the earliest heap entry falls due (None when there is nothing to expire)."""
@@ -407,7 +448,9 @@ class AllocationTable:
 
     def expire(self, now: float) -> list[Allocation]:
         """Remove what is due at ``now``: allocations past their lifetime are removed and
-        returned; lapsed permissions and channels of the others are pruned."""
+        returned; lapsed permissions and channels of the others are pruned, and lapsed
+        reservations forgotten."""
+        self.expire_reservations(now)
         expired: list[Allocation] = []
         heap = self._heap
         while heap and heap[0][0] <= now:

@@ -181,6 +181,10 @@ class CredentialStore(Protocol):
         """Every key ``username`` may hold at ``now`` (several while a secret rotates)."""
         ...
 
+    def is_static(self, username: str) -> bool:
+        """Whether ``username`` is a static user (its quota is not a REST user id's)."""
+        ...
+
 
 def rest_password(secret: str | bytes, username: str) -> str:
     """TURN REST API password: ``base64(HMAC-SHA1(secret, username))``."""

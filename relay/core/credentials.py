@@ -98,6 +98,9 @@ class Credentials:
             long_term_key(username, self._realm, rest_password(s, username)) for s in self._secrets
         )
 
+    def is_static(self, username: str) -> bool:
+        return username in self._keys
+
     def _rest_valid(self, username: str, now: float) -> bool:
         expiry_text = username.partition(":")[0]
         if not _REST_EXPIRY.fullmatch(expiry_text):

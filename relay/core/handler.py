@@ -82,6 +82,7 @@ from relay.core.allocation import (
     ClientLink,
     FiveTuple,
     RelayEndpoint,
+    quota_key,
 )
 from relay.core.auth import Authenticator, AuthResult, AuthStatus
 from relay.core.peer_policy import PeerPolicy, SelfEndpoints
@@ -407,13 +408,16 @@ class RequestHandler:
             return self._error(message, 400, key)
         if self.draining:
             return self._error(message, 403, key)
-        if self.table.quota_exceeded(username):
+        quota = quota_key(username, static=self.auth.store.is_static(username))
+        units = 2 if reserve_next and token is None else 1
+        if self.table.quota_exceeded(quota, now, claiming=token, units=units):
             return self._error(message, 486, key)
         lifetime = self.table.lifetimes.grant(requested)
         endpoint: RelayEndpoint | None
         issued: bytes | None = None
         if token is not None:
             endpoint = self.relays.claim(token, family, dont_fragment=dont_fragment, now=now)
+            self.table.unreserved(token)
         elif reserve_next:
             pair = self.relays.reserve_pair(family, dont_fragment=dont_fragment, now=now)
             endpoint, issued = (None, None) if pair is None else pair
@@ -436,8 +440,11 @@ class RequestHandler:
             client_addr=client,
             dont_fragment=dont_fragment,
             credentials=self.auth.store,
+            quota=quota,
         )
         self.table.add(allocation)
+        if issued is not None:
+            self.table.reserved(issued, quota, now + turn.RESERVATION_LIFETIME)
         builder = (
             MessageBuilder.success(message)
             .add_xor_address(turn.XOR_RELAYED_ADDRESS, relayed[0], relayed[1])

@@ -29,6 +29,7 @@ from relay.core.ports import PortPool
 from relay.core.stats import RelayStats
 from relay.net.buffers import BATCH, RELAY, RELAY_OFFSET, RELAY_RX, RELAY_VIEW
 from relay.net.sockets import bind_relayed, port_taken, set_dont_fragment
+from relay.proto import turn
 from relay.proto.channeldata import pack_header_into
 from relay.proto.indication import write_header as write_data_indication
 from relay.proto.indication import xor_peer_address, xor_peer_address_v4
@@ -38,7 +39,7 @@ __all__ = ["RESERVATION_LIFETIME", "RelaySocket", "RelaySockets"]
 
 #: How long the port after an EVEN-PORT (R bit) allocation stays reserved (RFC 8656 §7.2:
 #: "approximately 30 seconds").
-RESERVATION_LIFETIME: Final = 30.0
+RESERVATION_LIFETIME: Final = turn.RESERVATION_LIFETIME
 #: A peer's address as the socket reports it (IPv6: a 4-tuple).
 PeerAddress = tuple[str, int] | tuple[str, int, int, int]
 _randbytes = random.Random().randbytes

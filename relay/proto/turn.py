@@ -84,6 +84,9 @@ __all__ = [
     "reason_phrase",
 ]
 
+# RFC 8656 §7.2: a port reserved under a RESERVATION-TOKEN is held about 30 seconds.
+RESERVATION_LIFETIME: Final = 30.0
+
 # --- methods (RFC 8656 §18) --------------------------------------------------------------------
 
 ALLOCATE: Final = 0x003

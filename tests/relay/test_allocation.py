@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.core.allocation import Allocation, AllocationTable, FiveTuple, Lifetimes, quota_key
+from relay.core.allocation import (
+    ANONYMOUS_REST,
+    Allocation,
+    AllocationTable,
+    FiveTuple,
+    Lifetimes,
+    quota_key,
+)
 from relay.core.ports import PortPool, parse_port_range
 from relay.proto.stun import FAMILY_IPV4
 from tests.relay.test_handler import FakeEndpoint, Link
@@ -56,12 +63,16 @@ def test_short_maximum_caps_the_default() -> None:
         Lifetimes(max_lifetime=0)
 
 
-def test_quota_key_uses_the_rest_user_id() -> None:
-    assert quota_key("alice") == "alice"
-    assert quota_key("1763701000:alice") == "alice"
-    assert quota_key("1763701000") == "1763701000"
-    assert quota_key("1763701000:") == "1763701000:"
-    assert quota_key("x:alice") == "x:alice"
+def test_quota_keys_are_unambiguous() -> None:
+    assert quota_key("alice", static=True) == "static:alice"
+    assert quota_key("1763701000:alice") == "rest:alice"
+    # A REST user id never shares a static user's quota.
+    assert quota_key("1763701000:alice") != quota_key("alice", static=True)
+    # Every anonymous REST credential shares one budget, fresh or not.
+    assert quota_key("1763701000") == quota_key("1763709999") == ANONYMOUS_REST
+    assert quota_key("1763701000:") == ANONYMOUS_REST
+    # A static user whose name is all digits is still a static user.
+    assert quota_key("1763701000", static=True) == "static:1763701000"
 
 
 # --- table -------------------------------------------------------------------------------------
@@ -188,16 +199,36 @@ def test_heap_stays_about_one_entry_per_allocation() -> None:
 def test_quotas() -> None:
     table = AllocationTable(user_quota=2, total_quota=3)
     make(table, 1, user="1000:alice")
-    assert not table.quota_exceeded("2000:alice")
+    assert not table.quota_exceeded(quota_key("2000:alice"))
     make(table, 2, user="2000:alice")
-    assert table.quota_exceeded("3000:alice")  # same REST user id
-    assert not table.quota_exceeded("bob")
+    assert table.quota_exceeded(quota_key("3000:alice"))  # same REST user id
+    assert not table.quota_exceeded(quota_key("bob", static=True))
     make(table, 3, user="bob")
-    assert table.quota_exceeded("carol")  # total
+    assert table.quota_exceeded(quota_key("carol", static=True))  # total
     unlimited = AllocationTable()
     for port in range(10):
         make(unlimited, port)
-    assert not unlimited.quota_exceeded("alice")
+    assert not unlimited.quota_exceeded(quota_key("alice", static=True))
+
+
+def test_reservations_count_against_the_quotas_until_claimed_or_lapsed() -> None:
+    table = AllocationTable(user_quota=2, total_quota=3)
+    alice = quota_key("1000:alice")
+    make(table, 1, user="1000:alice")
+    table.reserved(b"token-1", alice, expiry=30.0)
+    # The reserved port is held like an allocation's: alice is at her quota.
+    assert table.quota_exceeded(alice, now=1.0)
+    # Claiming her own reservation does not need another unit of quota.
+    assert not table.quota_exceeded(alice, now=1.0, claiming=b"token-1")
+    table.reserved(b"token-2", quota_key("bob", static=True), expiry=30.0)
+    assert table.quota_exceeded(quota_key("carol", static=True), now=1.0)  # 1 + 2 held = total
+    # Lapsed reservations hold nothing, swept or not.
+    assert not table.quota_exceeded(alice, now=31.0)
+    table.expire(31.0)
+    assert not table.quota_exceeded(alice, now=31.0)
+    table.reserved(b"token-3", alice, expiry=60.0)
+    table.unreserved(b"token-3")
+    assert not table.quota_exceeded(alice, now=32.0)
     with pytest.raises(ValueError):
         AllocationTable(user_quota=-1)
 
