@@ -27,6 +27,7 @@ import contextlib
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -56,6 +57,8 @@ from scaler.wire import DeleteReason
 __all__ = ["RelayServer", "StartupError", "serve"]
 
 log = logs.get("relay")
+
+Stream = TypeVar("Stream", bound=TcpConnection)
 
 #: Seconds between expiry sweeps: objects outlive their lifetime by at most this much.
 SWEEP_INTERVAL = 1.0
@@ -399,18 +402,14 @@ class RelayServer:
                 log.exception("expiry sweep failed")
 
     def _tcp_protocol(self) -> TcpConnection:
-        return TcpConnection(
-            self.handler,
-            self.stats,
-            self.connections,
-            self.clock,
-            self.wall,
-            admission=self.admission,
-        )
+        return self._stream_client(TcpConnection)
 
     def _tls_connection(self) -> TlsConnection:
         # After its handshake a TLS client is a TCP client, under the same admission caps.
-        return TlsConnection(
+        return self._stream_client(TlsConnection)
+
+    def _stream_client(self, kind: type[Stream]) -> Stream:
+        return kind(
             self.handler,
             self.stats,
             self.connections,

@@ -56,6 +56,19 @@ class Outcome:
         return int(match.group(1)), int(match.group(2))
 
 
+def collect_outcomes(running: dict[str, subprocess.Popen[str]]) -> dict[str, Outcome]:
+    """Wait for each client (bounded: 60 s, then killed); its exit code and output."""
+    results: dict[str, Outcome] = {}
+    for name, process in running.items():
+        try:
+            output, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        results[name] = Outcome(process.returncode, output)
+    return results
+
+
 def uclient_argv(
     uclient: str, relay: RelayProcess, peer_port: int, flags: tuple[str, ...]
 ) -> list[str]:
@@ -92,15 +105,7 @@ def outcomes() -> Iterator[dict[str, Outcome]]:
                 )
                 for name, flags in VARIANTS.items()
             }
-            results: dict[str, Outcome] = {}
-            for name, process in running.items():
-                try:
-                    output, _ = process.communicate(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    output, _ = process.communicate()
-                results[name] = Outcome(process.returncode, output)
-            yield results
+            yield collect_outcomes(running)
     finally:
         peer.terminate()
         peer.wait(timeout=10)

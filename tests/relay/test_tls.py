@@ -47,7 +47,7 @@ from tests.relay.servers import (
     running,
     until,
 )
-from tests.relay.test_coturn import LOAD, Outcome
+from tests.relay.test_coturn import LOAD, Outcome, collect_outcomes
 from tests.relay.tls_helpers import Authority, Leaf, fingerprint, install, served_certificate
 from tests.relay.turn_client import echo_peer
 from tests.tools import require_tool
@@ -544,14 +544,7 @@ def coturn_over_tls(authority: Authority) -> Iterator[dict[str, Outcome]]:
                 )
                 for name, credentials in variants.items()
             }
-            results: dict[str, Outcome] = {}
-            for name, process in running_clients.items():
-                try:
-                    output, _ = process.communicate(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    output, _ = process.communicate()
-                results[name] = Outcome(process.returncode, output)
+            results = collect_outcomes(running_clients)
             results["relay stopped"] = Outcome(0, "")
             relay.process.terminate()
             relay.wait()
