@@ -29,6 +29,7 @@ BUILDS: Final[dict[str, tuple[str, ...]]] = {
     # metrics-api, so not part of "everything").
     "prometheus-trigger": ("monitoring", "prometheus-trigger"),
     "relay-service-clusterip": ("relay-service-clusterip",),
+    "turn-tls": ("turn-tls",),
     "static-credentials": ("static-credentials",),
     # The relays configured live from Gateway API objects (an alternative to the flags,
     # so not part of "everything").
@@ -39,6 +40,7 @@ BUILDS: Final[dict[str, tuple[str, ...]]] = {
         "metrics-api",
         "relay-service-clusterip",
         "static-credentials",
+        "turn-tls",
     ),
 }
 

@@ -35,6 +35,7 @@ CUSTOM = {
     ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
+    ("cert-manager.io/v1", "Certificate"): "certificate.json",
 }
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 CLUSTER_SCOPED = {

@@ -297,8 +297,10 @@ def test_relay_variables_are_relay_flags_with_good_values(everything: list[Obj])
         "fieldRef": "metadata.labels['turnscale.io/gateway']"
     }
     assert "turnscale.io/gateway" in pod_labels(relay)
+    # A listener's container port protocol: TLS runs over TCP.
+    protocol = {"udp": "UDP", "tcp": "TCP", "tls": "TCP"}
     listens = {
-        (url.split("://")[0].upper(), int(url.rpartition(":")[2]))
+        (protocol[url.split("://")[0]], int(url.rpartition(":")[2]))
         for url in container_env["TURNSCALE_LISTEN"].split(",")
     }
     assert listens == {
@@ -392,6 +394,33 @@ def test_the_prometheus_trigger_sums_what_the_one_exporter_exports(
     assert scaler["spec"]["replicas"] >= 2 and variables["TURNSCALE_KUBERNETES"] == "true"
     (monitor,) = of_kind(objects, "PodMonitor")
     assert all(endpoint["honorLabels"] for endpoint in monitor["spec"]["podMetricsEndpoints"])
+
+
+def test_turn_over_tls_is_served_on_443_with_the_certificate_secret(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    objects = rendered["turn-tls"]
+    relay = one(objects, "Deployment", RELAY)
+    box = container(relay)
+    variables = env(box)
+    parser = relay_settings.build_parser()
+    args = parser.parse_flags([], literal_env(variables, flags(parser)))
+    (tls,) = [listen for listen in args.listen if listen.transport == "tls"]
+    assert tls.address.port == resolve_port(relay, "turn-tls", "TCP")
+    service = one(objects, "Service", RELAY)
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == "turn-tls"]
+    assert (port["port"], port["targetPort"], port["protocol"]) == (443, "turn-tls", "TCP")
+    # The certificate files come from the Secret the Certificate keeps current.
+    certificate = one(objects, "Certificate", "turnscale-tls")
+    (mount,) = [m for m in box["volumeMounts"] if m["name"] == "tls"]
+    (volume,) = [v for v in pod_spec(relay)["volumes"] if v["name"] == "tls"]
+    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
+    for name in ("TURNSCALE_TLS_CERT", "TURNSCALE_TLS_KEY"):
+        path = PurePosixPath(variables[name])
+        assert path.parent == PurePosixPath(mount["mountPath"])
+        assert path.name in {item["path"] for item in volume["secret"]["items"]}
+    policy = one(objects, "NetworkPolicy", "turnscale-relay")
+    assert {"protocol": "TCP", "port": tls.address.port} in policy["spec"]["ingress"][0]["ports"]
 
 
 # ---- identity, RBAC, hardening -------------------------------------------------------------
