@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,8 +104,11 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def run_uclient(load: Load, port: int, peer_port: int, server_pid: int) -> LoadResult:
-    """One uclient run; stats lines are timestamped as they arrive (line-buffered output)."""
+def run_uclient(
+    load: Load, port: int, peer_port: int, server_pid: int, extra: Sequence[str] = ()
+) -> LoadResult:
+    """One uclient run; stats lines are timestamped as they arrive (line-buffered output).
+    ``extra`` adds uclient flags (``-t -S``: TCP with TLS)."""
     uclient = shutil.which("turnutils_uclient")
     assert uclient is not None
     prefix = ["stdbuf", "-oL", "-eL"] if shutil.which("stdbuf") else []
@@ -115,6 +118,7 @@ def run_uclient(load: Load, port: int, peer_port: int, server_pid: int) -> LoadR
         *("-m", str(load.sessions), "-n", str(load.messages)),
         *("-l", str(SIZE), "-z", str(load.interval)),
         *("-u", USER, "-w", PASSWORD, "-e", "127.0.0.1", "-r", str(peer_port)),
+        *extra,
         *("-p", str(port), "127.0.0.1"),
     ]
     result = LoadResult()

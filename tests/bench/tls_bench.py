@@ -1,0 +1,221 @@
+"""TURN over TLS: ``turnscale relay`` against coturn's ``turnserver``, the same load.
+
+coturn's ``turnutils_uclient -t -S`` (TCP with TLS, channels) against ``turnutils_peer``,
+each server pinned to core 0 with a certificate from a throw-away CA. coturn loses many
+messages over TLS at ``-z 0`` here, so the paced load (``-m 10 -n 1000 -l 200 -z 5``) is
+the comparison, the flood figures stand beside it. Also: new TLS handshakes per second
+(sequential, TCP connect + TLS 1.3 + close) and memory per idle TLS connection.
+Everything is on loopback and bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.bench.common import (
+    pin_self_to_client_core,
+    rss_kib,
+    start_pinned,
+    stop,
+    table,
+    wait_http,
+)
+from tests.bench.relay_bench import (
+    PASSWORD,
+    REALM,
+    USER,
+    Load,
+    LoadResult,
+    coturn_version,
+    run_uclient,
+    stun_ready,
+)
+from tests.net import free_port
+from tests.relay.servers import free_port_pair
+from tests.relay.tls_helpers import Authority, Leaf
+
+PACED = Load("paced", 10, 1000, 5)
+FLOOD = Load("flood", 10, 1000, 0)
+HANDSHAKES = 300
+IDLE_CONNECTIONS = 300
+TLS_CLIENT = ("-t", "-S")
+
+
+def start_coturn(directory: Path, leaf: Leaf) -> tuple[subprocess.Popen[bytes], int]:
+    binary = shutil.which("turnserver")
+    assert binary is not None
+    plain, tls = free_port(), free_port()
+    conf = directory / "turnserver-tls.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "listening-ip=127.0.0.1",
+                "relay-ip=127.0.0.1",
+                f"listening-port={plain}",
+                f"tls-listening-port={tls}",
+                f"cert={leaf.cert}",
+                f"pkey={leaf.key}",
+                "min-port=40000",
+                "max-port=44999",
+                "relay-threads=1",
+                "lt-cred-mech",
+                f"user={USER}:{PASSWORD}",
+                f"realm={REALM}",
+                "allow-loopback-peers",
+                "no-cli",
+                "no-dtls",
+                f"userdb={directory / 'turndb-tls'}",
+                f"pidfile={directory / 'turnserver-tls.pid'}",
+                "log-file=stdout",
+                "simple-log",
+                "",
+            ]
+        )
+    )
+    process = start_pinned(
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    stun_ready(plain)
+    return process, tls
+
+
+def start_relay(leaf: Leaf) -> tuple[subprocess.Popen[bytes], int]:
+    health, tls = free_port(), free_port()
+    process = start_pinned(
+        [
+            sys.executable,
+            "-m",
+            "relay",
+            *("--listen", f"tls://127.0.0.1:{tls}", "--listen", f"udp://127.0.0.1:{tls}"),
+            *("--tls-cert", str(leaf.cert), "--tls-key", str(leaf.key)),
+            *("--user", f"{USER}:{PASSWORD}", "--realm", REALM, "--allow-loopback-peers"),
+            *("--legacy-channels", "--relay-address", "127.0.0.1"),
+            *("--relay-ports", "45000-49999", "--health", f"127.0.0.1:{health}"),
+            *("--log-level", "warning", "--event-loop", "uvloop"),
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    wait_http(f"http://127.0.0.1:{health}/ready")
+    return process, tls
+
+
+def handshakes_per_second(port: int, context: ssl.SSLContext) -> float:
+    started = time.perf_counter()
+    for _ in range(HANDSHAKES):
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1"),
+        ):
+            pass
+    return HANDSHAKES / (time.perf_counter() - started)
+
+
+def idle_connection_kib(pid: int, port: int, context: ssl.SSLContext) -> float:
+    before = rss_kib(pid)
+    held = []
+    try:
+        for _ in range(IDLE_CONNECTIONS):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+            held.append(context.wrap_socket(raw, server_hostname="127.0.0.1"))
+        time.sleep(0.5)
+        return (rss_kib(pid) - before) / IDLE_CONNECTIONS
+    finally:
+        for connection in held:
+            connection.close()
+
+
+@contextlib.contextmanager
+def _server(name: str, tmp: Path, leaf: Leaf) -> Iterator[tuple[int, int]]:
+    process, port = start_coturn(tmp, leaf) if name.startswith("coturn") else start_relay(leaf)
+    try:
+        yield port, process.pid
+    finally:
+        stop(process)
+
+
+def main() -> None:
+    tools = ("turnserver", "turnutils_uclient", "turnutils_peer", "openssl")
+    missing = [tool for tool in tools if not shutil.which(tool)]
+    if missing:
+        print(f"\n== TLS bench skipped: {', '.join(missing)} not installed (make tools)")
+        return
+    pin_self_to_client_core()
+    peer_port = free_port_pair()
+    peer = subprocess.Popen(
+        [shutil.which("turnutils_peer") or "", "-L", "127.0.0.1", "-p", str(peer_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    names = [f"coturn turnserver {coturn_version()}", "turnscale relay (uvloop)"]
+    results: dict[Load, dict[str, LoadResult]] = {PACED: {}, FLOOD: {}}
+    handshakes: dict[str, float] = {}
+    idle: dict[str, float] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="tls-bench-") as tmp:
+            authority = Authority(Path(tmp) / "ca")
+            leaf = authority.leaf("relay")
+            context = authority.client_context()
+            for name in names:
+                with _server(name, Path(tmp), leaf) as (port, pid):
+                    for load in (PACED, FLOOD):
+                        results[load][name] = run_uclient(load, port, peer_port, pid, TLS_CLIENT)
+                    handshakes[name] = handshakes_per_second(port, context)
+                    idle[name] = idle_connection_kib(pid, port, context)
+    finally:
+        peer.terminate()
+        peer.wait(timeout=10)
+    report(names, results, handshakes, idle)
+
+
+def report(
+    names: list[str],
+    results: dict[Load, dict[str, LoadResult]],
+    handshakes: dict[str, float],
+    idle: dict[str, float],
+) -> None:
+    coturn, relay = names
+    for load, by_server in results.items():
+        print(
+            f"\n== TURN over TLS, {load.name} load: turnutils_uclient -t -S {load} against "
+            "turnutils_peer; server on core 0, client and peer on core 1"
+        )
+        rows: list[list[object]] = [
+            ["server", "messages", "msgs/s", "loss", "server CPU s", "CPU us per message"]
+        ]
+        for name in names:
+            r = by_server[name]
+            per = r.cpu / r.received * 1e6 if r.received else float("nan")
+            rows.append(
+                [
+                    name,
+                    f"{r.received:,}/{r.sent:,}",
+                    f"{r.rate:,.0f}",
+                    f"{r.lost} ({r.loss_percent:.2f}%)",
+                    f"{r.cpu:.2f}",
+                    f"{per:.1f}",
+                ]
+            )
+        print(table(rows))
+        c, t = by_server[coturn], by_server[relay]
+        if c.received and t.received and c.cpu > 0:
+            ratio = (t.cpu / t.received) / (c.cpu / c.received)
+            print(f"server CPU per message, turnscale/coturn: {ratio:.2f} (goal <= 1.5)")
+    print(f"\n== TLS handshakes ({HANDSHAKES} sequential) and idle TLS connections")
+    rows = [["server", "handshakes/s", f"KiB per idle connection ({IDLE_CONNECTIONS})"]]
+    for name in names:
+        rows.append([name, f"{handshakes[name]:,.0f}", f"{idle[name]:.1f}"])
+    print(table(rows))
+    print(f"handshakes, turnscale/coturn: {handshakes[relay] / handshakes[coturn]:.2f} (goal >= 1)")
+
+
+if __name__ == "__main__":
+    main()
