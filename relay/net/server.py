@@ -132,6 +132,9 @@ class RelayServer:
         self.connections: set[TcpConnection] = set()
         #: TCP connections without an allocation, capped per source IP and in total.
         self.admission = TcpAdmission(config.tcp_max_pending, config.tcp_max_pending_per_ip)
+        # TLS handshakes in progress, under the same limits (counted apart, so a connection
+        # is never counted twice at the moment its handshake ends).
+        self.handshakes = TcpAdmission(config.tcp_max_pending, config.tcp_max_pending_per_ip)
         #: Bound TURN listeners (port 0 resolved), in --listen order.
         self.listeners: list[Listen] = []
         self.health_address: HostPort | None = None
@@ -240,6 +243,7 @@ class RelayServer:
                 self._tls_connection,
                 timeout=self.config.tls_handshake_timeout,
                 on_failure=self._tls_handshake_failed,
+                admission=self.handshakes,
             )
             handle.start(loop)
             self._tcp_servers.append(handle)

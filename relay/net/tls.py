@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import time
 from collections.abc import Callable
 from typing import Final
 
 from relay.core import certs
+from relay.core.admission import TcpAdmission
 from relay.core.certs import CertError, LoadedPair, TlsFiles
 from relay.net.tcp import TcpConnection
 from scaler.common import logs
@@ -111,6 +113,17 @@ class TlsContexts:
         }
 
 
+def _release(admission: TcpAdmission, ip: str, _task: asyncio.Task[None]) -> None:
+    admission.release(ip)
+
+
+def _peer_ip(client: socket.socket) -> str:
+    try:
+        return str(client.getpeername()[0])
+    except OSError:
+        return ""
+
+
 class TlsListener:
     """A ``tls://`` listener: accepts TCP connections and runs each TLS handshake with
     ``loop.connect_accepted_socket(..., ssl=context, ssl_handshake_timeout=...)``, asyncio's
@@ -126,8 +139,12 @@ class TlsListener:
         *,
         timeout: float,
         on_failure: Callable[[], None],
+        admission: TcpAdmission | None = None,
     ) -> None:
         self.sock = sock
+        # Handshakes in progress, by source IP: bounded like connections without an
+        # allocation, so a stranger cannot hold sockets by starting handshakes it never ends.
+        self.admission = admission
         self.contexts = contexts
         self.connection = connection
         self.timeout = timeout
@@ -170,9 +187,16 @@ class TlsListener:
                 log.debug("tls accept failed", error=repr(exc))
                 await asyncio.sleep(0.1)
                 continue
+            ip = _peer_ip(client)
+            if self.admission is not None and not self.admission.admit(ip):
+                self.on_failure()
+                client.close()  # over the handshake limits: closed before any read
+                continue
             task = loop.create_task(self._handshake(loop, client))
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)
+            if self.admission is not None:
+                task.add_done_callback(functools.partial(_release, self.admission, ip))
 
     async def _handshake(self, loop: asyncio.AbstractEventLoop, client: socket.socket) -> None:
         try:

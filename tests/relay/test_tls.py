@@ -572,3 +572,31 @@ def test_uclient_allocations_counted_under_tls(coturn_over_tls: dict[str, Outcom
     stopped = coturn_over_tls["relay stopped"].output
     assert "'tls':" in stopped, stopped
     assert "'tls': 0" not in stopped, stopped
+
+
+async def test_handshakes_in_progress_are_capped_per_source_ip(
+    served: tuple[TlsFiles, Leaf], authority: Authority
+) -> None:
+    """Silent clients beyond --tcp-max-pending-per-ip are closed at accept instead of each
+    holding a socket for the handshake deadline; a real client is served once they go."""
+    files, _ = served
+    config = tls_config(files, tls_handshake_timeout=30.0, tcp_max_pending_per_ip=4)
+    async with running(config) as server:
+        host, port = address(server, "tls")
+        silent = [await asyncio.open_connection(host, port) for _ in range(4)]
+        await until(lambda: server.handshakes.pending == 4)
+        reader, writer = await asyncio.open_connection(host, port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the fifth: closed at once
+        writer.close()
+        assert server.handshakes.refused == 1 and server.stats.tls_handshake_failures == 1
+        for _, silent_writer in silent:
+            silent_writer.close()
+        await until(lambda: server.handshakes.pending == 0)
+        context = authority.client_context()
+        _, tls_writer = await asyncio.open_connection(
+            host, port, ssl=context, server_hostname="127.0.0.1"
+        )
+        # Done, the handshake no longer counts (its task's callback releases it).
+        await until(lambda: server.handshakes.pending == 0)
+        assert server.handshakes.refused == 1
+        tls_writer.close()
