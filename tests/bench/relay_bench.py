@@ -215,14 +215,24 @@ def start_coturn(directory: Path, port: int, low: int, high: int) -> subprocess.
     return process
 
 
-def start_relay(port: int, low: int, high: int, loop: str) -> subprocess.Popen[bytes]:
+def start_relay(
+    port: int,
+    low: int,
+    high: int,
+    loop: str,
+    *,
+    transports: Sequence[str] = ("udp", "tcp"),
+    extra: Sequence[str] = (),
+) -> subprocess.Popen[bytes]:
+    """``python -m relay`` pinned to the server core, with ``transports`` on ``port``."""
     health = free_port()
     process = start_pinned(
         [
             sys.executable,
             "-m",
             "relay",
-            *("--listen", f"udp://127.0.0.1:{port}", "--listen", f"tcp://127.0.0.1:{port}"),
+            *(item for t in transports for item in ("--listen", f"{t}://127.0.0.1:{port}")),
+            *extra,
             *("--user", f"{USER}:{PASSWORD}", "--realm", REALM, "--allow-loopback-peers"),
             *("--legacy-channels", "--relay-address", "127.0.0.1"),
             *("--relay-ports", f"{low}-{high}", "--health", f"127.0.0.1:{health}"),

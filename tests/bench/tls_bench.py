@@ -15,19 +15,18 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.bench import relay_bench
 from tests.bench.common import (
     pin_self_to_client_core,
     rss_kib,
     start_pinned,
     stop,
     table,
-    wait_http,
 )
 from tests.bench.relay_bench import (
     PASSWORD,
@@ -89,23 +88,12 @@ def start_coturn(directory: Path, leaf: Leaf) -> tuple[subprocess.Popen[bytes], 
 
 
 def start_relay(leaf: Leaf) -> tuple[subprocess.Popen[bytes], int]:
-    health, tls = free_port(), free_port()
-    process = start_pinned(
-        [
-            sys.executable,
-            "-m",
-            "relay",
-            *("--listen", f"tls://127.0.0.1:{tls}", "--listen", f"udp://127.0.0.1:{tls}"),
-            *("--tls-cert", str(leaf.cert), "--tls-key", str(leaf.key)),
-            *("--user", f"{USER}:{PASSWORD}", "--realm", REALM, "--allow-loopback-peers"),
-            *("--legacy-channels", "--relay-address", "127.0.0.1"),
-            *("--relay-ports", "45000-49999", "--health", f"127.0.0.1:{health}"),
-            *("--log-level", "warning", "--event-loop", "uvloop"),
-        ],
-        stderr=subprocess.DEVNULL,
+    port = free_port()
+    tls = ("--tls-cert", str(leaf.cert), "--tls-key", str(leaf.key))
+    process = relay_bench.start_relay(
+        port, 45000, 49999, "uvloop", transports=("tls", "udp"), extra=tls
     )
-    wait_http(f"http://127.0.0.1:{health}/ready")
-    return process, tls
+    return process, port
 
 
 def handshakes_per_second(port: int, context: ssl.SSLContext) -> float:
