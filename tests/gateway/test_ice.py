@@ -26,6 +26,7 @@ from aioice.turn import create_turn_endpoint
 from relay import settings as relay_settings
 from relay.core.auth import rest_password
 from relay.gateway import ice_server
+from relay.gateway.callers import CallerGate
 from relay.gateway.ice import IceError, ice_configuration, turn_urls
 from relay.gateway.ice_server import IceState, create_app
 from relay.gateway.objects import parse
@@ -114,8 +115,8 @@ def test_bad_queries(query: dict[str, str], fragment: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def ice_endpoint(state: IceState) -> AsyncIterator[str]:
-    runner = aiohttp.web.AppRunner(create_app(state), access_log=None)
+async def ice_endpoint(state: IceState, callers: CallerGate | None = None) -> AsyncIterator[str]:
+    runner = aiohttp.web.AppRunner(create_app(state, callers), access_log=None)
     await runner.setup()
     site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -17,10 +17,10 @@ import pytest
 
 from relay.gateway import ice_server
 from relay.gateway.callers import CallerGate
-from relay.gateway.ice_server import IceState, create_app
+from relay.gateway.ice_server import IceState
 from scaler.common.flags import ConfigError
 from tests.clock import FakeClock
-from tests.gateway.test_ice import EPHEMERAL, NOW
+from tests.gateway.test_ice import EPHEMERAL, NOW, ice_endpoint
 
 BACKEND = "backend-token-0123456789abcdef"
 OTHER = "other-backend-token-0123456789"
@@ -29,15 +29,8 @@ OTHER = "other-backend-token-0123456789"
 @contextlib.asynccontextmanager
 async def endpoint(gate: CallerGate) -> AsyncIterator[str]:
     state = IceState(EPHEMERAL, ("192.0.2.1",), clock=lambda: NOW)
-    runner = aiohttp.web.AppRunner(create_app(state, gate), access_log=None)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/ice?service=turn&username=alice"
-    finally:
-        await runner.cleanup()
+    async with ice_endpoint(state, gate) as base:
+        yield f"{base}/ice?service=turn&username=alice"
 
 
 async def mint(url: str, authorization: str | None) -> tuple[int, dict[str, str], Any]:
