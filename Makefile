@@ -4,8 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages whose binaries the tests and benchmarks run for real.
-DEBIAN_TOOLS := coturn prometheus prometheus-pushgateway podman runc debootstrap
-TOOL_BINARIES := turnserver turnutils_uclient turnutils_peer prometheus promtool prometheus-pushgateway podman runc debootstrap
+DEBIAN_TOOLS := coturn prometheus prometheus-pushgateway podman runc debootstrap chromium nftables iproute2
+TOOL_BINARIES := turnserver turnutils_uclient turnutils_peer prometheus promtool prometheus-pushgateway podman runc debootstrap chromium nft ip
 
 .PHONY: run test lint typecheck unit bench tools proto dashboards image clean
 
