@@ -28,7 +28,14 @@ from relay.gateway.translate import EphemeralAuth, GatewaySettings, ListenerSett
 from relay.net.server import RelayServer
 from relay.reporting.config import ReportingConfig
 from scaler.common import logs, runtime, sockets
-from scaler.common.flags import ConfigError, FlagParser, HostPort, log_level, parse_host_port
+from scaler.common.flags import (
+    ConfigError,
+    FlagParser,
+    HostPort,
+    log_level,
+    parse_host_port,
+    positive_int,
+)
 from scaler.config import ScalerConfig
 from scaler.scaling import ScalingPolicy
 from scaler.server import ScalerServer
@@ -70,6 +77,13 @@ def build_parser() -> FlagParser:
         type=parse_host_port,
         default="127.0.0.1:3479",
         help="the UDP echo peer (a stand-in media server)",
+    )
+    parser.add_flag(
+        "--target-per-replica",
+        type=positive_int,
+        default=100,
+        help="allocations one relay should carry (a small value shows scaling with a few "
+        "tester tabs)",
     )
     parser.add_flag(
         "--auth",
@@ -119,7 +133,7 @@ def scaler_config(args: Any) -> ScalerConfig:
     return ScalerConfig(
         http=args.http,
         grpc=args.grpc,
-        policy=ScalingPolicy(),
+        policy=ScalingPolicy(target_per_replica=args.target_per_replica),
         stale_after=15.0,
         expire_after=60.0,
         token=None,

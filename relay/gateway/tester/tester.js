@@ -8,7 +8,7 @@
   const CONNECT_TIMEOUT_MS = 15000;
   const TICK_MS = 1000;          // stats and echo pings, per call
   const MAX_CALLS = 16;          // an /ice answer with more URLs is cut here
-  const MAX_ERRORS = 20;         // candidate errors kept per call
+  const MAX_ERRORS = 20;         // candidate errors (and candidates) kept per call
   const MAX_RTT_SAMPLES = 30;
   const VIDEO_FPS = 15;
 
@@ -87,6 +87,23 @@
     return source;
   }
 
+  // What an icecandidateerror means for an operator (RFC 8656 §6.4 error codes; 7xx are
+  // the browser's own: no answer, no connection, no TLS session).
+  function hint(error, url) {
+    if (error.errorCode === 401) return "the TURN server refused these credentials (401): " +
+      "the relays and /ice do not share the secret, or the clocks disagree";
+    if (error.errorCode === 403) return "the TURN server refused the allocation (403): is it draining?";
+    if (error.errorCode === 486) return "allocation quota reached (486)";
+    if (error.errorCode === 508) return "the TURN server is out of relay ports (508)";
+    if (error.errorCode >= 700 && url.startsWith("turns:")) {
+      return `no TLS connection (${error.errorCode} ${error.errorText}): is the certificate ` +
+        "valid for this host name and trusted by this browser?";
+    }
+    if (error.errorCode >= 700) return `no answer (${error.errorCode} ${error.errorText}): ` +
+      "is the TURN server reachable on this port and transport?";
+    return `${error.errorCode} ${error.errorText}`;
+  }
+
   function describeError(event) {
     return {
       errorCode: event.errorCode,
@@ -141,7 +158,12 @@
       const wire = (pc, other) => {
         pc.onicecandidate = (event) => {
           if (!event.candidate) return;
-          this.gathered.push(event.candidate.type || "unknown");
+          const c = event.candidate;
+          // A relayed candidate is one allocation on the TURN server (RFC 8656 §7).
+          if (this.gathered.length < MAX_ERRORS) {
+            this.gathered.push({ type: c.type || "unknown", address: c.address, port: c.port,
+                                 relayProtocol: c.relayProtocol || null });
+          }
           remoteSet.get(other).promise
             .then(() => other.addIceCandidate(event.candidate))
             .catch((error) => this.fail("addIceCandidate: " + error.message));
@@ -154,8 +176,10 @@
         };
         pc.onicegatheringstatechange = () => {
           if (pc.iceGatheringState === "complete" && this.status === "connecting"
-              && !this.gathered.includes("relay")) {
-            this.fail("no relayed candidate: the TURN server gave no allocation");
+              && !this.gathered.some((c) => c.type === "relay")) {
+            const first = this.candidateErrors[0];
+            this.fail("no relayed candidate: the TURN server gave no allocation" +
+              (first ? "; " + hint(first, this.server.url) : ""));
           }
         };
         pc.onconnectionstatechange = () => {
@@ -290,7 +314,9 @@
         packetsLost: this.packetsLost,
         bytesReceived: this.bytesReceived,
         relayProtocol: this.relayProtocol,
-        candidateTypesGathered: [...new Set(this.gathered)],
+        candidateTypesGathered: [...new Set(this.gathered.map((c) => c.type))],
+        relayedCandidates: this.gathered.filter((c) => c.type === "relay").length,
+        candidates: this.gathered,
         candidateTypesUsed: [...new Set(this.usedTypes())],
         selected: this.selected,
         candidateErrors: this.candidateErrors,
@@ -316,9 +342,8 @@
       v.candidates.textContent = d.candidateTypesUsed.length
         ? d.candidateTypesUsed.join(", ") + (d.relayProtocol ? ` (to the TURN server over ${d.relayProtocol})` : "")
         : (d.candidateTypesGathered.length ? "gathered: " + d.candidateTypesGathered.join(", ") : "-");
-      v.errors.textContent = d.candidateErrors.length
-        ? d.candidateErrors.map((e) => `${e.errorCode} ${e.errorText} (${e.url})`).join("; ")
-        : "none";
+      const errors = new Set(d.candidateErrors.map((e) => `${e.errorCode} ${e.errorText} (${e.url})`));
+      v.errors.textContent = errors.size ? [...errors].join("; ") : "none";
     }
   }
 
