@@ -42,9 +42,12 @@ def trusting(cert: Path) -> tuple[str, ...]:
 
 
 def flowing(found: dict[str, Any]) -> bool:
-    """Every call echoes on its data channel and receives video."""
+    """Every call echoes on its data channel, receives video and decodes it."""
     return all(
-        c["rttMs"] is not None and c["packetsReceived"] > 0 and (c["bitrateKbps"] or 0) > 0
+        c["rttMs"] is not None
+        and c["packetsReceived"] > 0
+        and c["framesDecoded"] > 0
+        and (c["bitrateKbps"] or 0) > 0
         for c in found["calls"]
     )
 

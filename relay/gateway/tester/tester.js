@@ -125,6 +125,7 @@
       this.bitrateKbps = null;
       this.packetsReceived = 0;
       this.packetsLost = 0;
+      this.framesDecoded = 0;
       this.bytesReceived = 0;
       this.gathered = [];
       this.selected = null;
@@ -207,7 +208,9 @@
       this.track = track;
       a.addTrack(track, new MediaStream([track]));
       b.ontrack = (event) => {
-        this.view.video.srcObject = event.streams[0] || new MediaStream([event.track]);
+        const video = this.view.video;
+        video.srcObject = event.streams[0] || new MediaStream([event.track]);
+        video.play().catch(() => { /* muted autoplay; a refusal only hides the preview */ });
       };
 
       const opened = new Promise((resolve) => { channel.onopen = resolve; });
@@ -265,6 +268,7 @@
           this.previous = now;
           this.packetsReceived = report.packetsReceived || 0;
           this.packetsLost = report.packetsLost || 0;
+          this.framesDecoded = report.framesDecoded || 0;
           this.bytesReceived = report.bytesReceived || 0;
         }
       });
@@ -312,6 +316,7 @@
         bitrateKbps: this.bitrateKbps,
         packetsReceived: this.packetsReceived,
         packetsLost: this.packetsLost,
+        framesDecoded: this.framesDecoded,
         bytesReceived: this.bytesReceived,
         relayProtocol: this.relayProtocol,
         candidateTypesGathered: [...new Set(this.gathered.map((c) => c.type))],
@@ -339,6 +344,7 @@
       v.rtt.textContent = d.rttMs === null ? "-" : `${d.rttMs} ms`;
       v.bitrate.textContent = d.bitrateKbps === null ? "-" : `${d.bitrateKbps} kbit/s`;
       v.packets.textContent = `${d.packetsReceived} / ${d.packetsLost}`;
+      v.frames.textContent = String(d.framesDecoded);
       v.candidates.textContent = d.candidateTypesUsed.length
         ? d.candidateTypesUsed.join(", ") + (d.relayProtocol ? ` (to the TURN server over ${d.relayProtocol})` : "")
         : (d.candidateTypesGathered.length ? "gathered: " + d.candidateTypesGathered.join(", ") : "-");
@@ -375,6 +381,7 @@
       rtt: $(".rtt", root),
       bitrate: $(".bitrate", root),
       packets: $(".packets", root),
+      frames: $(".frames", root),
       candidates: $(".candidates", root),
       errors: $(".errors", root),
       video: $("video", root),
