@@ -53,7 +53,16 @@ from scaler.common.flags import (
 from scaler.common.kube.access import KubeAccess
 from scaler.common.kube.reflector import DEFAULT_TIMING, WatchTiming
 
-__all__ = ["AuthConfig", "IceState", "LiveIce", "create_app", "load", "main", "serve", "tester_url"]
+__all__ = [
+    "AuthConfig",
+    "IceState",
+    "LiveIce",
+    "create_app",
+    "ice_tester_url",
+    "load",
+    "main",
+    "serve",
+]
 
 PROGRAM: Final = "turnscale auth"
 log = logs.get("relay.ice")
@@ -231,6 +240,13 @@ async def get_ice(request: web.Request) -> web.Response:
     state = request.app[STATE]
     headers = {"Cache-Control": "no-store"}
     gate = request.app.get(CALLERS)
+    if gate is None and not _loopback_host(request.host):
+        # Anyone on this machine may mint here; a web page whose name an attacker re-points
+        # at 127.0.0.1 (DNS rebinding) is same-origin with this endpoint but sends its own
+        # name as Host, so only loopback names and addresses are answered.
+        return web.json_response(
+            {"error": "Host must be a loopback address or localhost"}, status=403, headers=headers
+        )
     if gate is not None:
         caller = gate.identify(request.headers.get("Authorization"))
         if caller is None:
@@ -265,6 +281,12 @@ async def get_ice(request: web.Request) -> web.Response:
     return web.json_response(body, headers=headers)
 
 
+def _loopback_host(host: str) -> bool:
+    """Whether a Host header (``name``, ``name:port``, ``[v6]:port``) names loopback."""
+    name = host.rpartition("]")[0].lstrip("[") if host.startswith("[") else host.partition(":")[0]
+    return sockets.is_loopback(name)
+
+
 async def get_healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "alive"})
 
@@ -287,7 +309,7 @@ def create_app(state: IceState, callers: CallerGate | None = None) -> web.Applic
     return app
 
 
-def tester_url(http: HostPort, *, token_needed: bool) -> str:
+def ice_tester_url(http: HostPort, *, token_needed: bool) -> str:
     """Where the ICE tester page is; with caller tokens, the fragment to complete."""
     host = "127.0.0.1" if http.host in ("0.0.0.0", "") else http.host
     host = "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
@@ -360,7 +382,7 @@ async def serve(config: AuthConfig) -> None:
             else "static",
             callers=len(config.caller_tokens) or "anyone on loopback",
             mint_rate=config.mint_rate if config.caller_tokens else None,
-            tester=tester_url(bound, token_needed=bool(config.caller_tokens)),
+            tester=ice_tester_url(bound, token_needed=bool(config.caller_tokens)),
         )
         await runtime.stop_requested()
     finally:
