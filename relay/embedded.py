@@ -23,7 +23,7 @@ from aiohttp import web
 
 from relay.config import Listen, RelayConfig
 from relay.core.certs import TlsFiles
-from relay.gateway.ice_server import IceState, create_app, tester_url
+from relay.gateway.ice_server import IceState, create_app, ice_tester_url
 from relay.gateway.translate import EphemeralAuth, GatewaySettings, ListenerSettings
 from relay.net.server import RelayServer
 from relay.reporting.config import ReportingConfig
@@ -242,7 +242,7 @@ async def run(args: Any) -> None:
         auth_sock = sockets.bind_tcp(args.auth.host, args.auth.port)
         await web.SockSite(auth, auth_sock).start()
         auth_address = HostPort(args.auth.host, auth_sock.getsockname()[1])
-        tester = tester_url(auth_address, token_needed=False)
+        tester = ice_tester_url(auth_address, token_needed=False)
         turn = relay.listeners[0].address
         peer = HostPort(*peer_transport.get_extra_info("sockname")[:2])
         assert relay.health_address is not None

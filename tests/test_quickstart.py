@@ -83,3 +83,15 @@ def test_load_of_450_moves_desired_replicas_from_2_to_5_and_back() -> None:
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGINT)
         assert run.wait(timeout=30) == 0
+
+
+def test_run_refuses_an_ice_endpoint_off_loopback_and_half_a_tls_pair() -> None:
+    for flags, message in (
+        (["--auth", "0.0.0.0:0"], "--auth 0.0.0.0:0: the ICE endpoint needs a loopback address"),
+        (["--tls-cert", "relay.pem"], "--tls-cert and --tls-key go together"),
+    ):
+        refused = subprocess.run(
+            [TURNSCALE, "run", *flags], capture_output=True, text=True, timeout=30
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert message in refused.stderr
