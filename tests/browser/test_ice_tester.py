@@ -176,6 +176,7 @@ async def test_credentials_the_relay_refuses_show_its_401_on_the_page(tmp_path: 
             async with chromium() as browser:
                 page = await open_tester(browser, auth.tester)
                 found = await verdicts(page)
+                assert len(found["calls"]) == 2, found
                 for call in found["calls"]:
                     assert call["status"] == "failed" and not call["ok"], call
                     assert 401 in {e["errorCode"] for e in call["candidateErrors"]}, call

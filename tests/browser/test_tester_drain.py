@@ -63,6 +63,7 @@ async def test_media_keeps_flowing_through_a_relay_drain_until_the_page_hangs_up
 
                 late = await open_tester(browser, auth.tester)
                 refused = await verdicts(late)
+                assert len(refused["calls"]) == 2, refused
                 for call in refused["calls"]:
                     assert not call["ok"], call
                     assert "(403): is it draining?" in call["error"], call
