@@ -9,6 +9,7 @@ another key (the second test) fails the ``turns:`` call while UDP and TCP still 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,11 +113,18 @@ async def test_the_page_is_same_origin_only_and_usable_from_the_keyboard(
         assert response.headers["Referrer-Policy"] == "no-referrer"
     async with chromium(extra_args=trusting(leaf.cert)) as browser:
         requests: list[str] = []
-        context = await browser.new_context()
+        context = await browser.new_context(permissions=["clipboard-read", "clipboard-write"])
         page = await context.new_page()
         page.on("request", lambda request: requests.append(request.url))
         await page.goto(run.tester)
         await verdicts(page)
+        # "Copy diagnostics": the JSON an operator pastes into a ticket, without credentials.
+        await page.click("#copy")
+        copied = json.loads(await page.evaluate("navigator.clipboard.readText()"))
+        assert [c["url"] for c in copied["calls"]] == copied["ice"]["urls"]
+        assert all(c["ok"] for c in copied["calls"]), copied
+        assert "credential" not in json.dumps(copied) and "username" not in json.dumps(copied)
+        assert await page.text_content("#copy-status") == "Diagnostics copied to the clipboard."
         origin = urlsplit(run.tester).netloc
         assert requests and {urlsplit(url).netloc for url in requests} == {origin}, requests
         # Every control has a label; results and summary are announced.

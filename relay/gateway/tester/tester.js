@@ -452,12 +452,12 @@
     $("#diagnostics").value = text;
     try {
       await navigator.clipboard.writeText(text);
-      $("#summary").textContent = "Diagnostics copied to the clipboard.";
+      $("#copy-status").textContent = "Diagnostics copied to the clipboard.";
     } catch (_) {
       // No clipboard permission: leave the JSON selected for Ctrl-C.
       $("#diagnostics-box").open = true;
       $("#diagnostics").select();
-      $("#summary").textContent = "Diagnostics selected below: press Ctrl-C to copy.";
+      $("#copy-status").textContent = "Diagnostics selected below: press Ctrl-C to copy.";
     }
   }
 
