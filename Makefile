@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEBIAN_TOOLS := coturn prometheus prometheus-pushgateway podman runc debootstrap chromium nftables iproute2
 TOOL_BINARIES := turnserver turnutils_uclient turnutils_peer prometheus promtool prometheus-pushgateway podman runc debootstrap chromium nft ip
 
-.PHONY: run test lint typecheck unit bench tools proto dashboards image clean
+.PHONY: run test lint typecheck unit bench tools proto dashboards image screenshot clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "turnscale needs Python >= 3.11 (set PYTHON=...)")'
@@ -60,6 +60,11 @@ proto: $(STAMP)
 # is current). Phony: the target shares its name with the dashboards/ directory.
 dashboards: $(STAMP)
 	$(PY) -m dashboards.generate
+
+# Take docs/ice-tester.png again: the ICE tester after a successful run in headless Chromium
+# (commit the result; a test checks it was taken from the page's current source).
+screenshot: $(STAMP) tools
+	$(PY) -m tests.browser.screenshot
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -25,7 +25,8 @@ def scale(http: str) -> dict[str, Any]:
 def test_load_of_450_moves_desired_replicas_from_2_to_5_and_back() -> None:
     run = subprocess.Popen(
         [TURNSCALE, "run", "--http", LOOPBACK_ANY_PORT, "--grpc", LOOPBACK_ANY_PORT,
-         "--turn", LOOPBACK_ANY_PORT, "--health", LOOPBACK_ANY_PORT, "--peer", LOOPBACK_ANY_PORT],
+         "--turn", LOOPBACK_ANY_PORT, "--health", LOOPBACK_ANY_PORT, "--peer", LOOPBACK_ANY_PORT,
+         "--auth", LOOPBACK_ANY_PORT],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -40,6 +41,16 @@ def test_load_of_450_moves_desired_replicas_from_2_to_5_and_back() -> None:
                 addresses = json.loads(line)
                 break
         assert addresses, "turnscale run did not say where it runs"
+        # The printed ICE tester serves its page, and /ice the relay's TURN URLs.
+        assert addresses["tester"] == f"http://{addresses['auth']}/"
+        with urllib.request.urlopen(addresses["tester"], timeout=5) as response:
+            assert b"<title>turnscale ICE tester</title>" in response.read()
+        with urllib.request.urlopen(f"{addresses['tester']}ice", timeout=5) as response:
+            (server,) = json.load(response)["iceServers"]
+        assert server["urls"] == [
+            f"turn:{addresses['turn']}?transport=udp",
+            f"turn:{addresses['tcp']}?transport=tcp",
+        ]
         before = scale(addresses["http"])
         assert (before["allocations"], before["desiredReplicas"]) == (0, 2)
 
@@ -72,3 +83,15 @@ def test_load_of_450_moves_desired_replicas_from_2_to_5_and_back() -> None:
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGINT)
         assert run.wait(timeout=30) == 0
+
+
+def test_run_refuses_an_ice_endpoint_off_loopback_and_half_a_tls_pair() -> None:
+    for flags, message in (
+        (["--auth", "0.0.0.0:0"], "--auth 0.0.0.0:0: the ICE endpoint needs a loopback address"),
+        (["--tls-cert", "relay.pem"], "--tls-cert and --tls-key go together"),
+    ):
+        refused = subprocess.run(
+            [TURNSCALE, "run", *flags], capture_output=True, text=True, timeout=30
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert message in refused.stderr

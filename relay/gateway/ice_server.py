@@ -7,7 +7,10 @@ followed as it changes) and answers, on ``--http`` (default ``0.0.0.0:8087``):
 * ``GET /ice?service=turn&username=U&ttl=S``: an RTCConfiguration-style JSON object with
   freshly minted TURN credentials (:mod:`relay.gateway.ice`); 400 ``{"error": ...}`` for a
   bad query, 503 while no gateway configuration is known;
-* ``GET /healthz`` (alive) and ``GET /readyz`` (200 once a configuration is known).
+* ``GET /healthz`` (alive) and ``GET /readyz`` (200 once a configuration is known);
+* ``GET /``: the ICE tester page (:mod:`relay.gateway.tester`), served to anyone: it holds
+  no secret, and calls ``/ice`` with the caller token an operator puts in the link's
+  fragment (``#token=...``), which no browser sends to a server.
 
 ``/ice`` mints only for callers with a token of ``--caller-token-file``, each at most
 ``--mint-rate`` times a second (:mod:`relay.gateway.callers`): 401 without a known token,
@@ -32,6 +35,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from relay.gateway import options as gateway_options
+from relay.gateway import tester
 from relay.gateway.callers import CallerGate, read_caller_tokens
 from relay.gateway.ice import IceError, ice_configuration
 from relay.gateway.live import Follower
@@ -49,7 +53,16 @@ from scaler.common.flags import (
 from scaler.common.kube.access import KubeAccess
 from scaler.common.kube.reflector import DEFAULT_TIMING, WatchTiming
 
-__all__ = ["AuthConfig", "IceState", "LiveIce", "create_app", "load", "main", "serve"]
+__all__ = [
+    "AuthConfig",
+    "IceState",
+    "LiveIce",
+    "create_app",
+    "ice_tester_url",
+    "load",
+    "main",
+    "serve",
+]
 
 PROGRAM: Final = "turnscale auth"
 log = logs.get("relay.ice")
@@ -83,6 +96,8 @@ class IceState:
     addresses: tuple[str, ...] = ()
     #: Unix seconds.
     clock: Callable[[], float] = field(default=time.time)
+    #: URLs answered beside the Gateway listeners' (``turnscale run``'s ``turns:`` listener).
+    extra_urls: tuple[str, ...] = ()
 
     def public_addresses(self) -> tuple[str, ...]:
         if self.addresses or self.settings is None:
@@ -225,6 +240,13 @@ async def get_ice(request: web.Request) -> web.Response:
     state = request.app[STATE]
     headers = {"Cache-Control": "no-store"}
     gate = request.app.get(CALLERS)
+    if gate is None and not _loopback_host(request.host):
+        # Anyone on this machine may mint here; a web page whose name an attacker re-points
+        # at 127.0.0.1 (DNS rebinding) is same-origin with this endpoint but sends its own
+        # name as Host, so only loopback names and addresses are answered.
+        return web.json_response(
+            {"error": "Host must be a loopback address or localhost"}, status=403, headers=headers
+        )
     if gate is not None:
         caller = gate.identify(request.headers.get("Authorization"))
         if caller is None:
@@ -255,7 +277,14 @@ async def get_ice(request: web.Request) -> web.Response:
         body = ice_configuration(state.settings, addresses, request.query, state.clock())
     except IceError as exc:
         return web.json_response({"error": str(exc)}, status=400, headers=headers)
+    body["iceServers"][0]["urls"].extend(state.extra_urls)
     return web.json_response(body, headers=headers)
+
+
+def _loopback_host(host: str) -> bool:
+    """Whether a Host header (``name``, ``name:port``, ``[v6]:port``) names loopback."""
+    name = host.rpartition("]")[0].lstrip("[") if host.startswith("[") else host.partition(":")[0]
+    return sockets.is_loopback(name)
 
 
 async def get_healthz(request: web.Request) -> web.Response:
@@ -276,7 +305,15 @@ def create_app(state: IceState, callers: CallerGate | None = None) -> web.Applic
     app.router.add_get("/ice", get_ice)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)
+    tester.add_routes(app)
     return app
+
+
+def ice_tester_url(http: HostPort, *, token_needed: bool) -> str:
+    """Where the ICE tester page is; with caller tokens, the fragment to complete."""
+    host = "127.0.0.1" if http.host in ("0.0.0.0", "") else http.host
+    host = "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
+    return f"http://{host}:{http.port}/" + ("#token=CALLER-TOKEN" if token_needed else "")
 
 
 class LiveIce(Follower):
@@ -329,6 +366,7 @@ async def serve(config: AuthConfig) -> None:
     try:
         sock = sockets.bind_tcp(config.http.host, config.http.port)
         await web.SockSite(runner, sock).start()
+        bound = HostPort(config.http.host, sock.getsockname()[1])
         settings = config.settings
         log.info(
             "ice endpoint serving",
@@ -344,6 +382,7 @@ async def serve(config: AuthConfig) -> None:
             else "static",
             callers=len(config.caller_tokens) or "anyone on loopback",
             mint_rate=config.mint_rate if config.caller_tokens else None,
+            tester=ice_tester_url(bound, token_needed=bool(config.caller_tokens)),
         )
         await runtime.stop_requested()
     finally:
