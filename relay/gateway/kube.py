@@ -204,6 +204,11 @@ class Watches:
         kinds = set(kinds)
         return all(w.synced for s, w in self.watches.items() if s.kind in kinds)
 
+    def listed(self, scope: Scope) -> bool:
+        """Whether the watch of ``scope`` runs and has listed once."""
+        watch = self.watches.get(scope)
+        return watch is not None and watch.synced
+
     def objects(self, kind: str) -> dict[tuple[str, str], Raw]:
         """Every object of ``kind`` the watches hold."""
         found: dict[tuple[str, str], Raw] = {}

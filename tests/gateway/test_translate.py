@@ -70,8 +70,8 @@ def test_the_issue_example() -> None:
     assert (settings.namespace, settings.name) == GATEWAY
     assert settings.config == ("stunner", "stunner-config")
     assert settings.listeners == (
-        ListenerSettings("udp-listener", "udp", 3478),
-        ListenerSettings("tcp-listener", "tcp", 3478),
+        ListenerSettings("udp-listener", "udp", 3478, attached_routes=1),
+        ListenerSettings("tcp-listener", "tcp", 3478, attached_routes=1),
     )
     assert settings.realm == "stunner.example.org"
     assert settings.auth == EphemeralAuth("the-shared-secret", 86400, "stunner")
@@ -295,3 +295,79 @@ def test_the_same_object_twice_is_refused() -> None:
 def test_gateway_addresses_are_kept_for_ice_urls() -> None:
     gw = changed(gateway(), "spec.addresses", [{"type": "IPAddress", "value": "192.0.2.1"}])
     assert settings_of(gw, static_config()).addresses == ("192.0.2.1",)
+
+
+def tls_listener(**tls: Any) -> dict[str, Any]:
+    listener: dict[str, Any] = {"name": "tls-listener", "port": 443, "protocol": "TURN-TLS"}
+    if tls:
+        listener["tls"] = tls
+    return listener
+
+
+@pytest.mark.parametrize(
+    ("listener", "reason", "fragment"),
+    [
+        (tls_listener(), "InvalidCertificateRef", "TURN-TLS needs tls.certificateRefs"),
+        (
+            tls_listener(certificateRefs=[{"kind": "ConfigMap", "name": "turn-tls"}]),
+            "InvalidCertificateRef",
+            "tls.certificateRefs[0]: ConfigMap (group '') is not a Secret",
+        ),
+        (
+            tls_listener(certificateRefs=[{"group": "v1", "kind": "Secret", "name": "turn-tls"}]),
+            "InvalidCertificateRef",
+            "Secret (group 'v1') is not a Secret (group '')",
+        ),
+        (
+            tls_listener(certificateRefs=[{"name": "turn-tls", "namespace": "other"}]),
+            "RefNotPermitted",
+            "Secret other/turn-tls is in another namespace than the Gateway (stunner)",
+        ),
+    ],
+)
+def test_a_bad_certificate_ref_is_the_listener_s_problem_only(
+    listener: dict[str, Any], reason: str, fragment: str
+) -> None:
+    documents = [
+        gateway({"name": "udp-listener", "port": 3478, "protocol": "TURN-UDP"}, listener),
+        ephemeral_config(),
+        route(),
+    ]
+    settings = settings_of(*documents)
+    udp, secure = settings.listeners
+    assert (udp.ref_problem, udp.certificate) == (None, None)
+    assert secure.certificate is None and secure.ref_problem is not None
+    assert secure.ref_problem.reason == reason
+    assert fragment in secure.ref_problem.message, secure.ref_problem.message
+    assert "listener 'tls-listener'" in secure.ref_problem.message
+
+
+def test_the_first_certificate_ref_names_the_secret_in_the_gateway_s_namespace() -> None:
+    refs = [{"name": "turn-tls"}, {"name": "second-ignored"}]
+    documents = [
+        gateway(
+            tls_listener(certificateRefs=refs),
+            {
+                "name": "dtls-listener",
+                "port": 443,
+                "protocol": "DTLS",
+                "hostname": "turn.example.com",
+                "tls": {"certificateRefs": [{"name": "dtls", "namespace": "stunner"}]},
+            },
+        ),
+        ephemeral_config(),
+        route(parents=[{"name": "stunner-gateway", "sectionName": "dtls-listener"}]),
+    ]
+    tls, dtls = settings_of(*documents).listeners
+    assert (tls.transport, tls.certificate, tls.ref_problem, tls.attached_routes) == (
+        "tls",
+        ("stunner", "turn-tls"),
+        None,
+        0,
+    )
+    assert (dtls.transport, dtls.certificate, dtls.hostname, dtls.attached_routes) == (
+        "dtls",
+        ("stunner", "dtls"),
+        "turn.example.com",
+        1,
+    )
