@@ -1,0 +1,188 @@
+"""A TURN-TLS Gateway listener in file mode: its certificate is the ``kubernetes.io/tls`` Secret
+of ``tls.certificateRefs``, mounted under ``--secrets-dir`` the way kubelet mounts it.
+
+aioice's TURN client over TLS verifies the chain against the test CA (and 127.0.0.1 against
+the leaf's IP subjectAltName); a kubelet-style ``..data`` swap of the Secret reaches new
+handshakes while an open allocation keeps echoing; a bad Secret stops the relay at start
+with a message naming the listener and the Secret's key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aioice.turn import create_turn_endpoint
+
+from relay import settings as relay_settings
+from relay.gateway.run import FileGateway
+from relay.settings import Settings
+from scaler.common.flags import ConfigError
+from tests.gateway.objects import (
+    ephemeral_config,
+    gateway,
+    rotate_secret,
+    route,
+    tls_listener,
+    turn_port,
+    write_secret,
+    write_yaml,
+)
+from tests.gateway.test_file_relay import MEDIA, Receiver, credentials, echoed
+from tests.gateway.test_peers import FakeDns
+from tests.relay.tls_helpers import Authority, Leaf, fingerprint, served_certificate
+from tests.relay.turn_client import echo_peer
+from tests.tools import require_tool
+from tests.waiting import eventually
+
+SECRET = "the-gateway-shared-secret"
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    require_tool("openssl")
+    return Authority(tmp_path_factory.mktemp("gateway-ca"))
+
+
+def pem(leaf: Leaf, key: Leaf | None = None) -> dict[str, str]:
+    """A ``kubernetes.io/tls`` Secret's keys for ``leaf`` (``key``: another leaf's key)."""
+    return {"tls.crt": leaf.cert.read_text(), "tls.key": (key or leaf).key.read_text()}
+
+
+def write_objects(directory: Path, tls_secret: dict[str, str] | None) -> list[str]:
+    """A Gateway with a UDP and a TURN-TLS listener, its route and GatewayConfig; the
+    shared secret and (unless None) the certificate mounted under ``secrets``."""
+    documents = [
+        gateway(
+            {"name": "udp-listener", "port": turn_port(), "protocol": "TURN-UDP"},
+            tls_listener(turn_port()),
+        ),
+        route({"name": "media-server", "namespace": "apps"}),
+        ephemeral_config({"name": "stunner-credentials", "key": "password"}),
+    ]
+    path = write_yaml(directory / "gateway.yaml", documents)
+    secrets = directory / "secrets"
+    write_secret(secrets, "stunner", "stunner-credentials", {"password": SECRET})
+    if tls_secret is not None:
+        write_secret(secrets, "stunner", "turn-tls", tls_secret)
+    return [
+        *("--config", str(path), "--secrets-dir", str(secrets)),
+        *("--listener-address", "127.0.0.1", "--health", "127.0.0.1:0"),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def tls_relay(loaded: Settings) -> AsyncIterator[FileGateway]:
+    assert loaded.gateway is not None
+    dns = FakeDns({MEDIA: frozenset({"127.0.0.1"})})
+    gateway_ = FileGateway(loaded.relay, loaded.gateway, resolve=dns, tls_poll_interval=0.05)
+    await gateway_.start()
+    await gateway_.server.start()
+    try:
+        yield gateway_
+    finally:
+        await gateway_.server.stop()
+        await gateway_.stop()
+
+
+def tls_port(gateway_: FileGateway) -> int:
+    (item,) = [i for i in gateway_.server.listeners if i.transport == "tls"]
+    return item.address.port
+
+
+async def allocate_over_tls(gateway_: FileGateway, context: ssl.SSLContext) -> tuple[Any, Receiver]:
+    username, password = credentials()
+    return await asyncio.wait_for(
+        create_turn_endpoint(
+            Receiver,
+            server_addr=("127.0.0.1", tls_port(gateway_)),
+            username=username,
+            password=password,
+            transport="tcp",
+            ssl=context,
+        ),
+        10,
+    )
+
+
+async def served(gateway_: FileGateway, context: ssl.SSLContext) -> str:
+    der = await asyncio.to_thread(served_certificate, tls_port(gateway_), context)
+    return fingerprint(der)
+
+
+async def test_a_tls_listener_serves_its_secret_and_follows_its_rotation(
+    authority: Authority, tmp_path: Path
+) -> None:
+    first, second = authority.leaf("gateway-first"), authority.leaf("gateway-second")
+    loaded = relay_settings.load(write_objects(tmp_path, pem(first)), environ={})
+    assert loaded.relay.tls is None  # no --tls-cert: the listener brings its own
+    context = authority.client_context()
+    async with tls_relay(loaded) as relay, echo_peer("127.0.0.1") as (media, _):
+        server = relay.server
+        await eventually(lambda: server.policy.permits(*media), "the route applied")
+        assert {i.transport for i in server.listeners} == {"udp", "tls"}
+        call, call_rx = await allocate_over_tls(relay, context)
+        try:
+            await echoed(call, call_rx, media, b"over TLS")
+            assert server.stats.allocations["tls"] == 1
+            assert await served(relay, context) == first.fingerprint
+
+            # cert-manager renews: kubelet swaps the Secret volume's ..data link.
+            rotate_secret(tmp_path / "secrets", "stunner", "turn-tls", pem(second), "renewed")
+
+            async def renewed() -> bool:
+                return await served(relay, context) == second.fingerprint
+
+            await eventually(renewed, "new handshakes get the renewed certificate")
+            for index in range(3):  # the call set up before keeps its session
+                await echoed(call, call_rx, media, f"still talking {index}".encode())
+            assert server.stats.allocations["tls"] == 1
+            (contexts,) = server.certificates.values()
+            assert contexts.reloads == 1 and contexts.refusals == 0
+        finally:
+            call.close()
+
+
+@pytest.mark.parametrize(
+    ("problem", "fragment"),
+    [
+        ("absent", "Secret stunner/turn-tls: not mounted"),
+        ("no key", "Secret stunner/turn-tls: has no 'tls.key'"),
+        ("mismatch", "Secret stunner/turn-tls: tls.key does not match the certificate of tls.crt"),
+        ("expired", "Secret stunner/turn-tls: tls.crt: the certificate expired"),
+        ("not pem", "Secret stunner/turn-tls: tls.crt: no PEM certificate in it"),
+    ],
+)
+def test_a_bad_certificate_secret_stops_the_relay_at_start(
+    authority: Authority, tmp_path: Path, problem: str, fragment: str
+) -> None:
+    leaf = authority.leaf(f"bad-{problem.replace(' ', '-')}")
+    keys: dict[str, str] | None = None
+    if problem == "no key":
+        keys = {"tls.crt": leaf.cert.read_text()}
+    elif problem == "mismatch":
+        keys = pem(leaf, authority.leaf("other-key"))
+    elif problem == "expired":
+        keys = pem(authority.leaf("expired", days=-1))
+    elif problem == "not pem":
+        keys = {"tls.crt": "not a certificate", "tls.key": leaf.key.read_text()}
+    flags = write_objects(tmp_path, keys)
+    with pytest.raises(ConfigError) as caught:
+        relay_settings.load(flags, environ={})
+    message = str(caught.value)
+    assert "Gateway stunner/stunner-gateway: listener 'tls-listener'" in message, message
+    assert fragment in message, message
+    assert "PRIVATE KEY" not in message
+
+
+def test_a_certificate_ref_of_the_wrong_kind_stops_the_relay_at_start(tmp_path: Path) -> None:
+    flags = write_objects(tmp_path, None)
+    config_file = Path(flags[1])
+    config_file.write_text(config_file.read_text().replace("kind: Secret", "kind: ConfigMap"))
+    with pytest.raises(ConfigError, match=r"tls.certificateRefs\[0\]: ConfigMap .* not a Secret"):
+        relay_settings.load(flags, environ={})
