@@ -457,9 +457,7 @@ def _tls_files(args: argparse.Namespace, listen: Sequence[Listen]) -> TlsFiles |
     """``--tls-cert`` and ``--tls-key``, both or neither, checked now (readable, matching,
     valid today): a tls:// listener never starts without them."""
     cert, key = args.tls_cert, args.tls_key
-    wanted = [
-        str(item) for item in listen if item.transport == "tls" and item.certificate is None
-    ]
+    wanted = [str(item) for item in listen if item.transport == "tls" and item.certificate is None]
     if cert is None and key is None:
         if wanted:
             raise ConfigError(f"--listen {wanted[0]} needs --tls-cert and --tls-key")

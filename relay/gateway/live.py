@@ -422,7 +422,10 @@ class LiveGateway(Follower):
                         "Accepted",
                         True,
                         "ListenersNotValid",
-                        "; ".join(p.message for p in self.ref_problems.values()),
+                        "; ".join(
+                            f"listener {name!r}: {p.message}"
+                            for name, p in self.ref_problems.items()
+                        ),
                     )
                     if self.ref_problems
                     else Condition("Accepted", True, "Accepted")

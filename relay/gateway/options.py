@@ -222,7 +222,7 @@ def mounted_certificates(settings: GatewaySettings, secrets_dir: Path) -> dict[s
             continue
         where = f"--config: Gateway {settings.namespace}/{settings.name}: listener {item.name!r}"
         if item.ref_problem is not None:
-            raise ConfigError(f"--config: {item.ref_problem.message}")
+            raise ConfigError(f"{where}: {item.ref_problem.message}")
         assert item.certificate is not None, "a secure listener has a ref or a problem"
         outcome = mounted(source, secrets_dir, item.certificate, time.time())
         if isinstance(outcome, RefProblem):

@@ -129,7 +129,8 @@ REF_NOT_PERMITTED: Final = "RefNotPermitted"
 
 @dataclass(frozen=True, slots=True)
 class RefProblem:
-    """Why a listener's certificate cannot be used: its ``ResolvedRefs`` False."""
+    """Why a listener's certificate cannot be used: its ``ResolvedRefs`` False (the
+    message names the ref or Secret; the caller names the listener)."""
 
     reason: str  # InvalidCertificateRef, RefNotPermitted
     message: str
@@ -310,27 +311,25 @@ def _listener(gateway: Gateway, item: Listener, routes: list[UDPRoute]) -> Liste
     from dataclasses import replace
 
     namespace = gateway.metadata.namespace
-    where = f"{describe(gateway)}: listener {item.name!r}"
     refs = item.tls.certificate_refs if item.tls is not None else ()
     if not refs:
         problem = RefProblem(
             INVALID_CERTIFICATE_REF,
-            f"{where}: {item.protocol} needs tls.certificateRefs (a kubernetes.io/tls Secret)",
+            f"{item.protocol} needs tls.certificateRefs (a kubernetes.io/tls Secret)",
         )
         return replace(settings, ref_problem=problem)
     ref = refs[0]  # the first one (Gateway API: one per certificate type is enough)
     if (ref.group, ref.kind) != ("", "Secret"):
         problem = RefProblem(
             INVALID_CERTIFICATE_REF,
-            f"{where}: tls.certificateRefs[0]: {ref.kind} (group {ref.group!r}) is not a "
-            "Secret (group '')",
+            f"tls.certificateRefs[0]: {ref.kind} (group {ref.group!r}) is not a Secret (group '')",
         )
         return replace(settings, ref_problem=problem)
     target = ref.namespace or namespace
     if target != namespace:
         problem = RefProblem(
             REF_NOT_PERMITTED,
-            f"{where}: tls.certificateRefs[0]: Secret {target}/{ref.name} is in another "
+            f"tls.certificateRefs[0]: Secret {target}/{ref.name} is in another "
             f"namespace than the Gateway ({namespace}); turnscale reads no ReferenceGrant, so "
             "keep the Secret beside the Gateway",
         )
