@@ -381,3 +381,28 @@ async def test_the_auth_service_follows_the_gateway_live(tmp_path: Path) -> None
         await live.stop()
         await kube.close()
         await fake.stop()
+
+
+async def test_chromium_takes_the_ice_answer_with_turns_urls_as_it_is() -> None:
+    """What a backend hands a browser is a valid RTCConfiguration: Debian's Chromium builds
+    a peer connection from it, turns: URLs (and, when asked for, the DTLS ones) included."""
+    from tests.browser import chromium
+
+    answer = ice_configuration(SECURE, ["turn.example.org"], {"dtls": "true"}, time.time())
+    async with chromium() as browser:
+        page = await browser.new_page()
+        outcome = await page.evaluate(
+            """(configuration) => {
+                try {
+                    const pc = new RTCPeerConnection(configuration);
+                    const urls = pc.getConfiguration().iceServers[0].urls;
+                    pc.close();
+                    return {urls};
+                } catch (error) {
+                    return {error: `${error.name}: ${error.message}`};
+                }
+            }""",
+            answer,
+        )
+    assert outcome == {"urls": answer["iceServers"][0]["urls"]}, outcome
+    assert "turns:turn.example.org:443?transport=tcp" in outcome["urls"]
