@@ -77,7 +77,9 @@ def turn_urls(
         for listener in plain:
             urls.append(_url(listener, address))
     for listener in settings.listeners:
-        if listener.secure and (dtls or listener.transport != "dtls"):
+        # A listener whose certificate ref is refused is not served: no URL for it.
+        wanted = listener.ref_problem is None and (dtls or listener.transport != "dtls")
+        if listener.secure and wanted:
             urls.extend(_url(listener, host) for host in secure_hosts(listener, addresses))
     return urls
 

@@ -256,7 +256,7 @@ class LiveGateway(Follower):
         self.ref_problems: dict[str, RefProblem] = {}
         #: Why a listener could not be opened now, by name.
         self.open_errors: dict[str, str] = {}
-        self._store: CertificateStore | None = None
+        self.certificate_store: CertificateStore | None = None
         self.rules: list[PeerRule] | None = None
         self._credentials: tuple[str, object] | None = None
 
@@ -266,9 +266,9 @@ class LiveGateway(Follower):
 
     async def stop(self) -> None:
         await super().stop()
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        if self.certificate_store is not None:
+            self.certificate_store.close()
+            self.certificate_store = None
 
     # -- one round
 
@@ -294,10 +294,10 @@ class LiveGateway(Follower):
         assert item.certificate is not None, "a secure listener has a ref or a problem"
         if not self.watches.listed(secret_scope(*item.certificate)):
             return None
-        if self._store is None:
-            self._store = CertificateStore()
+        if self.certificate_store is None:
+            self.certificate_store = CertificateStore()
         secrets = LiveSecrets(self.watches.objects("Secret"))
-        return self._store.install(secrets, item.certificate)
+        return self.certificate_store.install(secrets, item.certificate)
 
     def _listeners(self, settings: GatewaySettings) -> list[tuple[str, Listen]]:
         """The relay listener of each Gateway listener that can be served; a TLS one whose
@@ -341,8 +341,8 @@ class LiveGateway(Follower):
         errors = server.listener_errors
         self.open_errors = {name: errors[item] for name, item in chosen if item in errors}
         self.served = {name: item for name, item in chosen if item not in errors}
-        if self._store is not None:
-            self._store.retain(
+        if self.certificate_store is not None:
+            self.certificate_store.retain(
                 item.certificate
                 for item in settings.listeners
                 if item.name in self.served and item.certificate is not None

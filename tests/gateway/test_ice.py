@@ -115,6 +115,14 @@ def test_tls_listeners_give_turns_urls_on_a_name_their_certificate_can_carry() -
         "turns:turn.example.com:443?transport=tcp",  # the listener's hostname
         "turns:192.0.2.1:5349?transport=tcp",  # a wildcard names no host to dial
     ]
+    refused = settings_of(
+        gateway(
+            {"name": "tls", "port": 443, "protocol": "TLS",
+             "tls": {"certificateRefs": [{"kind": "ConfigMap", "name": "x"}]}},
+        ),
+        ephemeral_config("s3cret"),
+    )  # fmt: skip
+    assert turn_urls(refused, ["turn.example.org"]) == []  # not served: not handed out
 
 
 def test_dtls_urls_only_when_asked() -> None:

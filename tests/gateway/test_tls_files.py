@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from aioice.turn import create_turn_endpoint
 
 from relay import settings as relay_settings
 from relay.gateway.run import FileGateway
+from relay.net.server import RelayServer, StartupError
 from relay.settings import Settings
 from scaler.common.flags import ConfigError
 from tests.gateway.objects import (
@@ -74,6 +76,12 @@ def write_objects(directory: Path, tls_secret: dict[str, str] | None) -> list[st
         *("--config", str(path), "--secrets-dir", str(secrets)),
         *("--listener-address", "127.0.0.1", "--health", "127.0.0.1:0"),
     ]
+
+
+def edit_config(flags: list[str], old: str, new: str) -> None:
+    """Replace ``old`` with ``new`` in the ``--config`` file of ``flags``."""
+    path = Path(flags[flags.index("--config") + 1])
+    path.write_text(path.read_text().replace(old, new))
 
 
 @contextlib.asynccontextmanager
@@ -144,6 +152,11 @@ async def test_a_tls_listener_serves_its_secret_and_follows_its_rotation(
             assert server.stats.allocations["tls"] == 1
             (contexts,) = server.certificates.values()
             assert contexts.reloads == 1 and contexts.refusals == 0
+            assert server.stats.tls is not None
+            status: Any = server.stats.tls()  # what /status shows per tls:// listener
+            (shown,) = status.values()
+            assert shown["fingerprint_sha256"] == second.fingerprint
+            assert shown["cert_file"].endswith("secrets/stunner/turn-tls/tls.crt")
         finally:
             call.close()
 
@@ -182,7 +195,22 @@ def test_a_bad_certificate_secret_stops_the_relay_at_start(
 
 def test_a_certificate_ref_of_the_wrong_kind_stops_the_relay_at_start(tmp_path: Path) -> None:
     flags = write_objects(tmp_path, None)
-    config_file = Path(flags[1])
-    config_file.write_text(config_file.read_text().replace("kind: Secret", "kind: ConfigMap"))
+    edit_config(flags, "kind: Secret", "kind: ConfigMap")
     with pytest.raises(ConfigError, match=r"tls.certificateRefs\[0\]: ConfigMap .* not a Secret"):
         relay_settings.load(flags, environ={})
+
+
+async def test_a_dtls_listener_is_refused_at_start_not_served_as_udp(
+    authority: Authority, tmp_path: Path
+) -> None:
+    flags = write_objects(tmp_path, pem(authority.leaf("dtls-file")))
+    edit_config(flags, "TURN-TLS", "TURN-DTLS")
+    loaded = relay_settings.load(flags, environ={})
+    (dtls,) = [item for item in loaded.relay.listen if item.transport == "dtls"]
+    assert dtls.certificate is not None and dtls.certificate.cert.name == "tls.crt"
+    server = RelayServer(loaded.relay)
+    with pytest.raises(StartupError, match="DTLS listeners are not served by this relay build"):
+        await server.start()
+    assert not server.serving
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", dtls.address.port))  # nothing was left bound on its port

@@ -117,7 +117,7 @@ async def test_a_live_tls_listener_serves_its_secret_and_follows_its_updates(
         await listener_is(live, "tls-listener", "Programmed", "True", "Programmed")
         assert await served(port, context) == first.fingerprint
         # The pair lives in a private directory: 0700, the key 0600.
-        store = live.gateway._store
+        store = live.gateway.certificate_store
         assert store is not None
         assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
         (files,) = server.certificates
