@@ -4,7 +4,8 @@ of ``tls.certificateRefs``, mounted under ``--secrets-dir`` the way kubelet moun
 aioice's TURN client over TLS verifies the chain against the test CA (and 127.0.0.1 against
 the leaf's IP subjectAltName); a kubelet-style ``..data`` swap of the Secret reaches new
 handshakes while an open allocation keeps echoing; a bad Secret stops the relay at start
-with a message naming the listener and the Secret's key.
+with a message naming the listener and the Secret's key. The relay process from
+``--config`` carries coturn's ``turnutils_uclient -t -S`` with zero loss.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,13 +33,18 @@ from tests.gateway.objects import (
     gateway,
     rotate_secret,
     route,
+    static_service,
     tls_listener,
     turn_port,
     write_secret,
     write_yaml,
 )
 from tests.gateway.test_file_relay import MEDIA, Receiver, credentials, echoed
+from tests.gateway.test_live import STATIC
 from tests.gateway.test_peers import FakeDns
+from tests.processes import LoggedProcess
+from tests.relay.servers import free_port_pair
+from tests.relay.test_coturn import LOAD, Outcome
 from tests.relay.tls_helpers import Authority, Leaf, fingerprint, served_certificate
 from tests.relay.turn_client import echo_peer
 from tests.tools import require_tool
@@ -214,3 +222,64 @@ async def test_a_dtls_listener_is_refused_at_start_not_served_as_udp(
     assert not server.serving
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", dtls.address.port))  # nothing was left bound on its port
+
+
+def test_coturn_s_client_over_the_gateway_s_tls_listener_loses_nothing(
+    authority: Authority, tmp_path: Path
+) -> None:
+    """The relay process from --config, and coturn's ``turnutils_uclient -t -S`` (TCP with
+    TLS, channels, TURN REST credentials) through the TURN-TLS listener to an echo peer."""
+    uclient = require_tool("turnutils_uclient")
+    peer_binary = require_tool("turnutils_peer")
+    peer_port = free_port_pair()
+    tls_port = turn_port()
+    documents = [
+        gateway(tls_listener(tls_port)),
+        route({**STATIC, "name": "echo-peer"}),
+        static_service("127.0.0.1/32", name="echo-peer"),
+        ephemeral_config({"name": "stunner-credentials", "key": "password"}),
+    ]
+    path = write_yaml(tmp_path / "gateway.yaml", documents)
+    secrets = tmp_path / "secrets"
+    write_secret(secrets, "stunner", "stunner-credentials", {"password": SECRET})
+    write_secret(secrets, "stunner", "turn-tls", pem(authority.leaf("coturn-client")))
+    peer = subprocess.Popen(
+        [peer_binary, "-L", "127.0.0.1", "-p", str(peer_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    relay = LoggedProcess(
+        "relay",
+        [
+            sys.executable,
+            *("-m", "relay", "--config", str(path), "--secrets-dir", str(secrets)),
+            *("--listener-address", "127.0.0.1", "--health", "127.0.0.1:0"),
+            "--legacy-channels",  # uclient's channel numbers (RFC 5766)
+        ],
+        env={"TURNSCALE_EVENT_LOOP": "asyncio"},
+    )
+    try:
+        serving = relay.wait_for("relay serving")
+        assert serving["listen"] == [f"tls://127.0.0.1:{tls_port}"]
+        client = subprocess.run(
+            [
+                uclient,
+                *LOAD,
+                *("-t", "-S", "-u", "web-client", "-W", SECRET),
+                *("-e", "127.0.0.1", "-r", str(peer_port), "-p", str(tls_port)),
+                "127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        outcome = Outcome(client.returncode, client.stdout + client.stderr)
+        assert outcome.returncode == 0, outcome.output[-2000:]
+        sent, received = outcome.totals
+        assert sent > 0 and (outcome.lost, received) == (0, sent), outcome.output[-2000:]
+    finally:
+        relay.kill()
+        peer.terminate()
+        peer.wait(timeout=10)
+    (loaded,) = relay.events("gateway configuration loaded")
+    assert loaded["listeners"] == [f"tls-listener=tls:{tls_port}"]
