@@ -131,7 +131,7 @@ def read_gateway(
 ) -> Reading:
     """Parse what the watches hold and translate it for the Gateway ``key``."""
     objects, invalid = [], []
-    for kind in GATEWAY_KINDS:
+    for kind in (*GATEWAY_KINDS, "ReferenceGrant"):
         for raw in watches.objects(kind).values():
             try:
                 objects.append(parse(raw, "default"))
@@ -206,13 +206,17 @@ class Follower:
         self.reconciles += 1
         reading = read_gateway(self.watches, self.key, config_ref(gateway_config, self.key[0]))
         wanted = set(reading.secrets_requested)
+        grants: set[str] = set()
         if certificates and reading.settings is not None:
-            wanted.update(
-                item.certificate
-                for item in reading.settings.listeners
-                if item.certificate is not None
-            )
+            for item in reading.settings.listeners:
+                if item.certificate is not None:
+                    wanted.add(item.certificate)
+                    if item.certificate[0] != self.key[0]:
+                        grants.add(item.certificate[0])  # a grant revoked must be seen
+                elif item.ref_problem is not None and item.ref_problem.grant_namespace:
+                    grants.add(item.ref_problem.grant_namespace)
         await self.watches.follow("Secret", (secret_scope(*key) for key in wanted))
+        await self.watches.follow("ReferenceGrant", (Scope("ReferenceGrant", ns) for ns in grants))
         if reading.error is not None:
             self._log_once(
                 "gateway configuration refused", str(reading.error), error=str(reading.error)
@@ -289,8 +293,12 @@ class LiveGateway(Follower):
     def _certificate(self, item: ListenerSettings) -> TlsFiles | RefProblem | None:
         """The files of a TLS/DTLS listener's Secret, why not, or None while its watch has
         not listed yet."""
-        if item.ref_problem is not None:
-            return item.ref_problem
+        problem = item.ref_problem
+        if problem is not None:
+            grants = problem.grant_namespace
+            if grants is not None and not self.watches.listed(Scope("ReferenceGrant", grants)):
+                return None  # its grants are not known yet
+            return problem
         assert item.certificate is not None, "a secure listener has a ref or a problem"
         if not self.watches.listed(secret_scope(*item.certificate)):
             return None

@@ -1,11 +1,12 @@
 """Gateway API objects as turnscale reads them: parsing and the checks one object allows.
 
 :func:`parse` takes one decoded document (a Kubernetes object as a dict) and returns a
-frozen, checked value: :class:`Gateway`, :class:`GatewayClass` (``gateway.networking.k8s.io``),
-:class:`UDPRoute`, :class:`GatewayConfig` or :class:`StaticService` (``stunner.l7mp.io/v1``,
-STUNner's shapes). Anything wrong is a :class:`GatewayError` whose message names the object
-(``Kind namespace/name``) and the field (``spec.listeners[1].protocol``). Fields turnscale
-does not use are ignored, so STUNner's objects load unchanged. Pure: no I/O.
+frozen, checked value: :class:`Gateway`, :class:`GatewayClass`, :class:`ReferenceGrant`
+(``gateway.networking.k8s.io``), :class:`UDPRoute`, :class:`GatewayConfig` or
+:class:`StaticService` (``stunner.l7mp.io/v1``, STUNner's shapes). Anything wrong is a
+:class:`GatewayError` whose message names the object (``Kind namespace/name``) and the
+field (``spec.listeners[1].protocol``). Fields turnscale does not use are ignored, so
+STUNner's objects load unchanged. Pure: no I/O.
 
 Checks that need other objects (does the route's Gateway exist, which GatewayConfig, the
 Secret's contents) are :mod:`relay.gateway.translate`'s.
@@ -37,6 +38,7 @@ __all__ = [
     "GatewayObject",
     "Listener",
     "ParentRef",
+    "ReferenceGrant",
     "SecretRef",
     "StaticService",
     "UDPRoute",
@@ -153,6 +155,37 @@ class Listener(_Spec, frozen=True):
             return False
         where = self.allowed_routes.namespaces.from_
         return where == "All" or route_namespace == gateway_namespace
+
+
+class GrantFrom(_Spec, frozen=True):
+    group: str
+    kind: str
+    namespace: str
+
+
+class GrantTo(_Spec, frozen=True):
+    group: str
+    kind: str
+    name: str | None = None
+
+
+class ReferenceGrantSpec(_Spec, frozen=True):
+    from_: tuple[GrantFrom, ...] = msgspec.field(name="from")
+    to: tuple[GrantTo, ...]
+
+
+class ReferenceGrant(_Spec, frozen=True):
+    """Lets objects of other namespaces refer to objects of this one (Gateway API)."""
+
+    metadata: Metadata
+    spec: ReferenceGrantSpec
+
+    def permits(self, origin: tuple[str, str, str], target: tuple[str, str, str]) -> bool:
+        """Whether ``origin`` ``(group, kind, namespace)`` may refer to ``target``
+        ``(group, kind, name)`` in this grant's namespace."""
+        return any((f.group, f.kind, f.namespace) == origin for f in self.spec.from_) and any(
+            (t.group, t.kind) == target[:2] and t.name in (None, target[2]) for t in self.spec.to
+        )
 
 
 class GatewayAddress(_Spec, frozen=True):
@@ -282,7 +315,7 @@ class StaticService(_Spec, frozen=True):
         return tuple(ipaddress.ip_network(p) for p in self.spec.prefixes)
 
 
-GatewayObject = Gateway | GatewayClass | UDPRoute | GatewayConfig | StaticService
+GatewayObject = Gateway | GatewayClass | UDPRoute | GatewayConfig | StaticService | ReferenceGrant
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +333,10 @@ KINDS: Final[dict[str, _Kind]] = {
     "UDPRoute": _Kind(UDPRoute, (f"{STUNNER_GROUP}/v1", f"{GATEWAY_GROUP}/v1alpha2")),
     "GatewayConfig": _Kind(GatewayConfig, (f"{STUNNER_GROUP}/v1",)),
     "StaticService": _Kind(StaticService, (f"{STUNNER_GROUP}/v1",)),
+    "ReferenceGrant": _Kind(
+        ReferenceGrant,
+        (f"{GATEWAY_GROUP}/v1beta1", f"{GATEWAY_GROUP}/v1", f"{GATEWAY_GROUP}/v1alpha2"),
+    ),
 }
 _PATH: Final = re.compile(r"^(.*) - at `\$\.?(.*)`$")
 
@@ -680,10 +717,20 @@ def _check_static(service: StaticService, where: str) -> None:
             raise _fail(where, field, str(exc)) from None
 
 
+def _check_grant(grant: ReferenceGrant, where: str) -> None:
+    if not grant.spec.from_:
+        raise _fail(where, "spec.from", "no entry")
+    if not grant.spec.to:
+        raise _fail(where, "spec.to", "no entry")
+    for index, origin in enumerate(grant.spec.from_):
+        _name(f"{where}: spec.from[{index}].namespace", origin.namespace, is_dns_label)
+
+
 _CHECKS: Final[dict[type[Any], Any]] = {
     Gateway: _check_gateway,
     GatewayClass: _check_class,
     UDPRoute: _check_route,
     GatewayConfig: _check_config,
     StaticService: _check_static,
+    ReferenceGrant: _check_grant,
 }

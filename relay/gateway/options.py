@@ -96,7 +96,8 @@ def add_source_flags(parser: FlagParser) -> None:
         action="append",
         type=Path,
         metavar="FILE",
-        help="Gateway API YAML (Gateway, UDPRoute, GatewayConfig, StaticService, GatewayClass), "
+        help="Gateway API YAML (Gateway, UDPRoute, GatewayConfig, StaticService, GatewayClass, "
+        "ReferenceGrant), "
         "repeatable: listeners, credentials and peers come from these objects",
     )
     parser.add_flag(

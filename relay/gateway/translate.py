@@ -7,9 +7,10 @@ relay's Gateway and a :class:`SecretSource`, and returns :class:`GatewaySettings
   ``TURN-DTLS`` listener names its certificate with the first of ``tls.certificateRefs``:
   a core ``Secret`` (group ``""``), in the Gateway's namespace unless the ref says
   another. A ref of another kind or group, or none, is the listener's
-  ``InvalidCertificateRef``; one into another namespace is ``RefNotPermitted``
-  (ReferenceGrants are not read). Either leaves that listener out and the others served
-  (Gateway API ``ListenerConditionResolvedRefs``). The Secret itself is read by the relay
+  ``InvalidCertificateRef``; one into another namespace is ``RefNotPermitted`` unless a
+  ReferenceGrant there lets Gateways of the Gateway's namespace refer to that Secret.
+  Either leaves that listener out and the others served (Gateway API
+  ``ListenerConditionResolvedRefs``). The Secret itself is read by the relay
   (:mod:`relay.gateway.certificates`), not here: ``turnscale auth`` needs no key;
 * credentials: the GatewayConfig chosen by ``--gateway-config``, else by the GatewayClass's
   ``parametersRef``, else the only GatewayConfig in the Gateway's namespace. Its realm, and
@@ -47,6 +48,7 @@ from relay.gateway.objects import (
     GatewayObject,
     Listener,
     ParentRef,
+    ReferenceGrant,
     SecretRef,
     StaticService,
     UDPRoute,
@@ -85,6 +87,7 @@ class Catalog:
     routes: Mapping[Key, UDPRoute] = field(default_factory=dict)
     configs: Mapping[Key, GatewayConfig] = field(default_factory=dict)
     static_services: Mapping[Key, StaticService] = field(default_factory=dict)
+    grants: Mapping[Key, ReferenceGrant] = field(default_factory=dict)
 
     @classmethod
     def of(cls, objects: Iterable[GatewayObject]) -> Catalog:
@@ -95,6 +98,7 @@ class Catalog:
             UDPRoute: {},
             GatewayConfig: {},
             StaticService: {},
+            ReferenceGrant: {},
         }
         for obj in objects:
             key = (obj.metadata.namespace, obj.metadata.name)
@@ -108,7 +112,11 @@ class Catalog:
             routes=tables[UDPRoute],  # type: ignore[arg-type]
             configs=tables[GatewayConfig],  # type: ignore[arg-type]
             static_services=tables[StaticService],  # type: ignore[arg-type]
+            grants=tables[ReferenceGrant],  # type: ignore[arg-type]
         )
+
+    def grants_in(self, namespace: str) -> list[ReferenceGrant]:
+        return [grant for (ns, _), grant in sorted(self.grants.items()) if ns == namespace]
 
 
 def describe(obj: GatewayObject) -> str:
@@ -134,6 +142,8 @@ class RefProblem:
 
     reason: str  # InvalidCertificateRef, RefNotPermitted
     message: str
+    #: RefNotPermitted: the namespace whose ReferenceGrants were asked (and found wanting).
+    grant_namespace: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +300,7 @@ def translate(
         name=gateway[1],
         generation=found.metadata.generation,
         config=(chosen.metadata.namespace, chosen.metadata.name),
-        listeners=tuple(_listener(found, item, accepted) for item in found.spec.listeners),
+        listeners=tuple(_listener(found, item, accepted, catalog) for item in found.spec.listeners),
         realm=realm,
         auth=auth,
         static_peers=tuple(dict.fromkeys(static)),
@@ -300,7 +310,9 @@ def translate(
     )
 
 
-def _listener(gateway: Gateway, item: Listener, routes: list[UDPRoute]) -> ListenerSettings:
+def _listener(
+    gateway: Gateway, item: Listener, routes: list[UDPRoute], catalog: Catalog
+) -> ListenerSettings:
     """One listener's settings: its certificate reference checked, its routes counted."""
     attached = sum(1 for route in routes if _through(gateway, item, route))
     settings = ListenerSettings(
@@ -326,12 +338,15 @@ def _listener(gateway: Gateway, item: Listener, routes: list[UDPRoute]) -> Liste
         )
         return replace(settings, ref_problem=problem)
     target = ref.namespace or namespace
-    if target != namespace:
+    origin = (GATEWAY_GROUP, "Gateway", namespace)
+    if target != namespace and not any(
+        grant.permits(origin, ("", "Secret", ref.name)) for grant in catalog.grants_in(target)
+    ):
         problem = RefProblem(
             REF_NOT_PERMITTED,
-            f"tls.certificateRefs[0]: Secret {target}/{ref.name} is in another "
-            f"namespace than the Gateway ({namespace}); turnscale reads no ReferenceGrant, so "
-            "keep the Secret beside the Gateway",
+            f"tls.certificateRefs[0]: Secret {target}/{ref.name} is in another namespace "
+            f"and no ReferenceGrant in {target} lets Gateways of {namespace} refer to it",
+            grant_namespace=target,
         )
         return replace(settings, ref_problem=problem)
     return replace(settings, certificate=(target, ref.name))

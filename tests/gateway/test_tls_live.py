@@ -21,6 +21,7 @@ from relay.net.server import RelayServer
 from tests.gateway.objects import gateway, tls_listener, turn_port
 from tests.gateway.test_file_relay import Receiver, echoed
 from tests.gateway.test_live import Live, allocate, issue_example, live_relay, rest
+from tests.gateway.test_translate import reference_grant
 from tests.relay.tls_helpers import Authority, Leaf, fingerprint, served_certificate
 from tests.relay.turn_client import echo_peer
 from tests.tools import require_tool
@@ -33,14 +34,16 @@ def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
     return Authority(tmp_path_factory.mktemp("live-ca"))
 
 
-def tls_secret(leaf: Leaf | None, name: str = "turn-tls", **data: str) -> dict[str, Any]:
+def tls_secret(
+    leaf: Leaf | None, name: str = "turn-tls", namespace: str = "stunner", **data: str
+) -> dict[str, Any]:
     """A ``kubernetes.io/tls`` Secret holding ``leaf`` (``data`` overrides keys)."""
     keys = {"tls.crt": leaf.cert.read_text(), "tls.key": leaf.key.read_text()} if leaf else {}
     keys.update(data)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": "stunner"},
+        "metadata": {"name": name, "namespace": namespace},
         "type": "kubernetes.io/tls",
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in keys.items()},
     }
@@ -225,3 +228,28 @@ async def test_a_listener_without_a_usable_secret_waits_while_the_others_serve(
         tls_call, tls_rx = await allocate_tls(port, context)
         await echoed(tls_call, tls_rx, media, b"and now TLS")
         tls_call.close()
+
+
+async def test_a_secret_of_another_namespace_needs_a_reference_grant(
+    authority: Authority, tmp_path: Path
+) -> None:
+    udp, port = turn_port(), turn_port()
+    listener = tls_listener(port)
+    listener["tls"]["certificateRefs"][0]["namespace"] = "certs"
+    leaf = authority.leaf("cross-namespace")
+    documents = objects(udp, listener)
+    async with live_relay(tmp_path, *documents, tls_secret(leaf, namespace="certs")) as live:
+        refused = await listener_is(
+            live, "tls-listener", "ResolvedRefs", "False", "RefNotPermitted"
+        )
+        assert "no ReferenceGrant in certs lets Gateways of stunner" in refused["message"]
+        assert not tls_port(live.server, port)
+
+        live.fake.apply(reference_grant())
+        await listener_is(live, "tls-listener", "ResolvedRefs", "True", "ResolvedRefs")
+        await eventually(lambda: tls_port(live.server, port), "served once granted")
+        assert await served(port, authority.client_context()) == leaf.fingerprint
+
+        # The grant is withdrawn: the listener says so (and keeps the pair it serves).
+        live.fake.delete("ReferenceGrant", "gateways-to-certs", "certs")
+        await listener_is(live, "tls-listener", "ResolvedRefs", "False", "RefNotPermitted")

@@ -321,7 +321,8 @@ def tls_listener(**tls: Any) -> dict[str, Any]:
         (
             tls_listener(certificateRefs=[{"name": "turn-tls", "namespace": "other"}]),
             "RefNotPermitted",
-            "Secret other/turn-tls is in another namespace than the Gateway (stunner)",
+            "Secret other/turn-tls is in another namespace and no ReferenceGrant in other lets "
+            "Gateways of stunner refer to it",
         ),
     ],
 )
@@ -370,3 +371,56 @@ def test_the_first_certificate_ref_names_the_secret_in_the_gateway_s_namespace()
         "turn.example.com",
         1,
     )
+
+
+def reference_grant(
+    namespace: str = "certs", origin: str = "stunner", name: str | None = None
+) -> dict[str, Any]:
+    to: dict[str, Any] = {"group": "", "kind": "Secret"}
+    if name is not None:
+        to["name"] = name
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "kind": "ReferenceGrant",
+        "metadata": {"name": "gateways-to-certs", "namespace": namespace},
+        "spec": {
+            "from": [
+                {"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": origin}
+            ],
+            "to": [to],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("grant", "permitted"),
+    [
+        (reference_grant(), True),
+        (reference_grant(name="turn-tls"), True),
+        (reference_grant(name="another-secret"), False),
+        (reference_grant(origin="elsewhere"), False),
+        (reference_grant(namespace="stunner"), False),  # a grant lives where the target is
+        (changed(reference_grant(), "spec.to.0.kind", "ConfigMap"), False),
+        (changed(reference_grant(), "spec.from.0.kind", "HTTPRoute"), False),
+    ],
+)
+def test_a_reference_grant_lets_a_listener_use_a_secret_of_another_namespace(
+    grant: dict[str, Any], permitted: bool
+) -> None:
+    listener = tls_listener(certificateRefs=[{"name": "turn-tls", "namespace": "certs"}])
+    settings = settings_of(gateway(listener), ephemeral_config(), grant)
+    (secure,) = settings.listeners
+    if permitted:
+        assert (secure.certificate, secure.ref_problem) == (("certs", "turn-tls"), None)
+    else:
+        assert secure.certificate is None and secure.ref_problem is not None
+        assert (secure.ref_problem.reason, secure.ref_problem.grant_namespace) == (
+            "RefNotPermitted",
+            "certs",
+        )
+
+
+def test_a_reference_grant_needs_from_and_to() -> None:
+    for field in ("spec.from", "spec.to"):
+        with pytest.raises(GatewayError, match=f"ReferenceGrant certs/gateways-to-certs: {field}"):
+            parse(changed(reference_grant(), field, []), "x")
