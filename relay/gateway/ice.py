@@ -30,7 +30,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from relay.core.auth import rest_credentials
-from relay.gateway.translate import EphemeralAuth, GatewaySettings, ListenerSettings
+from relay.gateway.translate import (
+    INVALID_CERTIFICATE_REF,
+    EphemeralAuth,
+    GatewaySettings,
+    ListenerSettings,
+)
 
 __all__ = ["IceError", "ice_configuration", "secure_hosts", "turn_urls"]
 
@@ -77,8 +82,13 @@ def turn_urls(
         for listener in plain:
             urls.append(_url(listener, address))
     for listener in settings.listeners:
-        # A listener whose certificate ref is refused is not served: no URL for it.
-        wanted = listener.ref_problem is None and (dtls or listener.transport != "dtls")
+        # A ref that can never work (no ref, not a Secret) is never served: no URL for it.
+        # Whether a grant permits a ref is the relays' to see; the URL stays.
+        broken = (
+            listener.ref_problem is not None
+            and listener.ref_problem.reason == INVALID_CERTIFICATE_REF
+        )
+        wanted = not broken and (dtls or listener.transport != "dtls")
         if listener.secure and wanted:
             urls.extend(_url(listener, host) for host in secure_hosts(listener, addresses))
     return urls

@@ -123,6 +123,15 @@ def test_tls_listeners_give_turns_urls_on_a_name_their_certificate_can_carry() -
         ephemeral_config("s3cret"),
     )  # fmt: skip
     assert turn_urls(refused, ["turn.example.org"]) == []  # not served: not handed out
+    # Across namespaces, the relays (which watch the grants) decide: the URL is handed out.
+    cross = settings_of(
+        gateway(
+            {"name": "tls", "port": 443, "protocol": "TLS",
+             "tls": {"certificateRefs": [{"name": "x", "namespace": "certs"}]}},
+        ),
+        ephemeral_config("s3cret"),
+    )  # fmt: skip
+    assert turn_urls(cross, ["turn.example.org"]) == ["turns:turn.example.org:443?transport=tcp"]
 
 
 def test_dtls_urls_only_when_asked() -> None:
