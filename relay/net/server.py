@@ -237,7 +237,10 @@ class RelayServer:
             self.udp_listeners.append(handle)
             host, port = handle.local
         elif item.transport == "dtls":
-            return self._open_dtls(item, self._contexts(item))
+            files = self._files(item)
+            if files is None:
+                raise StartupError(f"--listen {item} needs --tls-cert and --tls-key")
+            return self._open_dtls(item, files)
         elif item.transport == "tls":
             contexts = self._contexts(item)
             tcp_sock = _bind_tcp(item.address, "--listen tls://")
@@ -260,11 +263,11 @@ class RelayServer:
         return handle, Listen(item.transport, HostPort(host, port), item.certificate)
 
     def _open_dtls(
-        self, item: Listen, contexts: TlsContexts
+        self, item: Listen, files: TlsFiles
     ) -> tuple[UdpListener | asyncio.Server | TlsListener, Listen]:
-        """The DTLS listener of ``item`` with the certificate of ``contexts``: TURN over DTLS
+        """The DTLS listener of ``item`` serving the pair ``files``: TURN over DTLS
         (RFC 8656 §3.1, RFC 7350) is not served by this build, so it is refused rather than
-        served as plain UDP."""
+        served as plain UDP (the DTLS server plugs in here)."""
         raise StartupError(f"--listen {item}: DTLS listeners are not served by this relay build")
 
     def _load_tls(self) -> None:
@@ -304,7 +307,7 @@ class RelayServer:
 
     async def _release_certificates(self) -> None:
         """Stop watching the pairs no open listener serves (the global one stays)."""
-        used = {self._files(item) for item in self._open if item.transport in ("tls", "dtls")}
+        used = {self._files(item) for item in self._open if item.transport == "tls"}
         used.add(self.config.tls)
         for files in [f for f in self.certificates if f not in used]:
             del self.certificates[files]

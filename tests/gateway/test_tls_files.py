@@ -283,3 +283,36 @@ def test_coturn_s_client_over_the_gateway_s_tls_listener_loses_nothing(
         peer.wait(timeout=10)
     (loaded,) = relay.events("gateway configuration loaded")
     assert loaded["listeners"] == [f"tls-listener=tls:{tls_port}"]
+
+
+async def test_each_tls_listener_serves_its_own_secret_and_shared_ones_load_once(
+    authority: Authority, tmp_path: Path
+) -> None:
+    one, other = authority.leaf("listener-one"), authority.leaf("listener-other")
+    ports = [turn_port() for _ in range(3)]
+    documents = [
+        gateway(
+            tls_listener(ports[0], name="one", secret="one"),
+            tls_listener(ports[1], name="other", secret="other"),
+            tls_listener(ports[2], name="one-again", secret="one", protocol="TLS"),
+        ),
+        route({"name": "media-server", "namespace": "apps"}),
+        ephemeral_config({"name": "stunner-credentials", "key": "password"}),
+    ]
+    path = write_yaml(tmp_path / "gateway.yaml", documents)
+    secrets = tmp_path / "secrets"
+    write_secret(secrets, "stunner", "stunner-credentials", {"password": SECRET})
+    write_secret(secrets, "stunner", "one", pem(one))
+    write_secret(secrets, "stunner", "other", pem(other))
+    flags = [
+        *("--config", str(path), "--secrets-dir", str(secrets)),
+        *("--listener-address", "127.0.0.1", "--health", "127.0.0.1:0"),
+    ]
+    context = authority.client_context()
+    async with tls_relay(relay_settings.load(flags, environ={})) as relay:
+        got = [
+            fingerprint(await asyncio.to_thread(served_certificate, port, context))
+            for port in ports
+        ]
+        assert got == [one.fingerprint, other.fingerprint, one.fingerprint]
+        assert len(relay.server.certificates) == 2  # "one" is loaded and watched once
