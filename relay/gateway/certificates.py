@@ -44,6 +44,8 @@ __all__ = ["TLS_CERT", "TLS_KEY", "CertificateStore", "check", "mounted"]
 #: The keys of a ``kubernetes.io/tls`` Secret.
 TLS_CERT: Final = "tls.crt"
 TLS_KEY: Final = "tls.key"
+#: What marks an encrypted PEM key: PKCS#8 and the traditional (OpenSSL) header.
+ENCRYPTED: Final = ("-----BEGIN ENCRYPTED PRIVATE KEY-----", "Proc-Type: 4,ENCRYPTED")
 
 
 def _problem(secret: Key, text: str) -> RefProblem:
@@ -67,6 +69,12 @@ def _keys(source: SecretSource, secret: Key) -> tuple[str, str] | RefProblem:
     for name, value in ((TLS_CERT, cert), (TLS_KEY, key)):
         if len(value) > MAX_VALUE:
             return _problem(secret, f"{name!r} is over {MAX_VALUE} bytes")
+    # OpenSSL would ask for a pass phrase (on a terminal: blocking the relay), so an
+    # encrypted key is refused before it is loaded.
+    if any(marker in key for marker in ENCRYPTED):
+        return _problem(
+            secret, f"{TLS_KEY!r} is encrypted (a kubernetes.io/tls Secret holds a plain key)"
+        )
     return cert, key
 
 

@@ -177,6 +177,7 @@ async def test_a_tls_listener_serves_its_secret_and_follows_its_rotation(
         ("mismatch", "Secret stunner/turn-tls: tls.key does not match the certificate of tls.crt"),
         ("expired", "Secret stunner/turn-tls: tls.crt: the certificate expired"),
         ("not pem", "Secret stunner/turn-tls: tls.crt: no PEM certificate in it"),
+        ("encrypted", "Secret stunner/turn-tls: 'tls.key' is encrypted"),
     ],
 )
 def test_a_bad_certificate_secret_stops_the_relay_at_start(
@@ -192,6 +193,17 @@ def test_a_bad_certificate_secret_stops_the_relay_at_start(
         keys = pem(authority.leaf("expired", days=-1))
     elif problem == "not pem":
         keys = {"tls.crt": "not a certificate", "tls.key": leaf.key.read_text()}
+    elif problem == "encrypted":
+        locked = subprocess.run(
+            [
+                *(require_tool("openssl"), "pkcs8", "-topk8", "-in", str(leaf.key)),
+                *("-passout", "pass:a-pass-phrase"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        keys = {"tls.crt": leaf.cert.read_text(), "tls.key": locked.stdout}
     flags = write_objects(tmp_path, keys)
     with pytest.raises(ConfigError) as caught:
         relay_settings.load(flags, environ={})
