@@ -120,6 +120,12 @@ async def test_a_live_tls_listener_serves_its_secret_and_follows_its_updates(
         await listener_is(live, "tls-listener", "ResolvedRefs", "True", "ResolvedRefs")
         await listener_is(live, "tls-listener", "Programmed", "True", "Programmed")
         assert await served(port, context) == first.fingerprint
+        entries = live.status("Gateway", "stunner-gateway")["listeners"]
+        assert [(e["name"], e["attachedRoutes"]) for e in entries] == [
+            ("udp-listener", 1),  # the route names no sectionName: it attaches to both
+            ("tls-listener", 1),
+        ]
+        assert entries[1]["supportedKinds"] == [{"group": "stunner.l7mp.io", "kind": "UDPRoute"}]
         # The pair lives in a private directory: 0700, the key 0600.
         store = live.gateway.certificate_store
         assert store is not None
