@@ -54,15 +54,18 @@ __all__ = [
     "parse_listen",
 ]
 
-Transport = Literal["udp", "tcp", "tls"]
+Transport = Literal["udp", "tcp", "tls", "dtls"]
 
 
 @dataclass(frozen=True, slots=True)
 class Listen:
-    """A TURN listener: transport and address."""
+    """A TURN listener: transport and address; a ``tls``/``dtls`` one may bring its own
+    certificate (a Gateway listener's ``tls.certificateRefs``), else it serves
+    ``--tls-cert``/``--tls-key``."""
 
     transport: Transport
     address: HostPort
+    certificate: TlsFiles | None = None
 
     def __str__(self) -> str:
         return f"{self.transport}://{self.address}"
@@ -454,7 +457,7 @@ def _tls_files(args: argparse.Namespace, listen: Sequence[Listen]) -> TlsFiles |
     """``--tls-cert`` and ``--tls-key``, both or neither, checked now (readable, matching,
     valid today): a tls:// listener never starts without them."""
     cert, key = args.tls_cert, args.tls_key
-    wanted = [str(item) for item in listen if item.transport == "tls"]
+    wanted = [str(item) for item in listen if item.transport == "tls" and item.certificate is None]
     if cert is None and key is None:
         if wanted:
             raise ConfigError(f"--listen {wanted[0]} needs --tls-cert and --tls-key")

@@ -92,6 +92,9 @@ GATEWAY_CLASSES = Resource(
 UDP_ROUTES = Resource("stunner.l7mp.io", "v1", "udproutes", "UDPRoute", status=True)
 GATEWAY_CONFIGS = Resource("stunner.l7mp.io", "v1", "gatewayconfigs", "GatewayConfig")
 STATIC_SERVICES = Resource("stunner.l7mp.io", "v1", "staticservices", "StaticService")
+REFERENCE_GRANTS = Resource(
+    "gateway.networking.k8s.io", "v1beta1", "referencegrants", "ReferenceGrant"
+)
 # Leader election: created, read and replaced whole (optimistic concurrency on
 # metadata.resourceVersion), never patched.
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
@@ -104,6 +107,7 @@ RESOURCES = (
     UDP_ROUTES,
     GATEWAY_CONFIGS,
     STATIC_SERVICES,
+    REFERENCE_GRANTS,
     LEASES,
 )
 BY_KIND = {resource.kind: resource for resource in RESOURCES}

@@ -4,6 +4,8 @@ shape.
 - :mod:`relay.gateway.objects`: parses and checks one object.
 - :mod:`relay.gateway.translate`: turns a set of them into what one relay runs with.
 - :mod:`relay.gateway.files`: loads them from YAML files (``--config``), Secrets from mounts.
+- :mod:`relay.gateway.certificates`: the TLS listeners' Secrets, checked, as files the relay
+  serves and rotates.
 - :mod:`relay.gateway.options`: the ``--config``/``--kubernetes`` flags and what they replace.
 - :mod:`relay.gateway.peers`: keeps the peer allow-list current (routed Services looked up).
 - :mod:`relay.gateway.run`: serves a relay from files, or live from Kubernetes.

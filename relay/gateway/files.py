@@ -1,8 +1,9 @@
 """File mode: Gateway API objects from YAML files, Secrets from mounted directories.
 
 ``--config FILE`` (repeatable) names YAML files of one or more documents (``---``), each a
-Gateway, GatewayClass, UDPRoute, GatewayConfig or StaticService; a ``kind: List`` is read
-item by item. A document without ``metadata.namespace`` is in the relay's ``--namespace``.
+Gateway, GatewayClass, UDPRoute, GatewayConfig, StaticService or ReferenceGrant; a
+``kind: List`` is read item by item. A document without ``metadata.namespace`` is in the
+relay's ``--namespace``.
 
 A Secret reference ``{name, namespace, key}`` is read from ``--secrets-dir``:
 ``DIR/NAMESPACE/NAME/KEY``, the layout of a Secret volume mounted at

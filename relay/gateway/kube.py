@@ -5,7 +5,8 @@ One :class:`ObjectWatch` per kind and scope lists, then watches, through kuberne
 after ``410 Gone``, backs off on errors) and keeps the raw objects. :class:`Watches` owns
 them: the fixed ones (Gateways of the relay's namespace, GatewayClasses, and UDPRoutes,
 GatewayConfigs and StaticServices of every namespace) and the ones that follow the
-configuration (each referenced Secret by name, each routed Service's EndpointSlices by the
+configuration (each referenced Secret by name, the ReferenceGrants of a namespace a
+listener's certificate ref points into, each routed Service's EndpointSlices by the
 ``kubernetes.io/service-name`` label). Any change calls ``changed``.
 """
 
@@ -39,6 +40,7 @@ KINDS: Final = {
     "UDPRoute": Kind("stunner.l7mp.io", "v1", "udproutes"),
     "GatewayConfig": Kind("stunner.l7mp.io", "v1", "gatewayconfigs"),
     "StaticService": Kind("stunner.l7mp.io", "v1", "staticservices"),
+    "ReferenceGrant": Kind("gateway.networking.k8s.io", "v1beta1", "referencegrants"),
     "Secret": Kind("", "v1", "secrets"),
     "EndpointSlice": Kind("discovery.k8s.io", "v1", "endpointslices"),
 }
@@ -203,6 +205,11 @@ class Watches:
         """Whether every watch of ``kinds`` has listed once."""
         kinds = set(kinds)
         return all(w.synced for s, w in self.watches.items() if s.kind in kinds)
+
+    def listed(self, scope: Scope) -> bool:
+        """Whether the watch of ``scope`` runs and has listed once."""
+        watch = self.watches.get(scope)
+        return watch is not None and watch.synced
 
     def objects(self, kind: str) -> dict[tuple[str, str], Raw]:
         """Every object of ``kind`` the watches hold."""

@@ -5,7 +5,14 @@ The relay's Gateway is ``--namespace``/``--gateway``. :class:`LiveGateway` keeps
 translates the objects again (:func:`relay.gateway.translate.translate`, the same as file
 mode) and applies the difference to the running :class:`relay.net.server.RelayServer`:
 
-* listeners: only those added, removed or changed are opened or closed;
+* listeners: only those added, removed or changed are opened or closed. A TURN-TLS (or
+  TURN-DTLS) listener serves the ``kubernetes.io/tls`` Secret of its
+  ``tls.certificateRefs``, watched by name and written into a private directory
+  (:class:`relay.gateway.certificates.CertificateStore`); an updated Secret applies to new
+  handshakes, established connections keep theirs. A Secret that is missing, lacks
+  ``tls.crt``/``tls.key`` or holds a bad pair leaves that listener alone (its previous pair
+  stays, or it is not opened) with ``ResolvedRefs`` False, ``InvalidCertificateRef``; the
+  other listeners are served;
 * credentials (realm, user, shared secret): swapped; allocations stay, and their next
   Refresh must pass the new credentials;
 * peers: the StaticService prefixes and the ready endpoints of each routed Service's
@@ -30,8 +37,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.config import Listen
+from relay.core.certs import TlsFiles
 from relay.core.credentials import Credentials
 from relay.core.peer_policy import PeerRule
+from relay.gateway.certificates import CertificateStore
 from relay.gateway.kube import (
     Apis,
     Scope,
@@ -41,21 +50,28 @@ from relay.gateway.kube import (
     secret_scope,
 )
 from relay.gateway.objects import GATEWAY_GROUP, GatewayError, describe, parse
-from relay.gateway.options import GatewayOptions, relay_fields
+from relay.gateway.options import GatewayOptions, listen_of, relay_fields
 from relay.gateway.peers import Peers
 from relay.gateway.status import (
     DEFAULT_CONTROLLER,
     Condition,
+    ListenerStatus,
     gateway_reason,
     gateway_status,
     route_status,
     route_status_detached,
     unchanged,
 )
-from relay.gateway.translate import Catalog, EphemeralAuth, GatewaySettings, translate
+from relay.gateway.translate import (
+    Catalog,
+    EphemeralAuth,
+    GatewaySettings,
+    ListenerSettings,
+    RefProblem,
+    translate,
+)
 from relay.net.server import RelayServer, StartupError
 from scaler.common import logs, runtime
-from scaler.common.flags import HostPort
 from scaler.common.kube.reflector import DEFAULT_TIMING, WatchTiming
 
 __all__ = [
@@ -115,7 +131,7 @@ def read_gateway(
 ) -> Reading:
     """Parse what the watches hold and translate it for the Gateway ``key``."""
     objects, invalid = [], []
-    for kind in GATEWAY_KINDS:
+    for kind in (*GATEWAY_KINDS, "ReferenceGrant"):
         for raw in watches.objects(kind).values():
             try:
                 objects.append(parse(raw, "default"))
@@ -179,16 +195,28 @@ class Follower:
     async def reconcile(self) -> None:
         raise NotImplementedError
 
-    async def read(self, gateway_config: tuple[str, str] | None) -> Reading | None:
+    async def read(
+        self, gateway_config: tuple[str, str] | None, *, certificates: bool = False
+    ) -> Reading | None:
         """The objects translated (None until every fixed watch has listed once); the
-        Secrets watched are those the translation asked for."""
+        Secrets watched are those the translation asked for, and with ``certificates`` the
+        listeners' certificate Secrets."""
         if not self.watches.synced(GATEWAY_KINDS):
             return None
         self.reconciles += 1
         reading = read_gateway(self.watches, self.key, config_ref(gateway_config, self.key[0]))
-        await self.watches.follow(
-            "Secret", (secret_scope(*key) for key in reading.secrets_requested)
-        )
+        wanted = set(reading.secrets_requested)
+        grants: set[str] = set()
+        if certificates and reading.settings is not None:
+            for item in reading.settings.listeners:
+                if item.certificate is not None:
+                    wanted.add(item.certificate)
+                    if item.certificate[0] != self.key[0]:
+                        grants.add(item.certificate[0])  # a grant revoked must be seen
+                elif item.ref_problem is not None and item.ref_problem.grant_namespace:
+                    grants.add(item.ref_problem.grant_namespace)
+        await self.watches.follow("Secret", (secret_scope(*key) for key in wanted))
+        await self.watches.follow("ReferenceGrant", (Scope("ReferenceGrant", ns) for ns in grants))
         if reading.error is not None:
             self._log_once(
                 "gateway configuration refused", str(reading.error), error=str(reading.error)
@@ -226,6 +254,13 @@ class LiveGateway(Follower):
         self.error: GatewayError | None = None
         self.listen: list[Listen] = []
         self.listener_error: str | None = None
+        #: The listener serving each Gateway listener now, by name.
+        self.served: dict[str, Listen] = {}
+        #: Why a listener's certificate is refused now, by name.
+        self.ref_problems: dict[str, RefProblem] = {}
+        #: Why a listener could not be opened now, by name.
+        self.open_errors: dict[str, str] = {}
+        self.certificate_store: CertificateStore | None = None
         self.rules: list[PeerRule] | None = None
         self._credentials: tuple[str, object] | None = None
 
@@ -233,11 +268,17 @@ class LiveGateway(Follower):
         self.server.configured = False
         await super().start()
 
+    async def stop(self) -> None:
+        await super().stop()
+        if self.certificate_store is not None:
+            self.certificate_store.close()
+            self.certificate_store = None
+
     # -- one round
 
     async def reconcile(self) -> None:
         """Translate what the watches hold and apply it (nothing before they all listed)."""
-        reading = await self.read(self.options.gateway_config)
+        reading = await self.read(self.options.gateway_config, certificates=True)
         if reading is None:
             return
         settings = reading.settings
@@ -249,13 +290,54 @@ class LiveGateway(Follower):
             await self._apply(settings)
         await self._write_status(settings, reading.error, reading.gateway, reading.invalid)
 
+    def _certificate(self, item: ListenerSettings) -> TlsFiles | RefProblem | None:
+        """The files of a TLS/DTLS listener's Secret, why not, or None while its watch has
+        not listed yet."""
+        problem = item.ref_problem
+        if problem is not None:
+            grants = problem.grant_namespace
+            if grants is not None and not self.watches.listed(Scope("ReferenceGrant", grants)):
+                return None  # its grants are not known yet
+            return problem
+        assert item.certificate is not None, "a secure listener has a ref or a problem"
+        if not self.watches.listed(secret_scope(*item.certificate)):
+            return None
+        if self.certificate_store is None:
+            self.certificate_store = CertificateStore()
+        secrets = LiveSecrets(self.watches.objects("Secret"))
+        return self.certificate_store.install(secrets, item.certificate)
+
+    def _listeners(self, settings: GatewaySettings) -> list[tuple[str, Listen]]:
+        """The relay listener of each Gateway listener that can be served; a TLS one whose
+        new certificate is refused keeps the one it serves."""
+        host = self.options.listener_address
+        problems: dict[str, RefProblem] = {}
+        chosen: list[tuple[str, Listen]] = []
+        for item in settings.listeners:
+            certificate = None
+            if item.secure:
+                outcome = self._certificate(item)
+                if not isinstance(outcome, TlsFiles):
+                    if outcome is not None:
+                        problems[item.name] = outcome
+                    previous = self.served.get(item.name)
+                    if previous is not None and previous == listen_of(
+                        item, host, previous.certificate
+                    ):
+                        chosen.append((item.name, previous))
+                    continue
+                certificate = outcome
+            chosen.append((item.name, listen_of(item, host, certificate)))
+        for name, problem in problems.items():
+            if self.ref_problems.get(name) != problem:
+                log.warning("listener certificate refused", listener=name, error=problem.message)
+        self.ref_problems = problems
+        return chosen
+
     async def _apply(self, settings: GatewaySettings) -> None:
         server = self.server
-        host = HostPort(self.options.listener_address, 0)
-        listen = [
-            Listen("udp" if item.transport == "udp" else "tcp", HostPort(host.host, item.port))
-            for item in settings.listeners
-        ]
+        chosen = self._listeners(settings)
+        listen = [item for _, item in chosen]
         if listen != self.listen or self.listener_error is not None:
             try:
                 await server.set_listeners(listen)
@@ -264,6 +346,17 @@ class LiveGateway(Follower):
                 self.listener_error = str(exc)
                 log.warning("listener cannot be bound", error=str(exc))
             self.listen = listen
+        errors = server.listener_errors
+        self.open_errors = {name: errors[item] for name, item in chosen if item in errors}
+        self.served = {name: item for name, item in chosen if item not in errors}
+        if self.certificate_store is not None:
+            self.certificate_store.retain(
+                item.certificate
+                for item in settings.listeners
+                if item.name in self.served and item.certificate is not None
+            )
+        # A rewritten Secret applies to the next handshake, not the next poll.
+        server.check_certificates()
         credentials = (settings.realm, settings.auth)
         if credentials != self._credentials:
             users, secrets, _ = relay_fields(settings)
@@ -332,8 +425,26 @@ class LiveGateway(Follower):
                     if self.listener_error is None
                     else Condition("Programmed", False, "Invalid", self.listener_error)
                 )
-                wanted = [Condition("Accepted", True, "Accepted"), programmed]
-            await self._patch("Gateway", gateway_raw, gateway_status(gateway_raw, wanted, now))
+                accepted = (
+                    Condition(
+                        "Accepted",
+                        True,
+                        "ListenersNotValid",
+                        "; ".join(
+                            f"listener {name!r}: {p.message}"
+                            for name, p in self.ref_problems.items()
+                        ),
+                    )
+                    if self.ref_problems
+                    else Condition("Accepted", True, "Accepted")
+                )
+                wanted = [accepted, programmed]
+            listeners = (
+                None if settings is None or error is not None else self._listener_status(settings)
+            )
+            await self._patch(
+                "Gateway", gateway_raw, gateway_status(gateway_raw, wanted, now, listeners)
+            )
         if settings is None:
             return
         controller = self._controller()
@@ -369,6 +480,36 @@ class LiveGateway(Follower):
                 detached = route_status_detached(raw, self.key, controller)
                 if detached is not None:
                     await self._patch("UDPRoute", raw, detached)
+
+    def _listener_status(self, settings: GatewaySettings) -> list[ListenerStatus]:
+        """Each listener's conditions: its certificate resolved, and whether it serves."""
+        out = []
+        for item in settings.listeners:
+            problem = self.ref_problems.get(item.name)
+            resolved = (
+                Condition("ResolvedRefs", False, problem.reason, problem.message)
+                if problem is not None
+                else Condition("ResolvedRefs", True, "ResolvedRefs")
+            )
+            serving = self.served.get(item.name)
+            if problem is not None:
+                still = (
+                    "; the listener keeps serving its previous certificate"
+                    if serving is not None
+                    else "; the listener is not served"
+                )
+                programmed = Condition("Programmed", False, "Invalid", problem.message + still)
+            elif item.name in self.open_errors:
+                programmed = Condition("Programmed", False, "Invalid", self.open_errors[item.name])
+            elif serving is None:
+                programmed = Condition(
+                    "Programmed", False, "Pending", "waiting for the certificate Secret"
+                )
+            else:
+                programmed = Condition("Programmed", True, "Programmed")
+            conditions = (Condition("Accepted", True, "Accepted"), resolved, programmed)
+            out.append(ListenerStatus(item.name, conditions, item.attached_routes))
+        return out
 
     def _controller(self) -> str:
         gateway = self.watches.objects("Gateway").get(self.key) or {}

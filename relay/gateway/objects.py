@@ -1,11 +1,12 @@
 """Gateway API objects as turnscale reads them: parsing and the checks one object allows.
 
 :func:`parse` takes one decoded document (a Kubernetes object as a dict) and returns a
-frozen, checked value: :class:`Gateway`, :class:`GatewayClass` (``gateway.networking.k8s.io``),
-:class:`UDPRoute`, :class:`GatewayConfig` or :class:`StaticService` (``stunner.l7mp.io/v1``,
-STUNner's shapes). Anything wrong is a :class:`GatewayError` whose message names the object
-(``Kind namespace/name``) and the field (``spec.listeners[1].protocol``). Fields turnscale
-does not use are ignored, so STUNner's objects load unchanged. Pure: no I/O.
+frozen, checked value: :class:`Gateway`, :class:`GatewayClass`, :class:`ReferenceGrant`
+(``gateway.networking.k8s.io``), :class:`UDPRoute`, :class:`GatewayConfig` or
+:class:`StaticService` (``stunner.l7mp.io/v1``, STUNner's shapes). Anything wrong is a
+:class:`GatewayError` whose message names the object (``Kind namespace/name``) and the
+field (``spec.listeners[1].protocol``). Fields turnscale does not use are ignored, so
+STUNner's objects load unchanged. Pure: no I/O.
 
 Checks that need other objects (does the route's Gateway exist, which GatewayConfig, the
 Secret's contents) are :mod:`relay.gateway.translate`'s.
@@ -29,6 +30,7 @@ __all__ = [
     "GATEWAY_GROUP",
     "STUNNER_GROUP",
     "BackendRef",
+    "CertificateRef",
     "Gateway",
     "GatewayClass",
     "GatewayConfig",
@@ -36,6 +38,7 @@ __all__ = [
     "GatewayObject",
     "Listener",
     "ParentRef",
+    "ReferenceGrant",
     "SecretRef",
     "StaticService",
     "UDPRoute",
@@ -45,9 +48,22 @@ __all__ = [
 GATEWAY_GROUP: Final = "gateway.networking.k8s.io"
 STUNNER_GROUP: Final = "stunner.l7mp.io"
 
-#: What the relay serves, by Gateway listener protocol.
-TRANSPORTS: Final = {"TURN-UDP": "udp", "TURN-TCP": "tcp"}
-NOT_YET: Final = ("TURN-TLS", "TURN-DTLS")
+#: What the relay serves, by Gateway listener protocol; STUNner also takes the bare
+#: transport names (``UDP``, ``TCP``, ``TLS``, ``DTLS``) for the TURN ones.
+TRANSPORTS: Final = {
+    "TURN-UDP": "udp",
+    "TURN-TCP": "tcp",
+    "TURN-TLS": "tls",
+    "TURN-DTLS": "dtls",
+    "UDP": "udp",
+    "TCP": "tcp",
+    "TLS": "tls",
+    "DTLS": "dtls",
+}
+#: Transports whose listeners terminate (D)TLS with a certificate of ``tls.certificateRefs``.
+SECURE: Final = ("tls", "dtls")
+#: The socket each transport binds.
+SOCKETS: Final = {"udp": "udp", "tcp": "tcp", "tls": "tcp", "dtls": "udp"}
 #: ``authType`` and its aliases (STUNner's names).
 AUTH_TYPES: Final = {
     "static": "static",
@@ -101,15 +117,33 @@ class AllowedRoutes(_Spec, frozen=True):
     kinds: tuple[RouteKind, ...] = ()
 
 
+class CertificateRef(_Spec, frozen=True):
+    """A listener's ``tls.certificateRefs`` entry (Gateway API ``SecretObjectReference``):
+    group and kind are checked by :mod:`relay.gateway.translate`, which reports a wrong one
+    on the listener (``InvalidCertificateRef``) rather than refusing the Gateway."""
+
+    name: str
+    group: str = ""
+    kind: str = "Secret"
+    namespace: str | None = None
+
+
+class ListenerTls(_Spec, frozen=True):
+    mode: str = "Terminate"
+    certificate_refs: tuple[CertificateRef, ...] = ()
+
+
 class Listener(_Spec, frozen=True):
     name: str
     port: int
     protocol: str
     allowed_routes: AllowedRoutes = AllowedRoutes()
+    hostname: str | None = None
+    tls: ListenerTls | None = None
 
     @property
     def transport(self) -> str:
-        """``udp`` or ``tcp`` (checked by :func:`parse`)."""
+        """``udp``, ``tcp``, ``tls`` or ``dtls`` (checked by :func:`parse`)."""
         return TRANSPORTS[self.protocol]
 
     def admits(self, route_namespace: str, gateway_namespace: str) -> bool:
@@ -121,6 +155,37 @@ class Listener(_Spec, frozen=True):
             return False
         where = self.allowed_routes.namespaces.from_
         return where == "All" or route_namespace == gateway_namespace
+
+
+class GrantFrom(_Spec, frozen=True):
+    group: str
+    kind: str
+    namespace: str
+
+
+class GrantTo(_Spec, frozen=True):
+    group: str
+    kind: str
+    name: str | None = None
+
+
+class ReferenceGrantSpec(_Spec, frozen=True):
+    from_: tuple[GrantFrom, ...] = msgspec.field(name="from")
+    to: tuple[GrantTo, ...]
+
+
+class ReferenceGrant(_Spec, frozen=True):
+    """Lets objects of other namespaces refer to objects of this one (Gateway API)."""
+
+    metadata: Metadata
+    spec: ReferenceGrantSpec
+
+    def permits(self, origin: tuple[str, str, str], target: tuple[str, str, str]) -> bool:
+        """Whether ``origin`` ``(group, kind, namespace)`` may refer to ``target``
+        ``(group, kind, name)`` in this grant's namespace."""
+        return any((f.group, f.kind, f.namespace) == origin for f in self.spec.from_) and any(
+            (t.group, t.kind) == target[:2] and t.name in (None, target[2]) for t in self.spec.to
+        )
 
 
 class GatewayAddress(_Spec, frozen=True):
@@ -250,7 +315,7 @@ class StaticService(_Spec, frozen=True):
         return tuple(ipaddress.ip_network(p) for p in self.spec.prefixes)
 
 
-GatewayObject = Gateway | GatewayClass | UDPRoute | GatewayConfig | StaticService
+GatewayObject = Gateway | GatewayClass | UDPRoute | GatewayConfig | StaticService | ReferenceGrant
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +333,10 @@ KINDS: Final[dict[str, _Kind]] = {
     "UDPRoute": _Kind(UDPRoute, (f"{STUNNER_GROUP}/v1", f"{GATEWAY_GROUP}/v1alpha2")),
     "GatewayConfig": _Kind(GatewayConfig, (f"{STUNNER_GROUP}/v1",)),
     "StaticService": _Kind(StaticService, (f"{STUNNER_GROUP}/v1",)),
+    "ReferenceGrant": _Kind(
+        ReferenceGrant,
+        (f"{GATEWAY_GROUP}/v1beta1", f"{GATEWAY_GROUP}/v1", f"{GATEWAY_GROUP}/v1alpha2"),
+    ),
 }
 _PATH: Final = re.compile(r"^(.*) - at `\$\.?(.*)`$")
 
@@ -364,28 +433,24 @@ def _check_gateway(gateway: Gateway, where: str) -> None:
             )
         names.add(listener.name)
         protocol = listener.protocol
-        if protocol in NOT_YET:
-            raise _fail(
-                where,
-                f"{field}.protocol",
-                f"{protocol} is not supported yet (turnscale serves TURN-UDP and TURN-TCP)",
-                "UnsupportedProtocol",
-            )
         if protocol not in TRANSPORTS:
             raise _fail(
                 where,
                 f"{field}.protocol",
-                f"{protocol!r} is not a TURN listener protocol (TURN-UDP, TURN-TCP)",
+                f"{protocol!r} is not a TURN listener protocol (TURN-UDP, TURN-TCP, TURN-TLS, "
+                "TURN-DTLS)",
                 "UnsupportedProtocol",
             )
+        _check_listener_tls(where, field, listener)
         if not 1 <= listener.port <= 0xFFFF:
             raise _fail(where, f"{field}.port", f"port {listener.port} is outside 1..65535")
-        key = (listener.transport, listener.port)
+        # TLS runs over a TCP socket and DTLS over a UDP one: they share those ports.
+        key = (SOCKETS[listener.transport], listener.port)
         if key in bound:
             raise _fail(
                 where,
                 f"{field}.port",
-                f"{protocol} port {listener.port} is taken by listener {bound[key]!r}",
+                f"{key[0].upper()} port {listener.port} is taken by listener {bound[key]!r}",
                 "Conflicted",
             )
         bound[key] = listener.name
@@ -415,6 +480,46 @@ def _check_gateway(gateway: Gateway, where: str) -> None:
                 f"{address.type!r} is not IPAddress or Hostname",
                 "UnsupportedAddress",
             )
+
+
+def _check_listener_tls(where: str, field: str, listener: Listener) -> None:
+    """``tls`` belongs to TURN-TLS/TURN-DTLS listeners, which terminate (D)TLS themselves
+    (RFC 8656 §3.1): ``Passthrough`` has nothing behind it to pass to. A missing or wrong
+    certificate reference is the listener's status (:mod:`relay.gateway.translate`)."""
+    if listener.hostname is not None and not _hostname(listener.hostname):
+        raise _fail(where, f"{field}.hostname", f"{listener.hostname!r} is not a host name")
+    tls = listener.tls
+    if tls is None:
+        return
+    if listener.transport not in SECURE:
+        raise _fail(
+            where, f"{field}.tls", f"is for TURN-TLS and TURN-DTLS, not {listener.protocol}"
+        )
+    if tls.mode != "Terminate":
+        raise _fail(
+            where,
+            f"{field}.tls.mode",
+            f"{tls.mode!r} is not supported (a TURN relay terminates TLS: Terminate)",
+        )
+    for index, ref in enumerate(tls.certificate_refs):
+        ref_field = f"{field}.tls.certificateRefs[{index}]"
+        _name(f"{where}: {ref_field}.name", ref.name, is_dns_subdomain)
+        if ref.namespace is not None:
+            _name(f"{where}: {ref_field}.namespace", ref.namespace, is_dns_label)
+
+
+def _hostname(value: str) -> bool:
+    """A Gateway listener hostname: a DNS name, or one with a leading ``*.`` label."""
+    name = value[2:] if value.startswith("*.") else value
+    return is_dns_subdomain(name) and "." in value and not _is_ip(value)
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_class(gateway_class: GatewayClass, where: str) -> None:
@@ -612,10 +717,20 @@ def _check_static(service: StaticService, where: str) -> None:
             raise _fail(where, field, str(exc)) from None
 
 
+def _check_grant(grant: ReferenceGrant, where: str) -> None:
+    if not grant.spec.from_:
+        raise _fail(where, "spec.from", "no entry")
+    if not grant.spec.to:
+        raise _fail(where, "spec.to", "no entry")
+    for index, origin in enumerate(grant.spec.from_):
+        _name(f"{where}: spec.from[{index}].namespace", origin.namespace, is_dns_label)
+
+
 _CHECKS: Final[dict[type[Any], Any]] = {
     Gateway: _check_gateway,
     GatewayClass: _check_class,
     UDPRoute: _check_route,
     GatewayConfig: _check_config,
     StaticService: _check_static,
+    ReferenceGrant: _check_grant,
 }

@@ -12,23 +12,39 @@ reaches the relay's config as :class:`relay.config.Overrides` (:func:`overrides`
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from relay.config import Listen, Overrides
+from relay.config import Listen, Overrides, Transport
+from relay.core.certs import TlsFiles
 from relay.core.peer_policy import PeerRule
-from relay.gateway.translate import EphemeralAuth, GatewaySettings, Key, StaticAuth
+from relay.gateway.translate import (
+    EphemeralAuth,
+    GatewaySettings,
+    Key,
+    ListenerSettings,
+    StaticAuth,
+)
 from scaler.common.flags import ConfigError, FlagParser, HostPort, parse_duration
 from scaler.common.kube.access import KubeAccess, resolve_access
 from scaler.common.names import is_dns_label, is_dns_subdomain
 
-__all__ = ["GatewayOptions", "add_flags", "from_args", "overrides", "relay_fields"]
+__all__ = [
+    "GatewayOptions",
+    "add_flags",
+    "from_args",
+    "listen_of",
+    "mounted_certificates",
+    "overrides",
+    "relay_fields",
+]
 
 DEFAULT_SECRETS_DIR: Final = Path("/etc/turnscale/gateway-secrets")
+#: The relay transport of each Gateway listener transport (checked names, typed).
+TRANSPORTS: Final[dict[str, Transport]] = {"udp": "udp", "tcp": "tcp", "tls": "tls", "dtls": "dtls"}
 #: Flags the Gateway API objects replace, and the argparse attribute that tells they were given.
 REPLACED: Final = (
     ("--listen", "listen"),
@@ -55,6 +71,8 @@ class GatewayOptions:
     gateway_config: Key | None = field(default=None)
     #: ``--kubernetes``: where the API is.
     kubernetes: KubeAccess | None = None
+    #: File mode: the mounted certificate of each TURN-TLS/TURN-DTLS listener, by name.
+    certificates: Mapping[str, TlsFiles] = field(default_factory=dict)
 
 
 def _listener_address(text: str) -> str:
@@ -78,7 +96,8 @@ def add_source_flags(parser: FlagParser) -> None:
         action="append",
         type=Path,
         metavar="FILE",
-        help="Gateway API YAML (Gateway, UDPRoute, GatewayConfig, StaticService, GatewayClass), "
+        help="Gateway API YAML (Gateway, UDPRoute, GatewayConfig, StaticService, GatewayClass, "
+        "ReferenceGrant), "
         "repeatable: listeners, credentials and peers come from these objects",
     )
     parser.add_flag(
@@ -178,6 +197,7 @@ def from_args(args: argparse.Namespace, namespace: str) -> GatewayOptions | None
     files = tuple(args.config)
     settings, config_ref = load_settings(args, args.gateway, namespace)
     return GatewayOptions(
+        certificates=mounted_certificates(settings, args.secrets_dir),
         files=files,
         settings=settings,
         secrets_dir=args.secrets_dir,
@@ -185,6 +205,37 @@ def from_args(args: argparse.Namespace, namespace: str) -> GatewayOptions | None
         resolve_interval=args.resolve_interval,
         gateway_config=config_ref,
     )
+
+
+def mounted_certificates(settings: GatewaySettings, secrets_dir: Path) -> dict[str, TlsFiles]:
+    """File mode: each TLS/DTLS listener's mounted Secret, checked now (ConfigError names the
+    listener and Secret: a relay never starts a listener without its certificate)."""
+    import time
+
+    from relay.gateway.certificates import mounted
+    from relay.gateway.files import SecretsDir
+    from relay.gateway.translate import RefProblem
+
+    found: dict[str, TlsFiles] = {}
+    source = SecretsDir(secrets_dir)
+    for item in settings.listeners:
+        if not item.secure:
+            continue
+        where = f"--config: Gateway {settings.namespace}/{settings.name}: listener {item.name!r}"
+        if item.ref_problem is not None:
+            raise ConfigError(f"{where}: {item.ref_problem.message}")
+        assert item.certificate is not None, "a secure listener has a ref or a problem"
+        outcome = mounted(source, secrets_dir, item.certificate, time.time())
+        if isinstance(outcome, RefProblem):
+            raise ConfigError(f"{where}: {outcome.message}")
+        found[item.name] = outcome
+    return found
+
+
+def listen_of(item: ListenerSettings, host: str, certificate: TlsFiles | None = None) -> Listen:
+    """The relay listener of a Gateway listener, bound on ``host``."""
+    transport: Transport = TRANSPORTS[item.transport]
+    return Listen(transport, HostPort(host, item.port), certificate)
 
 
 def kube_settings(kubeconfig: Path | None, namespace: str) -> KubeAccess:
@@ -234,12 +285,8 @@ def overrides(options: GatewayOptions) -> Overrides:
     """What the objects say in place of the relay's listener, realm, credential and peer
     flags (in live mode: no listener, credential or peer until the objects are read)."""
     settings = options.settings
-    host = HostPort(options.listener_address, 0)
     listen = tuple(
-        Listen(
-            "udp" if item.transport == "udp" else "tcp",
-            dataclasses.replace(host, port=item.port),
-        )
+        listen_of(item, options.listener_address, options.certificates.get(item.name))
         for item in (settings.listeners if settings is not None else ())
     )
     users, secrets, allow_peers = relay_fields(settings)

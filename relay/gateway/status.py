@@ -1,7 +1,10 @@
 """Gateway API status the live relay writes: pure, from what :mod:`.translate` decided.
 
 * Gateway: ``Accepted`` (True, or False with the reason of the :class:`GatewayError` that
-  refused the configuration) and ``Programmed`` (True once every listener is bound).
+  refused the configuration) and ``Programmed`` (True once every listener is bound); per
+  listener (``status.listeners``) ``Accepted``, ``ResolvedRefs`` (False with
+  ``InvalidCertificateRef`` or ``RefNotPermitted`` for a certificate that cannot be used)
+  and ``Programmed``, with ``supportedKinds`` and ``attachedRoutes``.
 * UDPRoute: one ``status.parents`` entry for the Gateway, with ``Accepted`` (the route
   attaches) and ``ResolvedRefs`` (every backend exists).
 
@@ -16,10 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from relay.gateway.objects import GATEWAY_GROUP
+from relay.gateway.objects import GATEWAY_GROUP, STUNNER_GROUP
 
 __all__ = [
     "Condition",
+    "ListenerStatus",
     "gateway_reason",
     "gateway_status",
     "route_status",
@@ -47,6 +51,15 @@ class Condition:
     status: bool
     reason: str
     message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerStatus:
+    """What one Gateway listener's ``status.listeners`` entry says."""
+
+    name: str
+    conditions: tuple[Condition, ...]
+    attached_routes: int = 0
 
 
 def gateway_reason(reason: str) -> str:
@@ -80,16 +93,44 @@ def _conditions(
     return out
 
 
-def gateway_status(gateway: Mapping[str, Any], wanted: Sequence[Condition], now: float) -> Json:
+def gateway_status(
+    gateway: Mapping[str, Any],
+    wanted: Sequence[Condition],
+    now: float,
+    listeners: Sequence[ListenerStatus] | None = None,
+) -> Json:
     """The ``status`` to write on ``gateway`` (a raw object): ``wanted`` conditions, the
-    others it has (another controller's) left alone."""
+    others it has (another controller's) left alone; ``listeners`` (when given) replace
+    ``status.listeners``, each condition keeping its ``lastTransitionTime`` while it holds."""
     metadata = gateway.get("metadata") or {}
+    generation = int(metadata.get("generation") or 0)
     status = gateway.get("status") or {}
     existing = status.get("conditions") or []
     ours = {c.type for c in wanted}
     others = [c for c in existing if isinstance(c, dict) and c.get("type") not in ours]
-    conditions = _conditions(wanted, int(metadata.get("generation") or 0), existing, now)
-    return {**status, "conditions": others + conditions}
+    conditions = _conditions(wanted, generation, existing, now)
+    result = {**status, "conditions": others + conditions}
+    if listeners is not None:
+        before = {
+            entry.get("name"): entry
+            for entry in status.get("listeners") or []
+            if isinstance(entry, dict)
+        }
+        result["listeners"] = [
+            {
+                "name": item.name,
+                "supportedKinds": [{"group": STUNNER_GROUP, "kind": "UDPRoute"}],
+                "attachedRoutes": item.attached_routes,
+                "conditions": _conditions(
+                    item.conditions,
+                    generation,
+                    (before.get(item.name) or {}).get("conditions") or [],
+                    now,
+                ),
+            }
+            for item in listeners
+        ]
+    return result
 
 
 def route_status(

@@ -3,7 +3,15 @@
 :func:`translate` takes a :class:`Catalog` (every object known: from files or a watch), the
 relay's Gateway and a :class:`SecretSource`, and returns :class:`GatewaySettings`:
 
-* listeners: the Gateway's ``TURN-UDP``/``TURN-TCP`` listeners (name, transport, port);
+* listeners: the Gateway's listeners (name, transport, port, hostname). A ``TURN-TLS`` or
+  ``TURN-DTLS`` listener names its certificate with the first of ``tls.certificateRefs``:
+  a core ``Secret`` (group ``""``), in the Gateway's namespace unless the ref says
+  another. A ref of another kind or group, or none, is the listener's
+  ``InvalidCertificateRef``; one into another namespace is ``RefNotPermitted`` unless a
+  ReferenceGrant there lets Gateways of the Gateway's namespace refer to that Secret.
+  Either leaves that listener out and the others served (Gateway API
+  ``ListenerConditionResolvedRefs``). The Secret itself is read by the relay
+  (:mod:`relay.gateway.certificates`), not here: ``turnscale auth`` needs no key;
 * credentials: the GatewayConfig chosen by ``--gateway-config``, else by the GatewayClass's
   ``parametersRef``, else the only GatewayConfig in the Gateway's namespace. Its realm, and
   ``static`` (alias ``plaintext``) user name and password or an ``ephemeral`` (aliases
@@ -32,11 +40,15 @@ from relay.gateway.objects import (
     AUTH_TYPES,
     DEFAULT_AUTH_LIFETIME,
     GATEWAY_GROUP,
+    SECURE,
     Gateway,
     GatewayClass,
     GatewayConfig,
     GatewayError,
     GatewayObject,
+    Listener,
+    ParentRef,
+    ReferenceGrant,
     SecretRef,
     StaticService,
     UDPRoute,
@@ -47,6 +59,7 @@ __all__ = [
     "EphemeralAuth",
     "GatewaySettings",
     "ListenerSettings",
+    "RefProblem",
     "RouteVerdict",
     "SecretSource",
     "ServiceBackend",
@@ -74,6 +87,7 @@ class Catalog:
     routes: Mapping[Key, UDPRoute] = field(default_factory=dict)
     configs: Mapping[Key, GatewayConfig] = field(default_factory=dict)
     static_services: Mapping[Key, StaticService] = field(default_factory=dict)
+    grants: Mapping[Key, ReferenceGrant] = field(default_factory=dict)
 
     @classmethod
     def of(cls, objects: Iterable[GatewayObject]) -> Catalog:
@@ -84,6 +98,7 @@ class Catalog:
             UDPRoute: {},
             GatewayConfig: {},
             StaticService: {},
+            ReferenceGrant: {},
         }
         for obj in objects:
             key = (obj.metadata.namespace, obj.metadata.name)
@@ -97,7 +112,11 @@ class Catalog:
             routes=tables[UDPRoute],  # type: ignore[arg-type]
             configs=tables[GatewayConfig],  # type: ignore[arg-type]
             static_services=tables[StaticService],  # type: ignore[arg-type]
+            grants=tables[ReferenceGrant],  # type: ignore[arg-type]
         )
+
+    def grants_in(self, namespace: str) -> list[ReferenceGrant]:
+        return [grant for (ns, _), grant in sorted(self.grants.items()) if ns == namespace]
 
 
 def describe(obj: GatewayObject) -> str:
@@ -111,11 +130,39 @@ def describe(obj: GatewayObject) -> str:
     )
 
 
+#: Gateway API reasons of a listener's ``ResolvedRefs`` False.
+INVALID_CERTIFICATE_REF: Final = "InvalidCertificateRef"
+REF_NOT_PERMITTED: Final = "RefNotPermitted"
+
+
+@dataclass(frozen=True, slots=True)
+class RefProblem:
+    """Why a listener's certificate cannot be used: its ``ResolvedRefs`` False (the
+    message names the ref or Secret; the caller names the listener)."""
+
+    reason: str  # InvalidCertificateRef, RefNotPermitted
+    message: str
+    #: RefNotPermitted: the namespace whose ReferenceGrants were asked (and found wanting).
+    grant_namespace: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerSettings:
     name: str
-    transport: str  # udp, tcp
+    transport: str  # udp, tcp, tls, dtls
     port: int
+    #: The listener's ``hostname`` (a DNS name, maybe ``*.``-wildcarded), if given.
+    hostname: str | None = None
+    #: tls/dtls: the ``(namespace, name)`` of the Secret holding ``tls.crt`` and ``tls.key``.
+    certificate: Key | None = None
+    #: tls/dtls: why the certificate reference is refused (then ``certificate`` is None).
+    ref_problem: RefProblem | None = None
+    #: Accepted routes attached through this listener (its ``status.attachedRoutes``).
+    attached_routes: int = 0
+
+    @property
+    def secure(self) -> bool:
+        return self.transport in SECURE
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,20 +294,81 @@ def translate(
                 )
         verdicts.append(verdict)
     addresses = tuple(a.value for a in found.spec.addresses)
+    accepted = [catalog.routes[(v.namespace, v.name)] for v in verdicts if v.accepted]
     return GatewaySettings(
         namespace=gateway[0],
         name=gateway[1],
         generation=found.metadata.generation,
         config=(chosen.metadata.namespace, chosen.metadata.name),
-        listeners=tuple(
-            ListenerSettings(item.name, item.transport, item.port) for item in found.spec.listeners
-        ),
+        listeners=tuple(_listener(found, item, accepted, catalog) for item in found.spec.listeners),
         realm=realm,
         auth=auth,
         static_peers=tuple(dict.fromkeys(static)),
         services=tuple(sorted(services)),
         addresses=addresses,
         routes=tuple(verdicts),
+    )
+
+
+def _listener(
+    gateway: Gateway, item: Listener, routes: list[UDPRoute], catalog: Catalog
+) -> ListenerSettings:
+    """One listener's settings: its certificate reference checked, its routes counted."""
+    attached = sum(1 for route in routes if _through(gateway, item, route))
+    settings = ListenerSettings(
+        item.name, item.transport, item.port, item.hostname, attached_routes=attached
+    )
+    if item.transport not in SECURE:
+        return settings
+    from dataclasses import replace
+
+    namespace = gateway.metadata.namespace
+    refs = item.tls.certificate_refs if item.tls is not None else ()
+    if not refs:
+        problem = RefProblem(
+            INVALID_CERTIFICATE_REF,
+            f"{item.protocol} needs tls.certificateRefs (a kubernetes.io/tls Secret)",
+        )
+        return replace(settings, ref_problem=problem)
+    ref = refs[0]  # the first one (Gateway API: one per certificate type is enough)
+    if (ref.group, ref.kind) != ("", "Secret"):
+        problem = RefProblem(
+            INVALID_CERTIFICATE_REF,
+            f"tls.certificateRefs[0]: {ref.kind} (group {ref.group!r}) is not a Secret (group '')",
+        )
+        return replace(settings, ref_problem=problem)
+    target = ref.namespace or namespace
+    origin = (GATEWAY_GROUP, "Gateway", namespace)
+    if target != namespace and not any(
+        grant.permits(origin, ("", "Secret", ref.name)) for grant in catalog.grants_in(target)
+    ):
+        problem = RefProblem(
+            REF_NOT_PERMITTED,
+            f"tls.certificateRefs[0]: Secret {target}/{ref.name} is in another namespace "
+            f"and no ReferenceGrant in {target} lets Gateways of {namespace} refer to it",
+            grant_namespace=target,
+        )
+        return replace(settings, ref_problem=problem)
+    return replace(settings, certificate=(target, ref.name))
+
+
+def _through(gateway: Gateway, item: Listener, route: UDPRoute) -> bool:
+    """Whether the accepted ``route`` attaches through the listener ``item``."""
+    return any(
+        _names(gateway, ref, route)
+        and (ref.section_name is None or ref.section_name == item.name)
+        and (ref.port is None or ref.port == item.port)
+        and item.admits(route.metadata.namespace, gateway.metadata.namespace)
+        for ref in route.spec.parent_refs
+    )
+
+
+def _names(gateway: Gateway, ref: ParentRef, route: UDPRoute) -> bool:
+    return (
+        ref.group == GATEWAY_GROUP
+        and ref.kind == "Gateway"
+        and ref.name == gateway.metadata.name
+        and (ref.namespace or route.metadata.namespace) == gateway.metadata.namespace
     )
 
 
@@ -393,14 +501,7 @@ def _attach(gateway: Gateway, route: UDPRoute) -> RouteVerdict | None:
     """Whether ``route`` attaches to ``gateway``: None when no parentRef names it."""
     gw_namespace, gw_name = gateway.metadata.namespace, gateway.metadata.name
     route_namespace = route.metadata.namespace
-    refs = [
-        ref
-        for ref in route.spec.parent_refs
-        if ref.group == GATEWAY_GROUP
-        and ref.kind == "Gateway"
-        and ref.name == gw_name
-        and (ref.namespace or route_namespace) == gw_namespace
-    ]
+    refs = [ref for ref in route.spec.parent_refs if _names(gateway, ref, route)]
     if not refs:
         return None
     metadata = route.metadata

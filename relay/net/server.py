@@ -35,7 +35,7 @@ from relay.config import Listen, RelayConfig
 from relay.core.admission import TcpAdmission
 from relay.core.allocation import Allocation, AllocationTable, Lifetimes
 from relay.core.auth import Authenticator, CredentialStore
-from relay.core.certs import CertError
+from relay.core.certs import CertError, TlsFiles
 from relay.core.credentials import Credentials
 from relay.core.handler import RequestHandler, family_of
 from relay.core.peer_policy import PeerPolicy, SelfEndpoints
@@ -141,9 +141,14 @@ class RelayServer:
         self._tcp_servers: list[asyncio.Server | TlsListener] = []
         #: Open listeners by the Listen they were asked for: the socket's owner, bound address.
         self._open: dict[Listen, tuple[UdpListener | asyncio.Server | TlsListener, Listen]] = {}
-        #: The certificate of the tls:// listeners, loaded at start (None: no TLS configured).
+        #: The certificate of --tls-cert/--tls-key, loaded at start (None: not configured).
         self.tls: TlsContexts | None = None
-        self._tls_watcher: asyncio.Task[None] | None = None
+        #: Every certificate pair a listener serves, each loaded, watched and rotated once
+        #: however many listeners share it (the global pair is one of them).
+        self.certificates: dict[TlsFiles, TlsContexts] = {}
+        self._cert_watchers: dict[TlsFiles, asyncio.Task[None]] = {}
+        #: Why a listener asked for is not open (its StartupError), by the Listen asked for.
+        self.listener_errors: dict[Listen, str] = {}
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._drained: asyncio.Event | None = None
@@ -185,11 +190,10 @@ class RelayServer:
             await web.SockSite(self._runner, health_sock).start()
         except BaseException:
             await self._close_listeners()
+            await self._stop_certificate_watchers()
             raise
         self._update_own()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="relay-sweeper")
-        if self.tls is not None:
-            self._tls_watcher = asyncio.create_task(self.tls.watch(), name="relay-tls-watcher")
         if self.pusher is not None:
             await self.pusher.start()  # the first report goes out at once
         self._serving = True
@@ -232,14 +236,18 @@ class RelayServer:
             handle.start(loop)
             self.udp_listeners.append(handle)
             host, port = handle.local
-        elif item.transport == "tls":
-            if self.tls is None:
+        elif item.transport == "dtls":
+            files = self._files(item)
+            if files is None:
                 raise StartupError(f"--listen {item} needs --tls-cert and --tls-key")
+            return self._open_dtls(item, files)
+        elif item.transport == "tls":
+            contexts = self._contexts(item)
             tcp_sock = _bind_tcp(item.address, "--listen tls://")
             host, port = tcp_sock.getsockname()[:2]
             handle = TlsListener(
                 tcp_sock,
-                self.tls,
+                contexts,
                 self._tls_connection,
                 timeout=self.config.tls_handshake_timeout,
                 on_failure=self._tls_handshake_failed,
@@ -252,33 +260,86 @@ class RelayServer:
             handle = await loop.create_server(self._tcp_protocol, sock=tcp_sock)
             self._tcp_servers.append(handle)
             host, port = tcp_sock.getsockname()[:2]
-        return handle, Listen(item.transport, HostPort(host, port))
+        return handle, Listen(item.transport, HostPort(host, port), item.certificate)
+
+    def _open_dtls(
+        self, item: Listen, files: TlsFiles
+    ) -> tuple[UdpListener | asyncio.Server | TlsListener, Listen]:
+        """The DTLS listener of ``item`` serving the pair ``files``: TURN over DTLS
+        (RFC 8656 §3.1, RFC 7350) is not served by this build, so it is refused rather than
+        served as plain UDP (the DTLS server plugs in here)."""
+        raise StartupError(f"--listen {item}: DTLS listeners are not served by this relay build")
 
     def _load_tls(self) -> None:
         """Load --tls-cert/--tls-key (checked by the config already; they may have changed)."""
         files = self.config.tls
         if files is None or self.tls is not None:
             return
+        self.tls = self._load_certificate(files, None)
+
+    def _files(self, item: Listen) -> TlsFiles | None:
+        """The pair ``item`` serves: its own, else the global one."""
+        return item.certificate if item.certificate is not None else self.config.tls
+
+    def _contexts(self, item: Listen) -> TlsContexts:
+        files = self._files(item)
+        if files is None:
+            raise StartupError(f"--listen {item} needs --tls-cert and --tls-key")
+        return self._load_certificate(files, f"--listen {item}")
+
+    def _load_certificate(self, files: TlsFiles, what: str | None) -> TlsContexts:
+        """The contexts of ``files``, loaded (and watched) on first use; ``what`` prefixes a
+        refusal (the global pair's already names its flags)."""
+        found = self.certificates.get(files)
+        if found is not None:
+            return found
         try:
-            self.tls = TlsContexts(files, poll_interval=self.tls_poll_interval, wall=self.wall)
+            contexts = TlsContexts(files, poll_interval=self.tls_poll_interval, wall=self.wall)
         except CertError as exc:
-            raise StartupError(str(exc)) from None
+            raise StartupError(str(exc) if what is None else f"{what}: {exc}") from None
+        self.certificates[files] = contexts
+        self._cert_watchers[files] = asyncio.create_task(
+            contexts.watch(), name=f"relay-tls-watcher {files.cert}"
+        )
         self.stats.add_transport("tls")
         self.stats.tls = self._tls_status
+        return contexts
+
+    async def _release_certificates(self) -> None:
+        """Stop watching the pairs no open listener serves (the global one stays)."""
+        used = {self._files(item) for item in self._open if item.transport == "tls"}
+        used.add(self.config.tls)
+        for files in [f for f in self.certificates if f not in used]:
+            del self.certificates[files]
+            await runtime.cancel_and_wait(self._cert_watchers.pop(files, None))
+
+    async def _stop_certificate_watchers(self) -> None:
+        for files in list(self._cert_watchers):
+            await runtime.cancel_and_wait(self._cert_watchers.pop(files))
+
+    def check_certificates(self) -> None:
+        """Look at every pair's files now (a caller that just rewrote them need not wait for
+        the next poll)."""
+        for contexts in list(self.certificates.values()):
+            contexts.check()
 
     def _tls_status(self) -> dict[str, object]:
-        tls = self.tls
-        if tls is None:
-            return {}
-        certificate = tls.status()
-        return {str(item): certificate for item in self.listeners if item.transport == "tls"}
+        status: dict[str, object] = {}
+        for item, (_, bound) in self._open.items():
+            files = self._files(item) if item.transport == "tls" else None
+            contexts = self.certificates.get(files) if files is not None else None
+            if contexts is not None:
+                status[str(bound)] = contexts.status()
+        return status
 
     async def set_listeners(self, listen: Sequence[Listen]) -> None:
         """Open the listeners of ``listen`` not open yet and close those not in it; the others
         are untouched. A closed UDP listener takes its allocations with it (reason
         ``drained``); a closed TCP listener stops accepting, its connections go on. Raises
-        :class:`StartupError` for a listener that cannot be bound (the rest is applied)."""
+        :class:`StartupError` naming every listener that cannot be opened, once the rest is
+        applied (:attr:`listener_errors` says which)."""
         wanted = list(dict.fromkeys(listen))
+        errors: dict[Listen, str] = {}
         try:
             for item in [item for item in self._open if item not in wanted]:
                 handle, bound = self._open.pop(item)
@@ -293,11 +354,19 @@ class RelayServer:
                 log.info("listener closed", listen=str(bound))
             for item in wanted:
                 if item not in self._open:
-                    self._open[item] = await self._open_listener(item)
+                    try:
+                        self._open[item] = await self._open_listener(item)
+                    except StartupError as exc:
+                        errors[item] = str(exc)
+                        continue
                     log.info("listener opened", listen=str(self._open[item][1]))
         finally:
+            self.listener_errors = errors
             self.listeners = [self._open[item][1] for item in wanted if item in self._open]
             self._update_own()
+            await self._release_certificates()
+        if errors:
+            raise StartupError("; ".join(errors.values()))
 
     def _update_own(self) -> None:
         """Tell the handler this relay's own endpoints (bound listeners and health), which no
@@ -339,8 +408,7 @@ class RelayServer:
         self._serving = False
         await runtime.cancel_and_wait(self._sweeper)
         self._sweeper = None
-        await runtime.cancel_and_wait(self._tls_watcher)
-        self._tls_watcher = None
+        await self._stop_certificate_watchers()
         closed = self.close_allocations("drained")
         self.relays.close()
         await self._close_listeners()

@@ -17,9 +17,10 @@ import yaml  # type: ignore[import-untyped]
 
 from relay import settings as relay_settings
 from relay.gateway import ice_server
+from relay.gateway.ice import turn_urls
 from relay.gateway.kube import KINDS
 from relay.gateway.live import LiveSecrets, gateway_scopes
-from relay.gateway.objects import parse
+from relay.gateway.objects import SOCKETS, parse
 from relay.gateway.translate import Catalog, EphemeralAuth, translate
 from tests.deploy.kustomize import Obj, build
 from tests.deploy.manifests import (
@@ -38,6 +39,7 @@ from tests.deploy.test_references import flags, literal_env
 RELAY = "stunner-gateway"
 EXAMPLE = Path(__file__).resolve().parents[1] / "gateway" / "example.yaml"
 STUNNER = "stunner.l7mp.io"
+GATEWAY_KINDS = ("Gateway", "GatewayClass", "UDPRoute", "GatewayConfig", "StaticService")
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +190,8 @@ def test_the_example_objects_configure_what_the_relays_expose(component: list[Ob
     assert pod_labels(relay)["turnscale.io/gateway"] == settings.name
     assert settings.problems == []
     assert isinstance(settings.auth, EphemeralAuth) and settings.auth.secret == "s3cret"
-    listeners = {(item.transport.upper(), item.port) for item in settings.listeners}
+    # TLS runs over a TCP socket (and DTLS over a UDP one).
+    listeners = {(SOCKETS[item.transport].upper(), item.port) for item in settings.listeners}
     exposed = {
         (proto, number) for name, number, proto in container_ports(relay) if name != "health"
     }
@@ -199,6 +202,46 @@ def test_the_example_objects_configure_what_the_relays_expose(component: list[Ob
     role = one(component, "Role", "turnscale-relay-gateway")
     (secret_rule,) = [r for r in role["rules"] if r["resources"] == ["secrets"]]
     assert {name for _, name in secrets.requested} <= set(secret_rule["resourceNames"])
+
+
+def test_the_tls_listener_serves_the_certificate_s_secret_on_443(component: list[Obj]) -> None:
+    relay = one(component, "Deployment", RELAY)
+    gateway_objects = [parse(o, "stunner") for o in component if o["kind"] in GATEWAY_KINDS]
+    secret = {"data": {"auth-secrets": base64.b64encode(b"s3cret").decode()}}
+    settings = translate(
+        Catalog.of(gateway_objects),
+        ("stunner", RELAY),
+        LiveSecrets({("stunner", "turnscale"): secret}),
+    )
+    (tls,) = [item for item in settings.listeners if item.transport == "tls"]
+    assert tls.ref_problem is None and tls.port == 443
+    # The Secret is the one the Certificate keeps current, and the relays may read it.
+    certificate = one(component, "Certificate", "turnscale-tls")
+    assert tls.certificate == ("stunner", certificate["spec"]["secretName"])
+    role = one(component, "Role", "turnscale-relay-gateway")
+    (secret_rule,) = [r for r in role["rules"] if r["resources"] == ["secrets"]]
+    assert certificate["spec"]["secretName"] in secret_rule["resourceNames"]
+    # /ice hands out the listener's hostname, a name the certificate carries.
+    assert tls.hostname in certificate["spec"]["dnsNames"]
+    auth = one(component, "Deployment", "turnscale-auth")
+    (address,) = env(containers(auth)[0])["TURNSCALE_PUBLIC_ADDRESS"].split(",")
+    assert turn_urls(settings, [address])[-1] == f"turns:{tls.hostname}:443?transport=tcp"
+    # A non-root relay binds 443 itself: the namespaced sysctl starts unprivileged ports
+    # there, so the port the Gateway and /ice name is the one bound.
+    sysctls = {s["name"]: s["value"] for s in pod_spec(relay)["securityContext"]["sysctls"]}
+    assert int(sysctls["net.ipv4.ip_unprivileged_port_start"]) <= tls.port
+    assert pod_spec(relay)["securityContext"]["runAsNonRoot"] is True
+    service = one(component, "Service", RELAY)
+    assert {"name": "turn-tls", "port": 443, "targetPort": "turn-tls", "protocol": "TCP"} in (
+        service["spec"]["ports"]
+    )
+    policy = one(component, "NetworkPolicy", "turnscale-relay")
+    assert {"protocol": "TCP", "port": 443} in policy["spec"]["ingress"][0]["ports"]
+    # The PEMs the relay writes stay in memory, never on the node's disk.
+    (tmp,) = [v for v in pod_spec(relay)["volumes"] if v["name"] == "tmp"]
+    assert tmp["emptyDir"]["medium"] == "Memory"
+    (box,) = containers(relay)
+    assert {m["mountPath"] for m in box["volumeMounts"] if m["name"] == "tmp"} == {"/tmp"}
 
 
 def granted(component: list[Obj], account: str) -> set[tuple[str, str, str, str]]:

@@ -163,3 +163,32 @@ def turn_port(host: str = "127.0.0.1") -> int:
                 continue
             return port
     raise RuntimeError("no port free for UDP and TCP")
+
+
+def rotate_secret(root: Path, namespace: str, name: str, keys: Mapping[str, str], tag: str) -> None:
+    """Update a mounted Secret the way kubelet does: a new timestamped directory, then the
+    ``..data`` link swapped to it in one rename (the key links stay)."""
+    directory = root / namespace / name
+    data = directory / f"..2026_01_01_00_00_00.{tag}"
+    data.mkdir()
+    for key, value in keys.items():
+        (data / key).write_text(value)
+    link = directory / "..data_tmp"
+    link.symlink_to(data.name)
+    link.replace(directory / "..data")
+    for key in keys:
+        if not (directory / key).is_symlink():
+            (directory / key).symlink_to(f"..data/{key}")
+
+
+def tls_listener(
+    port: int, *, name: str = "tls-listener", secret: str = "turn-tls", protocol: str = "TURN-TLS"
+) -> Doc:
+    """A TURN-TLS listener whose certificate is the Secret ``secret`` (the Gateway's
+    namespace)."""
+    return {
+        "name": name,
+        "port": port,
+        "protocol": protocol,
+        "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": secret}]},
+    }

@@ -187,7 +187,7 @@ def test_a_bad_kind_names_file_and_document(tmp_path: Path, secrets_dir: Path) -
 
 def test_bad_objects_name_file_document_object_and_field(tmp_path: Path, secrets_dir: Path) -> None:
     documents = example()
-    documents[0] = changed(documents[0], "spec.listeners.1.protocol", "TURN-TLS")
+    documents[0] = changed(documents[0], "spec.listeners.1.protocol", "TURN-SCTP")
     path = bad_file(tmp_path, documents)
     refused(
         "--config",
@@ -196,7 +196,7 @@ def test_bad_objects_name_file_document_object_and_field(tmp_path: Path, secrets
         str(secrets_dir),
         fragments=(
             f"{path} document 1: Gateway stunner/stunner-gateway: spec.listeners[1].protocol: "
-            "TURN-TLS is not supported yet",
+            "'TURN-SCTP' is not a TURN listener protocol",
         ),
     )
 

@@ -75,6 +75,78 @@ def test_urls_for_every_address_and_listener() -> None:
     ]
 
 
+TLS_REF = {"tls": {"certificateRefs": [{"name": "turn-tls"}]}}
+SECURE = settings_of(
+    gateway(
+        {"name": "udp", "port": 3478, "protocol": "TURN-UDP"},
+        {"name": "tls", "port": 443, "protocol": "TURN-TLS", **TLS_REF},
+        {"name": "dtls", "port": 443, "protocol": "DTLS", **TLS_REF},
+    ),
+    ephemeral_config("s3cret"),
+)
+
+
+def test_tls_listeners_give_turns_urls_on_a_name_their_certificate_can_carry() -> None:
+    # RFC 7065: turns: with transport=tcp is TURN over TLS; a DNS name comes first for it.
+    assert turn_urls(SECURE, ["192.0.2.1", "turn.example.org"]) == [
+        "turn:192.0.2.1:3478?transport=udp",
+        "turn:turn.example.org:3478?transport=udp",
+        "turns:turn.example.org:443?transport=tcp",
+    ]
+    # Only IP addresses known: the certificate must name them (IP subjectAltNames).
+    assert turn_urls(SECURE, ["192.0.2.1", "2001:db8::1"], dtls=True) == [
+        "turn:192.0.2.1:3478?transport=udp",
+        "turn:[2001:db8::1]:3478?transport=udp",
+        "turns:192.0.2.1:443?transport=tcp",
+        "turns:[2001:db8::1]:443?transport=tcp",
+        "turns:192.0.2.1:443?transport=udp",
+        "turns:[2001:db8::1]:443?transport=udp",
+    ]
+    named = settings_of(
+        gateway(
+            {"name": "tls", "port": 443, "protocol": "TLS", "hostname": "turn.example.com",
+             **TLS_REF},
+            {"name": "wild", "port": 5349, "protocol": "TLS", "hostname": "*.example.com",
+             **TLS_REF},
+        ),
+        ephemeral_config("s3cret"),
+    )  # fmt: skip
+    assert turn_urls(named, ["192.0.2.1"]) == [
+        "turns:turn.example.com:443?transport=tcp",  # the listener's hostname
+        "turns:192.0.2.1:5349?transport=tcp",  # a wildcard names no host to dial
+    ]
+    refused = settings_of(
+        gateway(
+            {"name": "tls", "port": 443, "protocol": "TLS",
+             "tls": {"certificateRefs": [{"kind": "ConfigMap", "name": "x"}]}},
+        ),
+        ephemeral_config("s3cret"),
+    )  # fmt: skip
+    assert turn_urls(refused, ["turn.example.org"]) == []  # not served: not handed out
+    # Across namespaces, the relays (which watch the grants) decide: the URL is handed out.
+    cross = settings_of(
+        gateway(
+            {"name": "tls", "port": 443, "protocol": "TLS",
+             "tls": {"certificateRefs": [{"name": "x", "namespace": "certs"}]}},
+        ),
+        ephemeral_config("s3cret"),
+    )  # fmt: skip
+    assert turn_urls(cross, ["turn.example.org"]) == ["turns:turn.example.org:443?transport=tcp"]
+
+
+def test_dtls_urls_only_when_asked() -> None:
+    def urls(query: dict[str, str]) -> list[str]:
+        answer = ice_configuration(SECURE, ["turn.example.org"], query, NOW)
+        found: list[str] = answer["iceServers"][0]["urls"]
+        return found
+
+    assert "turns:turn.example.org:443?transport=udp" not in urls({})
+    assert "turns:turn.example.org:443?transport=udp" not in urls({"dtls": "false"})
+    assert urls({"dtls": "true"})[-1] == "turns:turn.example.org:443?transport=udp"
+    with pytest.raises(IceError, match="dtls: 'yes' is not true or false"):
+        urls({"dtls": "yes"})
+
+
 def test_ephemeral_credentials_in_the_turn_rest_format() -> None:
     answer = ice_configuration(
         EPHEMERAL, ["192.0.2.1"], {"service": "turn", "username": "alice", "ttl": "60"}, NOW
@@ -326,3 +398,28 @@ async def test_the_auth_service_follows_the_gateway_live(tmp_path: Path) -> None
         await live.stop()
         await kube.close()
         await fake.stop()
+
+
+async def test_chromium_takes_the_ice_answer_with_turns_urls_as_it_is() -> None:
+    """What a backend hands a browser is a valid RTCConfiguration: Debian's Chromium builds
+    a peer connection from it, turns: URLs (and, when asked for, the DTLS ones) included."""
+    from tests.browser import chromium
+
+    answer = ice_configuration(SECURE, ["turn.example.org"], {"dtls": "true"}, time.time())
+    async with chromium() as browser:
+        page = await browser.new_page()
+        outcome = await page.evaluate(
+            """(configuration) => {
+                try {
+                    const pc = new RTCPeerConnection(configuration);
+                    const urls = pc.getConfiguration().iceServers[0].urls;
+                    pc.close();
+                    return {urls};
+                } catch (error) {
+                    return {error: `${error.name}: ${error.message}`};
+                }
+            }""",
+            answer,
+        )
+    assert outcome == {"urls": answer["iceServers"][0]["urls"]}, outcome
+    assert "turns:turn.example.org:443?transport=tcp" in outcome["urls"]

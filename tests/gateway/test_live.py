@@ -312,15 +312,15 @@ async def test_refused_objects_get_a_reason_and_change_nothing(tmp_path: Path) -
         await eventually(lambda: server.policy.permits(*media), "configured")
         before = list(server.listeners)
 
-        tls = gateway(
+        sctp = gateway(
             {"name": "udp-listener", "port": udp, "protocol": "TURN-UDP"},
-            {"name": "tls-listener", "port": 443, "protocol": "TURN-TLS"},
+            {"name": "sctp-listener", "port": 443, "protocol": "TURN-SCTP"},
         )
-        fake.apply(tls)
+        fake.apply(sctp)
         refusal = await live.condition_is(
             "Gateway", "stunner-gateway", "Accepted", "False", "ListenersNotValid"
         )
-        assert "spec.listeners[1].protocol: TURN-TLS is not supported yet" in refusal["message"]
+        assert "spec.listeners[1].protocol: 'TURN-SCTP' is not a TURN" in refusal["message"]
         await live.condition_is("Gateway", "stunner-gateway", "Programmed", "False")
         assert server.listeners == before  # the last good configuration stays
         call, call_rx = await allocate(server, "tcp")

@@ -94,24 +94,73 @@ def test_a_wrong_api_version_is_refused() -> None:
     refused(["not", "an", "object"], "expected a Kubernetes object")
 
 
-@pytest.mark.parametrize("protocol", ["TURN-TLS", "TURN-DTLS"])
-def test_tls_and_dtls_listeners_are_refused_until_supported(protocol: str) -> None:
-    document = gateway(
-        {"name": "udp", "port": 3478, "protocol": "TURN-UDP"},
-        {"name": "secure", "port": 443, "protocol": protocol},
+SECRET_REF = {"kind": "Secret", "name": "turn-tls"}
+
+
+@pytest.mark.parametrize(
+    ("protocol", "transport"),
+    [("TURN-TLS", "tls"), ("TLS", "tls"), ("TURN-DTLS", "dtls"), ("DTLS", "dtls"), ("UDP", "udp")],
+)
+def test_tls_and_dtls_listeners_and_stunner_s_aliases(protocol: str, transport: str) -> None:
+    listener: dict[str, Any] = {"name": "secure", "port": 443, "protocol": protocol}
+    if transport != "udp":
+        listener["tls"] = {"mode": "Terminate", "certificateRefs": [SECRET_REF]}
+    parsed = parse(gateway({"name": "udp", "port": 3478, "protocol": "TURN-UDP"}, listener), "x")
+    assert isinstance(parsed, Gateway)
+    secure = parsed.spec.listeners[1]
+    assert secure.transport == transport
+    if transport != "udp":
+        assert secure.tls is not None and secure.tls.certificate_refs[0].name == "turn-tls"
+
+
+@pytest.mark.parametrize(
+    ("listener", "fragments"),
+    [
+        (
+            {
+                "protocol": "TURN-TLS",
+                "tls": {"mode": "Passthrough", "certificateRefs": [SECRET_REF]},
+            },
+            ["spec.listeners[0].tls.mode", "'Passthrough' is not supported"],
+        ),
+        (
+            {"protocol": "TURN-UDP", "tls": {"certificateRefs": [SECRET_REF]}},
+            ["spec.listeners[0].tls", "is for TURN-TLS and TURN-DTLS, not TURN-UDP"],
+        ),
+        (
+            {"protocol": "TURN-TLS", "tls": {"certificateRefs": [{"name": "Not_A_Name"}]}},
+            ["spec.listeners[0].tls.certificateRefs[0].name", "'Not_A_Name' is not"],
+        ),
+        (
+            {"protocol": "TURN-TLS", "hostname": "192.0.2.1"},
+            ["spec.listeners[0].hostname", "'192.0.2.1' is not a host name"],
+        ),
+    ],
+)
+def test_bad_tls_listeners_are_refused(listener: dict[str, Any], fragments: list[str]) -> None:
+    refused(gateway({"name": "secure", "port": 443, **listener}), *fragments)
+
+
+def test_tls_and_tcp_share_the_tcp_ports_and_dtls_the_udp_ones() -> None:
+    tls = {"tls": {"certificateRefs": [SECRET_REF]}}
+    for first, second in (("TURN-TCP", "TURN-TLS"), ("TURN-UDP", "DTLS")):
+        document = gateway(
+            {"name": "a", "port": 3478, "protocol": first},
+            {"name": "b", "port": 3478, "protocol": second, **tls},
+        )
+        error = refused(document, "spec.listeners[1].port", "port 3478 is taken by listener 'a'")
+        assert error.reason == "Conflicted"
+    both = gateway(
+        {"name": "a", "port": 443, "protocol": "TURN-TLS", **tls},
+        {"name": "b", "port": 443, "protocol": "TURN-DTLS", **tls},
     )
-    error = refused(
-        document,
-        "Gateway stunner/stunner-gateway: spec.listeners[1].protocol:",
-        f"{protocol} is not supported yet",
-    )
-    assert error.reason == "UnsupportedProtocol"
+    assert isinstance(parse(both, "x"), Gateway)
 
 
 @pytest.mark.parametrize(
     ("listeners", "fragments"),
     [
-        ([{"name": "u", "port": 3478, "protocol": "UDP"}], ["listeners[0].protocol", "'UDP'"]),
+        ([{"name": "u", "port": 3478, "protocol": "SCTP"}], ["listeners[0].protocol", "'SCTP'"]),
         ([{"name": "u", "port": 0, "protocol": "TURN-UDP"}], ["listeners[0].port", "port 0"]),
         (
             [{"name": "u", "port": "3478", "protocol": "TURN-UDP"}],

@@ -70,8 +70,8 @@ def test_the_issue_example() -> None:
     assert (settings.namespace, settings.name) == GATEWAY
     assert settings.config == ("stunner", "stunner-config")
     assert settings.listeners == (
-        ListenerSettings("udp-listener", "udp", 3478),
-        ListenerSettings("tcp-listener", "tcp", 3478),
+        ListenerSettings("udp-listener", "udp", 3478, attached_routes=1),
+        ListenerSettings("tcp-listener", "tcp", 3478, attached_routes=1),
     )
     assert settings.realm == "stunner.example.org"
     assert settings.auth == EphemeralAuth("the-shared-secret", 86400, "stunner")
@@ -295,3 +295,132 @@ def test_the_same_object_twice_is_refused() -> None:
 def test_gateway_addresses_are_kept_for_ice_urls() -> None:
     gw = changed(gateway(), "spec.addresses", [{"type": "IPAddress", "value": "192.0.2.1"}])
     assert settings_of(gw, static_config()).addresses == ("192.0.2.1",)
+
+
+def tls_listener(**tls: Any) -> dict[str, Any]:
+    listener: dict[str, Any] = {"name": "tls-listener", "port": 443, "protocol": "TURN-TLS"}
+    if tls:
+        listener["tls"] = tls
+    return listener
+
+
+@pytest.mark.parametrize(
+    ("listener", "reason", "fragment"),
+    [
+        (tls_listener(), "InvalidCertificateRef", "TURN-TLS needs tls.certificateRefs"),
+        (
+            tls_listener(certificateRefs=[{"kind": "ConfigMap", "name": "turn-tls"}]),
+            "InvalidCertificateRef",
+            "tls.certificateRefs[0]: ConfigMap (group '') is not a Secret",
+        ),
+        (
+            tls_listener(certificateRefs=[{"group": "v1", "kind": "Secret", "name": "turn-tls"}]),
+            "InvalidCertificateRef",
+            "Secret (group 'v1') is not a Secret (group '')",
+        ),
+        (
+            tls_listener(certificateRefs=[{"name": "turn-tls", "namespace": "other"}]),
+            "RefNotPermitted",
+            "Secret other/turn-tls is in another namespace and no ReferenceGrant in other lets "
+            "Gateways of stunner refer to it",
+        ),
+    ],
+)
+def test_a_bad_certificate_ref_is_the_listener_s_problem_only(
+    listener: dict[str, Any], reason: str, fragment: str
+) -> None:
+    documents = [
+        gateway({"name": "udp-listener", "port": 3478, "protocol": "TURN-UDP"}, listener),
+        ephemeral_config(),
+        route(),
+    ]
+    settings = settings_of(*documents)
+    udp, secure = settings.listeners
+    assert (udp.ref_problem, udp.certificate) == (None, None)
+    assert secure.certificate is None and secure.ref_problem is not None
+    assert secure.ref_problem.reason == reason
+    assert fragment in secure.ref_problem.message, secure.ref_problem.message
+
+
+def test_the_first_certificate_ref_names_the_secret_in_the_gateway_s_namespace() -> None:
+    refs = [{"name": "turn-tls"}, {"name": "second-ignored"}]
+    documents = [
+        gateway(
+            tls_listener(certificateRefs=refs),
+            {
+                "name": "dtls-listener",
+                "port": 443,
+                "protocol": "DTLS",
+                "hostname": "turn.example.com",
+                "tls": {"certificateRefs": [{"name": "dtls", "namespace": "stunner"}]},
+            },
+        ),
+        ephemeral_config(),
+        route(parents=[{"name": "stunner-gateway", "sectionName": "dtls-listener"}]),
+    ]
+    tls, dtls = settings_of(*documents).listeners
+    assert (tls.transport, tls.certificate, tls.ref_problem, tls.attached_routes) == (
+        "tls",
+        ("stunner", "turn-tls"),
+        None,
+        0,
+    )
+    assert (dtls.transport, dtls.certificate, dtls.hostname, dtls.attached_routes) == (
+        "dtls",
+        ("stunner", "dtls"),
+        "turn.example.com",
+        1,
+    )
+
+
+def reference_grant(
+    namespace: str = "certs", origin: str = "stunner", name: str | None = None
+) -> dict[str, Any]:
+    to: dict[str, Any] = {"group": "", "kind": "Secret"}
+    if name is not None:
+        to["name"] = name
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "kind": "ReferenceGrant",
+        "metadata": {"name": "gateways-to-certs", "namespace": namespace},
+        "spec": {
+            "from": [
+                {"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": origin}
+            ],
+            "to": [to],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("grant", "permitted"),
+    [
+        (reference_grant(), True),
+        (reference_grant(name="turn-tls"), True),
+        (reference_grant(name="another-secret"), False),
+        (reference_grant(origin="elsewhere"), False),
+        (reference_grant(namespace="stunner"), False),  # a grant lives where the target is
+        (changed(reference_grant(), "spec.to.0.kind", "ConfigMap"), False),
+        (changed(reference_grant(), "spec.from.0.kind", "HTTPRoute"), False),
+    ],
+)
+def test_a_reference_grant_lets_a_listener_use_a_secret_of_another_namespace(
+    grant: dict[str, Any], permitted: bool
+) -> None:
+    listener = tls_listener(certificateRefs=[{"name": "turn-tls", "namespace": "certs"}])
+    settings = settings_of(gateway(listener), ephemeral_config(), grant)
+    (secure,) = settings.listeners
+    if permitted:
+        assert (secure.certificate, secure.ref_problem) == (("certs", "turn-tls"), None)
+    else:
+        assert secure.certificate is None and secure.ref_problem is not None
+        assert (secure.ref_problem.reason, secure.ref_problem.grant_namespace) == (
+            "RefNotPermitted",
+            "certs",
+        )
+
+
+def test_a_reference_grant_needs_from_and_to() -> None:
+    for field in ("spec.from", "spec.to"):
+        with pytest.raises(GatewayError, match=f"ReferenceGrant certs/gateways-to-certs: {field}"):
+            parse(changed(reference_grant(), field, []), "x")
