@@ -59,7 +59,13 @@ def optional_path(text: str) -> Path | None:
 
 def optional_bandwidth(text: str) -> int | None:
     """Bytes per second of ``200Mbit``, ``25MB``...; empty or ``off`` means no target."""
-    return None if text.strip().lower() in ("", "off") else parse_bandwidth(text)
+    if text.strip().lower() in ("", "off"):
+        return None
+    try:
+        return parse_bandwidth(text)
+    except ValueError as error:
+        # argparse shows an ArgumentTypeError's message, and only "invalid value" otherwise.
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser(prog: str = "turnscale scaler") -> FlagParser:

@@ -52,9 +52,9 @@ def parse_bandwidth(text: str) -> int:
     scale = _BINARY[prefix] if prefix.endswith("i") else _PREFIXES[prefix]
     # Exact decimal arithmetic: 1.5Gbit is 187,500,000 B/s, not a float's neighbour of it.
     per_second = number * scale / (8 if unit == "bit" else 1)
-    value = math.ceil(per_second)
-    if value < 1:
+    if per_second < 1:
         raise ValueError(f"{text!r} is less than 1 byte per second")
+    value = math.ceil(per_second)
     if value > MAX_BYTES_PER_SECOND:
         raise ValueError(f"{text!r} is more than {MAX_BYTES_PER_SECOND // 10**12 * 8} Tbit/s")
     return value

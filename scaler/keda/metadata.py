@@ -10,7 +10,7 @@ which the servicer answers with INVALID_ARGUMENT.
 | ``gateway`` | which relay fleet (the relays' ``relay.gateway``) | the whole fleet |
 | ``namespace`` | only relays in this namespace | every namespace |
 | ``targetPerReplica`` | allocations one replica should carry | ``--target-per-replica`` |
-| ``targetBandwidthPerReplica`` | relayed bytes/s per replica (``200Mbit``, ``25MB``) | the flag (off) |
+| ``targetBandwidthPerReplica`` | relayed bytes/s per replica (``200Mbit``, ``25MB``) | off |
 | ``minReplicas`` / ``maxReplicas`` | bounds of the exported desired replicas | the flags |
 | ``activationAllocations`` | active while allocations exceed this | 0 |
 """
