@@ -9,6 +9,10 @@ restarts (a new ``relay.instance``), the old instance's last totals move into
 expired and came back. Reports are idempotent: the snapshot of the newest
 ``seq`` wins, and a replay window makes every report's events count exactly
 once even when reports are repeated or arrive out of order.
+
+Every report that moves a relay forward also feeds :attr:`FleetState.rates`
+(:mod:`scaler.rates`), its relayed bytes per second; a relay that leaves the fleet
+leaves the rates too.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ from typing import Final, Literal, Protocol
 ALLOCATIONS: Final = "allocations"
 BANDWIDTH: Final = "bandwidth"
 Metric = Literal["allocations", "bandwidth"]
+#: The largest bandwidth figure answered (bytes/s): exact in a float64, far inside KEDA's
+#: int64 fields, whatever counters a relay reports over however short a time.
+MAX_METRIC_VALUE: Final = 1 << 53
 METRICS: Final[tuple[Metric, ...]] = (ALLOCATIONS, BANDWIDTH)
 
 
@@ -76,7 +79,7 @@ class ScalingPolicy:
 def metric_value(bandwidth: float) -> int:
     """Relayed bytes per second as the whole number KEDA and ``/v1/scale`` carry (rounded
     up, so a fleet just over a target is never shown under it)."""
-    return max(math.ceil(bandwidth), 0)
+    return min(max(math.ceil(bandwidth), 0), MAX_METRIC_VALUE)
 
 
 class GatewayPolicies(Protocol):

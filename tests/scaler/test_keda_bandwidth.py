@@ -200,3 +200,21 @@ async def test_a_malformed_bandwidth_target_is_invalid_argument_naming_the_key(
         error = await rpc_error(call)
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "scalerMetadata.targetBandwidthPerReplica" in (error.details() or "")
+
+
+async def test_absurd_counters_over_an_instant_still_get_an_answer(keda: Keda) -> None:
+    """A relay (or a token holder) claims 2**53 bytes within the smallest step of its clock:
+    the figure is capped, every answer still comes, and it asks for at most the maximum."""
+    start = T0 + 1000
+    await post(
+        keda,
+        traffic_report(1, start, 0, udp=1),
+        traffic_report(2, math.nextafter(start, math.inf), 1 << 53, udp=1),
+    )
+    answers = await values(keda, ref(gateway=GATEWAY))
+    assert answers[BANDWIDTH] == (1 << 53, 200 * MBIT)
+    assert hpa_replicas(answers) == 10
+    _, scale = await keda.get_json(f"/v1/scale?gateway={GATEWAY}")
+    assert (scale["bandwidth"], scale["desiredReplicas"]) == (1 << 53, 10)
+    text = await keda.metrics()
+    assert value(text, "stunner_scaler_desired_replicas", **FLEET) == 10
