@@ -165,7 +165,9 @@ class FleetState:
         # Expired relays, kept so a pod that comes back continues its counters.
         self._retired: OrderedDict[RelayKey, Relay] = OrderedDict()
         self._durations: dict[tuple[str, str, Transport], Histogram] = {}
-        # Grows whenever anything that scaling reads changes; waiters compare it.
+        # Grows whenever anything that scaling reads changes; waiters compare it. Relayed
+        # bandwidth aside: it moves with every report, and nothing waits on it (activity
+        # follows allocations).
         self.generation = 0
 
     # ---- ingest -------------------------------------------------------------
