@@ -13,10 +13,10 @@ the relay's and the scaler's clocks changes a rate; the scaler's clock plays no 
 
 A relay's NIC is full duplex: receiving and sending each have the line rate, and a relay
 sends out (nearly) every byte it receives, TURN framing aside (Send and Data indications,
-RFC 8656 §11; ChannelData, §12), so
-the two directions carry about the same and the larger one is what saturates first. A
-"1 Gbit/s" NIC is therefore full at 125,000,000 relayed bytes per second, and a target per
-replica is written as the NIC's line rate (less headroom), not twice it.
+RFC 8656 §11; ChannelData, §12), so the two directions carry about the same and the larger
+one is what saturates first. A "1 Gbit/s" NIC is therefore full at 125,000,000 relayed
+bytes per second, and a target per replica is written as the NIC's line rate (less
+headroom), not twice it.
 
 **Smoothing.** Per relay instance, a sliding window of (``sent_at``, received, sent)
 samples spanning ``window`` seconds: the rate is the average over the window, from the
