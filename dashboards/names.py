@@ -10,7 +10,7 @@ from typing import Final
 
 from scaler.fleet import Outcome
 from scaler.ingest import RESULTS
-from scaler.keda.metadata import METRIC_PREFIX
+from scaler.keda.metadata import BANDWIDTH_METRIC_PREFIX, METRIC_PREFIX
 from scaler.scaling import ScalingPolicy
 
 # The scaler's defaults (--min-replicas, --max-replicas, --target-per-replica); dashboards
@@ -30,8 +30,9 @@ REJECTED_RESULTS: Final = tuple(
 REJECTED_REGEX: Final = "|".join(REJECTED_RESULTS)
 
 # KEDA names a trigger's metric "s<trigger index>-<GetMetricSpec name>"; turnscale's
-# names start with "stunner-allocations" (then the trigger's namespace and gateway).
-KEDA_METRIC_REGEX: Final = f"s[0-9]+-{METRIC_PREFIX}.*"
+# names start with "stunner-allocations" or, with a bandwidth target, "stunner-bandwidth"
+# (then the trigger's namespace and gateway).
+KEDA_METRIC_REGEX: Final = f"s[0-9]+-({METRIC_PREFIX}|{BANDWIDTH_METRIC_PREFIX}).*"
 
 # Grafana's rate window: at least four scrape intervals, so every rate has samples.
 RATE: Final = "$__rate_interval"
@@ -54,4 +55,11 @@ MIN_REPLICAS: Final = "namespace_gateway:stunner_scaler_min_replicas:max"
 MAX_REPLICAS: Final = "namespace_gateway:stunner_scaler_max_replicas:max"
 TARGET_PER_REPLICA: Final = "namespace_gateway:stunner_scaler_target_per_replica:max"
 PER_REPLICA: Final = "namespace_gateway:stunner_scaler_allocations_per_desired_replica:ratio"
+# Relayed bytes/s that count for scaling, the target per replica (with a bandwidth target
+# only) and the bytes/s per desired replica.
+BANDWIDTH: Final = "namespace_gateway:stunner_scaler_bandwidth_bytes_per_second:max"
+TARGET_BANDWIDTH: Final = "namespace_gateway:stunner_scaler_target_bandwidth_per_replica:max"
+BANDWIDTH_PER_REPLICA: Final = (
+    "namespace_gateway:stunner_scaler_bandwidth_bytes_per_second_per_desired_replica:ratio"
+)
 REPORTS: Final = "namespace_job_result:turnscale_reports:rate5m"

@@ -13,6 +13,8 @@ from typing import Any, Final
 
 from dashboards.names import (
     ALLOCATIONS,
+    BANDWIDTH,
+    BANDWIDTH_PER_REPLICA,
     DESIRED_REPLICAS,
     KEDA_METRIC_REGEX,
     MAX_REPLICAS,
@@ -25,6 +27,7 @@ from dashboards.names import (
     RELAYS_UP,
     REPORTS,
     SCALER_ALLOCATIONS,
+    TARGET_BANDWIDTH,
     TARGET_PER_REPLICA,
 )
 
@@ -67,6 +70,12 @@ RECORDING_RULES: Final = (
     _record(MAX_REPLICAS, "max by (namespace, gateway) (stunner_scaler_max_replicas)"),
     _record(TARGET_PER_REPLICA, "max by (namespace, gateway) (stunner_scaler_target_per_replica)"),
     _record(PER_REPLICA, f"{SCALER_ALLOCATIONS}\n/\n({DESIRED_REPLICAS} > 0)"),
+    _record(BANDWIDTH, "max by (namespace, gateway) (stunner_scaler_bandwidth_bytes_per_second)"),
+    _record(
+        TARGET_BANDWIDTH,
+        "max by (namespace, gateway) (stunner_scaler_target_bandwidth_per_replica)",
+    ),
+    _record(BANDWIDTH_PER_REPLICA, f"{BANDWIDTH}\n/\n({DESIRED_REPLICAS} > 0)"),
     _record(REPORTS, "sum by (namespace, job, result) (rate(turnscale_reports_total[5m]))"),
 )
 
@@ -151,6 +160,24 @@ ALERTS: Final = (
             f"{NEAR_CAPACITY:.0%} or more of its target per replica. It "
             "cannot scale out further: raise maxReplicas or add capacity before relays "
             "run past their planned load."
+        ),
+    ),
+    _alert(
+        "TurnscaleFleetOverBandwidth",
+        # Only gateways with a bandwidth target have the target series: the others never fire.
+        f"{BANDWIDTH_PER_REPLICA} > on (namespace, gateway) {TARGET_BANDWIDTH}\n"
+        "and on (namespace, gateway)\n"
+        f"{DESIRED_REPLICAS} >= on (namespace, gateway) {MAX_REPLICAS}",
+        duration="5m",
+        severity="critical",
+        summary="A relay fleet at maximum replicas relays more than its bandwidth target",
+        description=(
+            "Gateway {{ $labels.namespace }}/{{ $labels.gateway }} relays "
+            "{{ $value | humanize }}B/s per replica at its maximum replicas, over its "
+            "bandwidth target per replica (--target-bandwidth-per-replica or the trigger's "
+            "targetBandwidthPerReplica). It cannot scale out further, so its relays' NICs "
+            "run past their planned load and calls may lose packets: raise maxReplicas or "
+            "add capacity."
         ),
     ),
     _alert(

@@ -7,6 +7,8 @@ from typing import Final
 from dashboards.grafana import JSON, Panel, Query, Row, Variable, dashboard
 from dashboards.names import (
     ALLOCATIONS,
+    BANDWIDTH,
+    BANDWIDTH_PER_REPLICA,
     DESIRED_REPLICAS,
     FLEET,
     MAX_REPLICAS,
@@ -21,6 +23,7 @@ from dashboards.names import (
     RELAYS_UP,
     SCALER_ALLOCATIONS,
     STALE_AFTER_SECONDS,
+    TARGET_BANDWIDTH,
     TARGET_PER_REPLICA,
 )
 
@@ -173,6 +176,27 @@ SCALING = Row(
             ),
             thresholds=(POLICY.target_per_replica * NEAR_CAPACITY,),
         ),
+        Panel(
+            "Relayed bandwidth per replica against the target",
+            "Relayed bytes per second (the busier direction, client and peer sides summed, "
+            "averaged over the scaler's --bandwidth-window) per desired replica for each "
+            "gateway, and per running replica over the selection, against each gateway's "
+            "bandwidth target per replica. Gateways without a bandwidth target show no "
+            "target: allocations alone decide their replicas.",
+            "Bps",
+            (
+                Query(
+                    f"{BANDWIDTH_PER_REPLICA}{{{FLEET}}}",
+                    "per desired replica {{namespace}}/{{gateway}}",
+                ),
+                Query(
+                    f"sum({BANDWIDTH}{{{FLEET}}}) / "
+                    f"sum(kube_deployment_status_replicas{{{DEPLOYMENT}}})",
+                    "per running replica",
+                ),
+                Query(f"{TARGET_BANDWIDTH}{{{FLEET}}}", "target {{namespace}}/{{gateway}}"),
+            ),
+        ),
     ),
 )
 
@@ -192,6 +216,20 @@ TRAFFIC = Row(
                 Query(_relay_rate("stunner_bytes_sent_total", "side"), "sent, {{side}} side"),
             ),
             negative="^sent.*",
+        ),
+        Panel(
+            "Relayed bandwidth per relay pod",
+            "Relayed bytes per second of each selected relay as the scaler measures it for "
+            "scaling: the busier direction (received or sent, client and peer sides "
+            "summed), averaged over --bandwidth-window.",
+            "Bps",
+            (
+                Query(
+                    "max by (namespace, pod) "
+                    f"(stunner_relay_bandwidth_bytes_per_second{{{RELAY}}})",
+                    "{{pod}}",
+                ),
+            ),
         ),
         Panel(
             "New connections per second by transport",

@@ -125,6 +125,20 @@ DECISIONS = Row(
             ),
             decimals=0,
         ),
+        Panel(
+            "Deciding metric",
+            "Per gateway with a bandwidth target: 1 for the metric whose proposal sets the "
+            "desired replicas (allocations or relayed bandwidth, the larger; allocations on a "
+            "tie), 0 for the other. Gateways without a bandwidth target have no series.",
+            "short",
+            (
+                Query(
+                    f"max by (namespace, gateway, metric) (stunner_scaler_deciding{{{DECISION}}})",
+                    "{{namespace}}/{{gateway}} {{metric}}",
+                ),
+            ),
+            decimals=0,
+        ),
     ),
 )
 

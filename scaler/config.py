@@ -8,6 +8,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from scaler.common.flags import (
     ConfigError,
@@ -20,8 +21,13 @@ from scaler.common.flags import (
     read_token,
 )
 from scaler.common.sockets import is_loopback
+from scaler.common.units import parse_bandwidth
 from scaler.kube import settings as kube_settings
+from scaler.rates import DEFAULT_WINDOW
 from scaler.scaling import ScalingPolicy
+
+#: A window shorter than a relay's report interval would hold one report at a time.
+MIN_BANDWIDTH_WINDOW: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +48,24 @@ class ScalerConfig:
     kubernetes: kube_settings.KubeSettings | None = None
     # --insecure-open-reports: accept reports from anyone on a non-loopback address.
     open_reports: bool = False
+    # --bandwidth-window: relayed bytes/s are averaged over this long (scaler.rates).
+    bandwidth_window: float = DEFAULT_WINDOW
 
 
 def optional_path(text: str) -> Path | None:
     """A file path; empty (``TURNSCALE_GRPC_TLS_CERT=""``) means not given."""
     return Path(text) if text.strip() else None
+
+
+def optional_bandwidth(text: str) -> int | None:
+    """Bytes per second of ``200Mbit``, ``25MB``...; empty or ``off`` means no target."""
+    if text.strip().lower() in ("", "off"):
+        return None
+    try:
+        return parse_bandwidth(text)
+    except ValueError as error:
+        # argparse shows an ArgumentTypeError's message, and only "invalid value" otherwise.
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser(prog: str = "turnscale scaler") -> FlagParser:
@@ -99,6 +118,20 @@ def build_parser(prog: str = "turnscale scaler") -> FlagParser:
         type=positive_int,
         default=100,
         help="allocations one relay replica should carry",
+    )
+    parser.add_flag(
+        "--target-bandwidth-per-replica",
+        type=optional_bandwidth,
+        default=None,
+        help="relayed bandwidth one relay replica should carry, e.g. 200Mbit, 1Gbit or 25MB "
+        "(bytes) per second; scales on it beside allocations, the larger proposal wins "
+        "(default: off)",
+    )
+    parser.add_flag(
+        "--bandwidth-window",
+        type=parse_duration,
+        default=f"{DEFAULT_WINDOW:g}s",
+        help="relayed bytes per second are averaged over this long per relay",
     )
     parser.add_flag(
         "--stale-after",
@@ -204,7 +237,12 @@ def load(
 
 def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ScalerConfig:
     try:
-        policy = ScalingPolicy(args.min_replicas, args.max_replicas, args.target_per_replica)
+        policy = ScalingPolicy(
+            args.min_replicas,
+            args.max_replicas,
+            args.target_per_replica,
+            args.target_bandwidth_per_replica,
+        )
     except ValueError:
         raise ConfigError(
             f"--min-replicas ({args.min_replicas}) and --max-replicas ({args.max_replicas}) "
@@ -216,6 +254,11 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         raise ConfigError(
             f"--expire-after ({args.expire_after:g}s) must not be shorter than "
             f"--stale-after ({args.stale_after:g}s)"
+        )
+    if args.bandwidth_window < MIN_BANDWIDTH_WINDOW:
+        raise ConfigError(
+            f"--bandwidth-window ({args.bandwidth_window:g}s) must be at least "
+            f"{MIN_BANDWIDTH_WINDOW:g}s (relays report every few seconds)"
         )
     check_grpc_tls(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_client_ca)
     kubernetes = None
@@ -245,6 +288,7 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         grpc_client_ca=args.grpc_client_ca,
         kubernetes=kubernetes,
         open_reports=args.insecure_open_reports,
+        bandwidth_window=args.bandwidth_window,
     )
 
 

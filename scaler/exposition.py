@@ -24,7 +24,7 @@ from scaler.exporter import ALONE, Exporter
 from scaler.families import RenderedFamily, encode
 from scaler.fleet import FleetState
 from scaler.ingest import RESULTS, IngestStats
-from scaler.scaling import GatewayPolicies
+from scaler.scaling import METRICS, GatewayPolicies
 from scaler.wire import SIDES, Transport
 
 RELAY_LABELS = ["namespace", "gateway", "pod"]
@@ -116,6 +116,14 @@ class FleetCollector(Collector):
             "gauge",
             RELAY_LABELS,
         )
+        bandwidth = RenderedFamily(
+            "stunner_relay_bandwidth_bytes_per_second",
+            "Relayed bytes per second over --bandwidth-window: the busier direction "
+            "(received or sent, client and peer sides summed)",
+            "gauge",
+            RELAY_LABELS,
+        )
+        rates = self.fleet.rates
         stale_after = self.fleet.stale_after
         for relay in self.fleet.relays():
             identity = relay.identity
@@ -136,8 +144,9 @@ class FleetCollector(Collector):
             up.add(labels, 1 if silence <= stale_after else 0)
             draining.add(labels, 1 if relay.draining else 0)
             age.add(labels, round(silence, 3))
+            bandwidth.add(labels, round(rates.rate((identity.namespace, identity.pod)), 3))
         yield from (allocations, connections, received, sent, created, deleted)
-        yield from (up, draining, age)
+        yield from (up, draining, age, bandwidth)
 
     def _durations(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(
@@ -174,17 +183,42 @@ class FleetCollector(Collector):
                 ("target_per_replica", "Allocations per relay replica"),
             )
         ]
+        bandwidth = GaugeMetricFamily(
+            "stunner_scaler_bandwidth_bytes_per_second",
+            "Relayed bytes per second that count for scaling (relays not draining, not expired)",
+            labels=["namespace", "gateway"],
+        )
+        # Only for gateways with a bandwidth target: without one, allocations alone decide.
+        bandwidth_target = GaugeMetricFamily(
+            "stunner_scaler_target_bandwidth_per_replica",
+            "Relayed bytes per second per relay replica the scaler's rule uses for the gateway",
+            labels=["namespace", "gateway"],
+        )
+        deciding = GaugeMetricFamily(
+            "stunner_scaler_deciding",
+            "1 for the metric whose proposal sets the desired replicas (the larger; "
+            "allocations on a tie), 0 for the other",
+            labels=["namespace", "gateway", "metric"],
+        )
         for namespace, gateway in sorted(self.fleet.gateways()):
             selection = self.fleet.select(gateway, namespace)
-            allocations.add_metric([namespace, gateway], selection.allocations)
+            labels = [namespace, gateway]
+            allocations.add_metric(labels, selection.allocations)
+            bandwidth.add_metric(labels, round(selection.bandwidth, 3))
             policy = self.policies.policy_for(namespace, gateway)
-            desired.add_metric([namespace, gateway], policy.desired_replicas(selection.allocations))
+            decision = policy.decide(selection.allocations, selection.bandwidth)
+            desired.add_metric(labels, decision.desired_replicas)
             values = (policy.min_replicas, policy.max_replicas, policy.target_per_replica)
             for family, number in zip(bounds, values, strict=True):
-                family.add_metric([namespace, gateway], number)
+                family.add_metric(labels, number)
+            if policy.target_bandwidth_per_replica is not None:
+                bandwidth_target.add_metric(labels, policy.target_bandwidth_per_replica)
+                for metric in METRICS:
+                    deciding.add_metric([*labels, metric], 1 if metric == decision.deciding else 0)
         yield allocations
         yield desired
         yield from bounds
+        yield from (bandwidth, bandwidth_target, deciding)
 
     def _own(self, leading: bool) -> Iterator[Metric]:
         yield GaugeMetricFamily(

@@ -9,6 +9,10 @@ restarts (a new ``relay.instance``), the old instance's last totals move into
 expired and came back. Reports are idempotent: the snapshot of the newest
 ``seq`` wins, and a replay window makes every report's events count exactly
 once even when reports are repeated or arrive out of order.
+
+Every report that moves a relay forward also feeds :attr:`FleetState.rates`
+(:mod:`scaler.rates`), its relayed bytes per second; a relay that leaves the fleet
+leaves the rates too.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 from scaler.histogram import Histogram
+from scaler.rates import DEFAULT_WINDOW, RelayRates
 from scaler.wire import (
     AllocationCreated,
     DeleteReason,
@@ -130,6 +135,8 @@ class FleetSelection:
 
     allocations: int
     relays: int
+    # Relayed bytes per second of those relays (scaler.rates).
+    bandwidth: float = 0.0
 
 
 def _instance_order(identity: RelayIdentity) -> tuple[float, str]:
@@ -139,9 +146,18 @@ def _instance_order(identity: RelayIdentity) -> tuple[float, str]:
 class FleetState:
     """Every relay the scaler tracks, keyed by (namespace, pod)."""
 
-    def __init__(self, *, stale_after: float, expire_after: float, max_relays: int) -> None:
+    def __init__(
+        self,
+        *,
+        stale_after: float,
+        expire_after: float,
+        max_relays: int,
+        bandwidth_window: float = DEFAULT_WINDOW,
+    ) -> None:
         if not 0 < stale_after <= expire_after:
             raise ValueError("need 0 < stale_after <= expire_after")
+        # Relayed bytes per second per relay, fed every report that moves a relay forward.
+        self.rates: RelayRates[RelayKey] = RelayRates(bandwidth_window)
         self.stale_after = stale_after
         self.expire_after = expire_after
         self.max_relays = max_relays
@@ -149,7 +165,9 @@ class FleetState:
         # Expired relays, kept so a pod that comes back continues its counters.
         self._retired: OrderedDict[RelayKey, Relay] = OrderedDict()
         self._durations: dict[tuple[str, str, Transport], Histogram] = {}
-        # Grows whenever anything that scaling reads changes; waiters compare it.
+        # Grows whenever anything that scaling reads changes; waiters compare it. Relayed
+        # bandwidth aside: it moves with every report, and nothing waits on it (activity
+        # follows allocations).
         self.generation = 0
 
     # ---- ingest -------------------------------------------------------------
@@ -172,6 +190,7 @@ class FleetState:
             relay = Relay(identity, report.state, report.draining, report.seq, now)
             self._admit(key, relay)
             self._apply_events(relay, report.events)
+            self.rates.observe(key, report)
             return Outcome.ACCEPTED
 
         held, incoming = _instance_order(relay.identity), _instance_order(identity)
@@ -186,6 +205,7 @@ class FleetState:
             self._take_snapshot(relay, report, now)
             self._admit(key, relay)
             self._apply_events(relay, report.events)
+            self.rates.observe(key, report)
             return Outcome.ACCEPTED
 
         if report.seq > relay.seq:
@@ -198,6 +218,7 @@ class FleetState:
             self._take_snapshot(relay, report, now)
             self._admit(key, relay)
             self._apply_events(relay, report.events)
+            self.rates.observe(key, report)
             return Outcome.ACCEPTED
 
         behind = relay.seq - 1 - report.seq
@@ -259,6 +280,7 @@ class FleetState:
 
     def _retire(self, key: RelayKey) -> None:
         self._retired[key] = self._relays.pop(key)
+        self.rates.forget(key)
         self.generation += 1
         while len(self._retired) > self.max_relays:
             self._retired.popitem(last=False)
@@ -289,9 +311,11 @@ class FleetState:
         return keys
 
     def select(self, gateway: str | None = None, namespace: str | None = None) -> FleetSelection:
-        """Allocations of relays that count for scaling: not draining and not expired."""
+        """Allocations and relayed bytes/s of relays that count for scaling: not draining
+        and not expired."""
         allocations = relays = 0
-        for relay in self._relays.values():
+        bandwidth = 0.0
+        for key, relay in self._relays.items():
             identity = relay.identity
             if relay.draining:
                 continue
@@ -300,8 +324,9 @@ class FleetState:
             if namespace is not None and identity.namespace != namespace:
                 continue
             allocations += relay.allocations
+            bandwidth += self.rates.rate(key)
             relays += 1
-        return FleetSelection(allocations, relays)
+        return FleetSelection(allocations, relays, bandwidth)
 
 
 def _check_monotonic(held: RelayState, incoming: RelayState) -> None:

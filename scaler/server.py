@@ -91,6 +91,7 @@ class ScalerServer:
             stale_after=config.stale_after,
             expire_after=config.expire_after,
             max_relays=config.max_relays,
+            bandwidth_window=config.bandwidth_window,
         )
         # With --kubernetes, reports are bound to the pods the watch shows (one view, read
         # by ingest, filled by the integration).
@@ -176,6 +177,8 @@ class ScalerServer:
             min_replicas=self.config.policy.min_replicas,
             max_replicas=self.config.policy.max_replicas,
             target_per_replica=self.config.policy.target_per_replica,
+            target_bandwidth_per_replica=self.config.policy.target_bandwidth_per_replica,
+            bandwidth_window=self.config.bandwidth_window,
             auth="token" if self.config.token else "none",
             kubernetes="on" if self.kube is not None else "off",
         )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from scaler.changes import ChangeFeed
 from scaler.fleet import FleetState, RelayKey
 from scaler.ingest import Answer, ReportIngest
-from scaler.scaling import ScalingPolicy
+from scaler.scaling import Decision, ScalingPolicy, metric_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,13 +26,18 @@ class ScaleAnswer:
     allocations: int
     relays: int
     policy: ScalingPolicy
+    bandwidth: float = 0.0  # relayed bytes per second (scaler.rates)
+
+    @property
+    def decision(self) -> Decision:
+        return self.policy.decide(self.allocations, self.bandwidth)
 
     @property
     def desired_replicas(self) -> int:
-        return self.policy.desired_replicas(self.allocations)
+        return self.decision.desired_replicas
 
     def as_json(self) -> dict[str, object]:
-        return {
+        answer: dict[str, object] = {
             "gateway": self.gateway,
             "namespace": self.namespace,
             "allocations": self.allocations,
@@ -43,6 +48,17 @@ class ScaleAnswer:
             "relays": self.relays,
             "active": self.allocations > 0,
         }
+        if self.policy.target_bandwidth_per_replica is not None:
+            # Only with a bandwidth target: otherwise the answer stays what it always was.
+            decision = self.decision
+            answer["bandwidth"] = metric_value(self.bandwidth)
+            answer["targetBandwidthPerReplica"] = self.policy.target_bandwidth_per_replica
+            answer["proposals"] = {
+                "allocations": decision.allocations,
+                "bandwidth": decision.bandwidth,
+            }
+            answer["decidedBy"] = decision.deciding
+        return answer
 
 
 class ScalerService:
@@ -108,4 +124,5 @@ class ScalerService:
             selection.allocations,
             selection.relays,
             policy or self.policy,
+            selection.bandwidth,
         )

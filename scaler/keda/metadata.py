@@ -10,6 +10,7 @@ which the servicer answers with INVALID_ARGUMENT.
 | ``gateway`` | which relay fleet (the relays' ``relay.gateway``) | the whole fleet |
 | ``namespace`` | only relays in this namespace | every namespace |
 | ``targetPerReplica`` | allocations one replica should carry | ``--target-per-replica`` |
+| ``targetBandwidthPerReplica`` | relayed bytes/s per replica (``200Mbit``, ``25MB``) | off |
 | ``minReplicas`` / ``maxReplicas`` | bounds of the exported desired replicas | the flags |
 | ``activationAllocations`` | active while allocations exceed this | 0 |
 """
@@ -22,11 +23,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from scaler.common.names import is_dns_label, is_dns_subdomain
-from scaler.scaling import ScalingPolicy
+from scaler.common.units import parse_bandwidth
+from scaler.scaling import ALLOCATIONS, BANDWIDTH, Metric, ScalingPolicy
 
 GATEWAY: Final = "gateway"
 NAMESPACE: Final = "namespace"
 TARGET_PER_REPLICA: Final = "targetPerReplica"
+TARGET_BANDWIDTH_PER_REPLICA: Final = "targetBandwidthPerReplica"
 MIN_REPLICAS: Final = "minReplicas"
 MAX_REPLICAS: Final = "maxReplicas"
 ACTIVATION_ALLOCATIONS: Final = "activationAllocations"
@@ -34,12 +37,14 @@ KEYS: Final = (
     GATEWAY,
     NAMESPACE,
     TARGET_PER_REPLICA,
+    TARGET_BANDWIDTH_PER_REPLICA,
     MIN_REPLICAS,
     MAX_REPLICAS,
     ACTIVATION_ALLOCATIONS,
 )
 
 METRIC_PREFIX: Final = "stunner-allocations"
+BANDWIDTH_METRIC_PREFIX: Final = "stunner-bandwidth"
 # Counts stay well inside the int64 fields of the KEDA messages.
 MAX_NUMBER: Final = 1_000_000_000
 
@@ -68,7 +73,23 @@ class Trigger:
     @property
     def metric_name(self) -> str:
         """The trigger's metric: stable and lowercase, naming the selection it counts."""
-        parts = [METRIC_PREFIX]
+        return self._named(METRIC_PREFIX)
+
+    @property
+    def bandwidth_metric_name(self) -> str:
+        """The relayed bytes/s metric, named after the same selection."""
+        return self._named(BANDWIDTH_METRIC_PREFIX)
+
+    @property
+    def metrics(self) -> dict[Metric, str]:
+        """The trigger's metrics by name: allocations, and bandwidth when it has a target."""
+        names: dict[Metric, str] = {ALLOCATIONS: self.metric_name}
+        if self.policy.target_bandwidth_per_replica is not None:
+            names[BANDWIDTH] = self.bandwidth_metric_name
+        return names
+
+    def _named(self, prefix: str) -> str:
+        parts = [prefix]
         if self.namespace is not None:
             parts.append(self.namespace)
         if self.gateway is not None:
@@ -80,12 +101,18 @@ class Trigger:
 
     def names_metric(self, requested: str) -> bool:
         """Whether ``requested`` is this trigger's metric, in any case, with or without ``sN-``."""
-        wanted = self.metric_name
+        return self.metric_named(requested) is not None
+
+    def metric_named(self, requested: str) -> Metric | None:
+        """Which of the trigger's :attr:`metrics` ``requested`` names, in any case, with or
+        without KEDA's ``sN-`` prefix; None for anything else."""
         name = requested.strip().lower()
-        if name == wanted:
-            return True
         indexed = _TRIGGER_INDEX.fullmatch(name)
-        return indexed is not None and indexed.group(1) == wanted
+        candidates = (name, indexed.group(1)) if indexed is not None else (name,)
+        for metric, wanted in self.metrics.items():
+            if wanted in candidates:
+                return metric
+        return None
 
 
 def parse_trigger(metadata: Mapping[str, str], defaults: ScalingPolicy) -> Trigger:
@@ -93,6 +120,7 @@ def parse_trigger(metadata: Mapping[str, str], defaults: ScalingPolicy) -> Trigg
     gateway = _name(metadata, GATEWAY, is_dns_subdomain, "a gateway name (lowercase RFC 1123)")
     namespace = _name(metadata, NAMESPACE, is_dns_label, "a namespace name (RFC 1123 label)")
     target = _number(metadata, TARGET_PER_REPLICA, defaults.target_per_replica, minimum=1)
+    bandwidth = _bandwidth(metadata, defaults.target_bandwidth_per_replica)
     low = _number(metadata, MIN_REPLICAS, defaults.min_replicas, minimum=0)
     high = _number(metadata, MAX_REPLICAS, defaults.max_replicas, minimum=1)
     activation = _number(metadata, ACTIVATION_ALLOCATIONS, 0, minimum=0)
@@ -103,7 +131,7 @@ def parse_trigger(metadata: Mapping[str, str], defaults: ScalingPolicy) -> Trigg
             f"minReplicas ({low}{_origin(metadata, MIN_REPLICAS, '--min-replicas')}) is more "
             f"than maxReplicas ({high}{_origin(metadata, MAX_REPLICAS, '--max-replicas')})",
         )
-    return Trigger(gateway, namespace, ScalingPolicy(low, high, target), activation)
+    return Trigger(gateway, namespace, ScalingPolicy(low, high, target, bandwidth), activation)
 
 
 def _name(
@@ -135,6 +163,16 @@ def _number(metadata: Mapping[str, str], key: str, default: int, *, minimum: int
     if not minimum <= value <= MAX_NUMBER:
         raise MetadataError(key, f"{value} is outside {minimum}..{MAX_NUMBER}")
     return value
+
+
+def _bandwidth(metadata: Mapping[str, str], default: int | None) -> int | None:
+    raw = metadata.get(TARGET_BANDWIDTH_PER_REPLICA)
+    if raw is None:
+        return default
+    try:
+        return parse_bandwidth(raw)
+    except ValueError as error:
+        raise MetadataError(TARGET_BANDWIDTH_PER_REPLICA, str(error)) from None
 
 
 def _origin(metadata: Mapping[str, str], key: str, flag: str) -> str:

@@ -5,6 +5,12 @@ KEDA sets no deadline and holds a lock while it waits. ``StreamIsActive`` is the
 push path (``external-push`` triggers): the current state when the stream opens,
 then one message per change of activity, woken by :class:`scaler.changes.ChangeFeed`
 on the same loop that applies reports.
+
+A trigger with a bandwidth target gets two metrics: ``GetMetricSpec`` returns the
+allocations spec and a ``stunner-bandwidth`` one (target: bytes/s per replica), and
+``GetMetrics`` answers each name with its one value (allocations; relayed bytes/s). The
+HPA divides each value by its target and takes the larger proposal, as
+:meth:`scaler.scaling.ScalingPolicy.decide` does.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from scaler.keda.metadata import MetadataError, Trigger, parse_trigger
 from scaler.keda.policies import PolicyBook
 from scaler.keda.proto import externalscaler_pb2 as pb
 from scaler.keda.proto import externalscaler_pb2_grpc as pb_grpc
+from scaler.scaling import BANDWIDTH, metric_value
 from scaler.service import ScalerService
 
 log = logs.get("scaler.keda")
@@ -81,27 +88,38 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
     ) -> pb.GetMetricSpecResponse:
         trigger = await self._trigger(request, context)
-        target = trigger.policy.target_per_replica
-        spec = pb.MetricSpec(
-            metricName=trigger.metric_name, targetSize=target, targetSizeFloat=float(target)
-        )
-        return pb.GetMetricSpecResponse(metricSpecs=[spec])
+        policy = trigger.policy
+        specs = []
+        for metric, name in trigger.metrics.items():
+            target = policy.target_per_replica
+            if metric == BANDWIDTH:
+                assert policy.target_bandwidth_per_replica is not None  # trigger.metrics says so
+                target = policy.target_bandwidth_per_replica
+            specs.append(
+                pb.MetricSpec(metricName=name, targetSize=target, targetSizeFloat=float(target))
+            )
+        return pb.GetMetricSpecResponse(metricSpecs=specs)
 
     async def GetMetrics(
         self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetMetricsResponse:
         trigger = await self._trigger(request.scaledObjectRef, context)
-        if not trigger.names_metric(request.metricName):
+        metric = trigger.metric_named(request.metricName)
+        if metric is None:
+            names = " or ".join(repr(name) for name in trigger.metrics.values())
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"metricName {request.metricName!r} is not this trigger's metric "
-                f"{trigger.metric_name!r} (GetMetricSpec names it)",
+                f"{names} (GetMetricSpec names it)",
             )
-        allocations = self._allocations(trigger)
+            raise AssertionError("context.abort() returned")  # pragma: no cover
+        answer = self.service.scale(trigger.gateway, trigger.namespace, trigger.policy)
+        # Whole numbers in both fields: the HPA reads either, and they must agree.
+        number = metric_value(answer.bandwidth) if metric == BANDWIDTH else answer.allocations
         value = pb.MetricValue(
-            metricName=trigger.metric_name,
-            metricValue=allocations,
-            metricValueFloat=float(allocations),
+            metricName=trigger.metrics[metric],
+            metricValue=number,
+            metricValueFloat=float(number),
         )
         return pb.GetMetricsResponse(metricValues=[value])
 

@@ -77,8 +77,10 @@ class CostPlanner:
         fleets: list[FleetScaleIn] = []
         wanted: list[CostPatch] = []
         for (namespace, gateway), group in sorted(members.items()):
-            allocations = fleet.select(gateway, namespace).allocations
-            desired = policy_for(namespace, gateway).desired_replicas(allocations)
+            selection = fleet.select(gateway, namespace)
+            desired = policy_for(namespace, gateway).desired_replicas(
+                selection.allocations, selection.bandwidth
+            )
             ready = sum(1 for relay, pod in group if pod.ready and not relay.draining)
             fleets.append(FleetScaleIn(namespace, gateway, desired, ready))
             if desired >= ready:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import aiohttp
 import pytest
 
 from scaler import wire
+from scaler.scaling import ScalingPolicy
 from scaler.server import ScalerServer
 from tests.dashboards.expressions import Exported, exported
 from tests.reports import as_json, created, deleted, report
@@ -15,8 +17,10 @@ from tests.scaler.helpers import scaler_config
 
 
 async def scrape_a_running_scaler() -> str:
-    """The text exposition of a real scaler (HTTP and gRPC up) that took a report."""
-    server = ScalerServer(scaler_config())
+    """The text exposition of a real scaler (HTTP and gRPC up) that took a report, with a
+    bandwidth target (its target and deciding series exist only with one)."""
+    policy = ScalingPolicy(target_bandwidth_per_replica=25_000_000)
+    server = ScalerServer(replace(scaler_config(), policy=policy))
     await server.start()
     try:
         base = f"http://{server.http_address}"

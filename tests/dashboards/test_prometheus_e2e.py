@@ -29,6 +29,7 @@ from typing import Any, Final
 
 import pytest
 
+from scaler.scaling import ScalingPolicy
 from scaler.server import ScalerServer
 from tests.dashboards.expressions import (
     DASHBOARD_FILES,
@@ -58,6 +59,8 @@ from tests.waiting import eventually
 # Grafana's $__rate_interval for a 1 s scrape interval: four scrape intervals.
 RATE_INTERVAL: Final = "4s"
 WITHIN: Final = 40.0
+# Relayed bytes/s per replica (--target-bandwidth-per-replica).
+BANDWIDTH_TARGET: Final = 800
 SCALER_PODS: Final = ("turnscale-scaler-0", "turnscale-scaler-1")
 # What each dashboard's variables must offer for this fleet (at least).
 EXPECTED_VALUES: Final = {
@@ -94,6 +97,7 @@ EXPECTED_ALERTS: Final = {
     "TurnscaleReportsRejected": {"result": "unsupported_media_type"},
     "TurnscaleKedaScalerErrors": {"scaledObject": "stunner-gateway"},
     "TurnscaleRelayDrainingTooLong": {"pod": "relay-c"},
+    "TurnscaleFleetOverBandwidth": {"gateway": "stunner-gateway"},
 }
 
 
@@ -215,8 +219,17 @@ async def test_dashboards_and_rules_against_a_real_prometheus(
     tmp_path: Path, fleet_feeder: FleetFeeder
 ) -> None:
     require_tool("prometheus")
-    # A relay silent for 2 s is stale; none expires during the test.
-    config = replace(scaler_config(), stale_after=2.0, expire_after=3600.0)
+    # A relay silent for 2 s is stale; none expires during the test. The relays' traffic
+    # (measured: about 6.5 kB/s each) puts stunner-gateway, at its 10 replicas by
+    # allocations, over BANDWIDTH_TARGET per replica (1.26 kB/s), and edge-gateway's one
+    # relay asks for 8 replicas by bandwidth, under its 10.
+    config = replace(
+        scaler_config(),
+        stale_after=2.0,
+        expire_after=3600.0,
+        policy=ScalingPolicy(target_bandwidth_per_replica=BANDWIDTH_TARGET),
+        bandwidth_window=5.0,
+    )
     async with AsyncExitStack() as stack:
         replicas = [ScalerServer(config), ScalerServer(config)]
         for server in replicas:

@@ -24,6 +24,7 @@ ASKED_FOR: Final = {
     "reports being rejected": "TurnscaleReportsRejected",
     "KEDA scaler errors": "TurnscaleKedaScalerErrors",
     "relay draining for too long": "TurnscaleRelayDrainingTooLong",
+    "fleet at max replicas over its bandwidth target": "TurnscaleFleetOverBandwidth",
 }
 SEVERITIES: Final = frozenset({"critical", "warning", "info"})
 # Operations a recorded name may end with, and what its expression must then do.

@@ -355,14 +355,24 @@ def holds_relay_r(watch: ScalerWatch, echoed: int) -> bool:
 
 
 def relay_series(reading: Reading | None) -> dict[object, float]:
-    """Every stunner_* sample about relays, the report age (per replica) left out."""
+    """Every stunner_* sample about relays, the report age and the relayed bytes/s left out:
+    each replica times them by the reports it got (the pusher builds one per address)."""
     if reading is None:
         return {}
     return {
         sample: value
         for sample, value in reading.metrics.items()
-        if sample[0].startswith("stunner_") and sample[0] != "stunner_relay_report_age_seconds"
+        if sample[0].startswith("stunner_") and sample[0] not in PER_REPLICA_TIMING
     }
+
+
+PER_REPLICA_TIMING: Final = frozenset(
+    {
+        "stunner_relay_report_age_seconds",
+        "stunner_relay_bandwidth_bytes_per_second",
+        "stunner_scaler_bandwidth_bytes_per_second",
+    }
+)
 
 
 async def test_a_draining_relay_is_exported_as_draining_not_counted_and_ends_at_zero() -> None:

@@ -178,3 +178,34 @@ def test_address_in_use_is_one_clear_error() -> None:
     entry = json.loads(result.stderr.strip().splitlines()[-1])
     assert entry["event"] == "cannot start"
     assert "in use" in entry["error"]
+
+
+def test_bandwidth_scaling_is_off_by_default_and_takes_units() -> None:
+    loopback = ["--http", "127.0.0.1:8080"]
+    default = config.load(loopback, environ={})
+    assert default.policy.target_bandwidth_per_replica is None
+    assert default.bandwidth_window == 30.0
+    on = config.load([*loopback, "--target-bandwidth-per-replica", "200Mbit"], environ={})
+    assert on.policy.target_bandwidth_per_replica == 25_000_000
+    env = {"TURNSCALE_TARGET_BANDWIDTH_PER_REPLICA": "25MB", "TURNSCALE_BANDWIDTH_WINDOW": "1m"}
+    from_env = config.load(loopback, environ=env)
+    assert from_env.policy.target_bandwidth_per_replica == 25_000_000
+    assert from_env.bandwidth_window == 60.0
+    for off in ("", "off", "OFF"):
+        environ = {"TURNSCALE_TARGET_BANDWIDTH_PER_REPLICA": off}
+        assert config.load(loopback, environ=environ).policy.target_bandwidth_per_replica is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (["--target-bandwidth-per-replica", "200"], {}, "--target-bandwidth-per-replica.*no unit"),
+        (["--target-bandwidth-per-replica", "1Mb"], {}, "bits or bytes"),
+        ([], {"TURNSCALE_TARGET_BANDWIDTH_PER_REPLICA": "0B"}, "TURNSCALE_TARGET_BANDWIDTH"),
+        (["--bandwidth-window", "soon"], {}, "--bandwidth-window"),
+        (["--bandwidth-window", "500ms"], {}, "--bandwidth-window .*at least 1s"),
+    ],
+)
+def test_bad_bandwidth_flags_name_the_flag(argv: list[str], env: dict[str, str], says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        config.load(["--http", "127.0.0.1:8080", *argv], environ=env)
