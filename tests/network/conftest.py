@@ -1,0 +1,30 @@
+"""Each test gets its own NAT topology (tests/netns.py), deleted after it, pass or fail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests import netns
+from tests.network.stack import Stack, stack
+
+
+@pytest.fixture
+def topology() -> Iterator[netns.NatTopology]:
+    with netns.nat_topology() as built:
+        yield built
+
+
+@pytest.fixture
+def relay(topology: netns.NatTopology) -> Iterator[Stack]:
+    """The relay alone in ``topology``."""
+    with stack(topology) as running:
+        yield running
+
+
+@pytest.fixture
+def relay_and_scaler(topology: netns.NatTopology) -> Iterator[Stack]:
+    """The relay pushing to a scaler in the relay namespace."""
+    with stack(topology, with_scaler=True) as running:
+        yield running
