@@ -1,0 +1,88 @@
+"""Real browsers across a real NAT: Chromium behind nftables masquerade calls a Chromium media
+peer that only the relay's cluster side reaches (topology: tests/netns.py).
+
+The client browser runs as users run it (mDNS host candidates); the media browser exposes
+real host candidates and has a fake camera, as a media server with a routable address would.
+Both are given ``iceServers`` explicitly: the relay only, or nothing at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import pytest
+
+from tests import netns
+from tests.browser import FAKE_MEDIA_DEVICES, REAL_HOST_CANDIDATES, chromium
+from tests.network.stack import Stack
+from tests.network.webrtc import by_type, call, candidates, packets_received, selected_pair
+from tests.relay.servers import PASSWORD, USER
+from tests.waiting import eventually
+
+MEDIA_FLAGS: Final = (*REAL_HOST_CANDIDATES, *FAKE_MEDIA_DEVICES)
+#: Connectivity checks that no one answers: Chromium gives the call up within this
+#: (about 15 s here).
+FAILURE_WITHIN: Final = 60.0
+#: RTP packets each side must receive: a second or two of 15-25 fps video.
+PACKETS: Final = 30
+
+
+def turn_servers(relay: Stack) -> list[dict[str, Any]]:
+    host, port = relay.turn
+    url = f"turn:{host}:{port}?transport=udp"
+    return [{"urls": [url], "username": USER, "credential": PASSWORD}]
+
+
+async def test_browser_behind_nat_calls_the_media_peer_through_the_relay(relay: Stack) -> None:
+    """Data channel echo and video both ways; the client's selected pair is its relay
+    candidate (the relay's cluster address, mapped from the NAT's public one) against the
+    media server's host candidate."""
+    topology = relay.topology
+    async with (
+        chromium(netns=topology.client.name) as client,
+        chromium(netns=topology.media.name, extra_args=MEDIA_FLAGS) as media,
+    ):
+        session = await call(client, media, caller_ice=turn_servers(relay), callee_ice=[])
+        assert ("host", netns.MEDIA) in candidates(session.answer)
+        await session.wait_for_state("connected")
+        messages = [f"hello {index}" for index in range(5)]
+        assert await session.echo(messages) == [f"echo:{message}" for message in messages]
+
+        report = await session.stats(session.caller)
+        local, remote = selected_pair(report)
+        assert (local["candidateType"], local["address"]) == ("relay", netns.RELAY_CLUSTER)
+        # The relay candidate's related address is the XOR-MAPPED-ADDRESS: the NAT's.
+        assert local["relatedAddress"] == netns.NAT_PUBLIC
+        assert (remote["candidateType"], remote["address"]) == ("host", netns.MEDIA)
+        # Only the relay was asked, for STUN as for TURN: no other server appears.
+        servers = {entry["url"] for entry in by_type(report, "local-candidate") if "url" in entry}
+        host, port = relay.turn
+        assert servers <= {f"stun:{host}:{port}", f"turn:{host}:{port}?transport=udp"}
+
+        for page, side in ((session.callee, "media"), (session.caller, "client")):
+            await eventually(
+                lambda page=page: _at_least(page, PACKETS), f"{side} receives {PACKETS} packets"
+            )
+    ended = relay.relay.wait_for("allocation ended")
+    assert ended["client"].startswith(f"{netns.NAT_PUBLIC}:")
+    assert ended["relayed"].startswith(f"{netns.RELAY_CLUSTER}:")
+
+
+async def _at_least(page: Any, count: int) -> bool:
+    return await packets_received(page) >= count
+
+
+async def test_without_turn_the_nat_blocks_the_call(topology: netns.NatTopology) -> None:
+    """The same call with no iceServers (real host candidates on both sides, so nothing hides
+    an address) never connects: the client LAN and the media server cannot reach each other."""
+    async with (
+        chromium(netns=topology.client.name, extra_args=REAL_HOST_CANDIDATES) as client,
+        chromium(netns=topology.media.name, extra_args=MEDIA_FLAGS) as media,
+    ):
+        session = await call(client, media, caller_ice=[], callee_ice=[])
+        assert set(candidates(session.offer)) == {("host", netns.CLIENT)}
+        assert set(candidates(session.answer)) == {("host", netns.MEDIA)}
+        with pytest.raises(AssertionError, match="connection failed"):
+            await session.wait_for_state("connected", within=FAILURE_WITHIN)
+        assert await packets_received(session.callee) == 0
+        assert await packets_received(session.caller) == 0
