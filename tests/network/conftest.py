@@ -23,8 +23,13 @@ def relay(topology: netns.NatTopology) -> Iterator[Stack]:
         yield running
 
 
+#: The scaler's target in these tests: a few dozen allocations move the desired replicas.
+TARGET_PER_REPLICA = 10
+
+
 @pytest.fixture
 def relay_and_scaler(topology: netns.NatTopology) -> Iterator[Stack]:
-    """The relay pushing to a scaler in the relay namespace."""
-    with stack(topology, with_scaler=True) as running:
+    """The relay pushing to a scaler in the relay namespace (``--target-per-replica 10``)."""
+    flags = ("--target-per-replica", str(TARGET_PER_REPLICA))
+    with stack(topology, with_scaler=True, scaler_flags=flags) as running:
         yield running

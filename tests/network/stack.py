@@ -78,15 +78,19 @@ def _stopped_on_exit(process: LoggedProcess) -> Iterator[LoggedProcess]:
 
 
 @contextlib.contextmanager
-def stack(topology: netns.NatTopology, *, with_scaler: bool = False) -> Iterator[Stack]:
-    """The relay (after its scaler, when asked for) running in ``topology``; both killed on
-    exit."""
+def stack(
+    topology: netns.NatTopology, *, with_scaler: bool = False, scaler_flags: tuple[str, ...] = ()
+) -> Iterator[Stack]:
+    """The relay (after its scaler with ``scaler_flags``, when asked for) running in
+    ``topology``; both killed on exit."""
     with contextlib.ExitStack() as processes:
         scaler_http = None
         extra: list[str] = []
         if with_scaler:
             argv = topology.relay.argv(
-                sys.executable, "-m", "scaler", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"
+                sys.executable,
+                *("-m", "scaler", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"),
+                *scaler_flags,
             )
             scaler = processes.enter_context(_stopped_on_exit(LoggedProcess("scaler", argv)))
             scaler_http = str(scaler.wait_for("scaler serving")["http"])

@@ -8,9 +8,11 @@ Both are given ``iceServers`` explicitly: the relay only, or nothing at all.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 import pytest
+from playwright.async_api import Page
 
 from tests import netns
 from tests.browser import FAKE_MEDIA_DEVICES, REAL_HOST_CANDIDATES, chromium
@@ -61,14 +63,14 @@ async def test_browser_behind_nat_calls_the_media_peer_through_the_relay(relay: 
 
         for page, side in ((session.callee, "media"), (session.caller, "client")):
             await eventually(
-                lambda page=page: _at_least(page, PACKETS), f"{side} receives {PACKETS} packets"
+                functools.partial(_at_least, page, PACKETS), f"{side} receives {PACKETS} packets"
             )
     ended = relay.relay.wait_for("allocation ended")
     assert ended["client"].startswith(f"{netns.NAT_PUBLIC}:")
     assert ended["relayed"].startswith(f"{netns.RELAY_CLUSTER}:")
 
 
-async def _at_least(page: Any, count: int) -> bool:
+async def _at_least(page: Page, count: int) -> bool:
     return await packets_received(page) >= count
 
 
