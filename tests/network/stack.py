@@ -79,13 +79,16 @@ def _stopped_on_exit(process: LoggedProcess) -> Iterator[LoggedProcess]:
 
 @contextlib.contextmanager
 def stack(
-    topology: netns.NatTopology, *, with_scaler: bool = False, scaler_flags: tuple[str, ...] = ()
+    topology: netns.NatTopology,
+    *relay_extra: str,
+    with_scaler: bool = False,
+    scaler_flags: tuple[str, ...] = (),
 ) -> Iterator[Stack]:
-    """The relay (after its scaler with ``scaler_flags``, when asked for) running in
-    ``topology``; both killed on exit."""
+    """The relay (with ``relay_extra`` flags, after its scaler with ``scaler_flags`` when asked
+    for) running in ``topology``; both killed on exit."""
     with contextlib.ExitStack() as processes:
         scaler_http = None
-        extra: list[str] = []
+        extra = list(relay_extra)
         if with_scaler:
             argv = topology.relay.argv(
                 sys.executable,
@@ -94,7 +97,7 @@ def stack(
             )
             scaler = processes.enter_context(_stopped_on_exit(LoggedProcess("scaler", argv)))
             scaler_http = str(scaler.wait_for("scaler serving")["http"])
-            extra = relay_flags(f"http://{scaler_http}", POD, namespace=NAMESPACE, gateway=GATEWAY)
+            extra += relay_flags(f"http://{scaler_http}", POD, namespace=NAMESPACE, gateway=GATEWAY)
         relay = processes.enter_context(
             _stopped_on_exit(LoggedProcess("relay", relay_argv(topology, *extra)))
         )
