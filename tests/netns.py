@@ -33,6 +33,7 @@ import ctypes
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -263,6 +264,7 @@ def nat_topology(prefix: str = "tsnat") -> Iterator[NatTopology]:
     require_tool("ip")
     require_tool("nft")
     require_tool("sysctl")
+    _sweep_abandoned(prefix)
     tag = f"{prefix}{os.getpid()}x{next(_runs)}"
     topology = NatTopology(
         *(Namespace(f"{tag}-{role}") for role in ("client", "nat", "relay", "media"))
@@ -280,6 +282,29 @@ def nat_topology(prefix: str = "tsnat") -> Iterator[NatTopology]:
     errors = _delete(created)
     if errors:
         raise NetnsError("; ".join(errors))
+
+
+def _sweep_abandoned(prefix: str) -> None:
+    """Delete namespaces a killed test process left behind: those named by this module whose
+    process is gone (a live process's namespaces, any run's, are left alone)."""
+    listed = run_command([require_tool("ip"), "netns", "list"])
+    for line in listed.splitlines():
+        name = line.split()[0] if line.split() else ""
+        match = re.fullmatch(rf"{re.escape(prefix)}(\d+)x\d+-[a-z]+", name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(NetnsError):
+            run_command([require_tool("ip"), "netns", "delete", name])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _delete(namespaces: Sequence[Namespace]) -> list[str]:

@@ -56,8 +56,11 @@ async def test_browser_behind_nat_calls_the_media_peer_through_the_relay(relay: 
         # The relay candidate's related address is the XOR-MAPPED-ADDRESS: the NAT's.
         assert local["relatedAddress"] == netns.NAT_PUBLIC
         assert (remote["candidateType"], remote["address"]) == ("host", netns.MEDIA)
+        gathered = by_type(report, "local-candidate")
+        reflexive = {entry["address"] for entry in gathered if entry["candidateType"] == "srflx"}
+        assert reflexive == {netns.NAT_PUBLIC}
         # Only the relay was asked, for STUN as for TURN: no other server appears.
-        servers = {entry["url"] for entry in by_type(report, "local-candidate") if "url" in entry}
+        servers = {entry["url"] for entry in gathered if "url" in entry}
         host, port = relay.turn
         assert servers <= {f"stun:{host}:{port}", f"turn:{host}:{port}?transport=udp"}
 

@@ -8,7 +8,9 @@ across the same network is in test_browser_nat.py, ``turnscale load`` in test_lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import os
 import subprocess
 
 import pytest
@@ -167,3 +169,23 @@ def test_a_failure_while_building_still_deletes_what_was_made(
         pass
     listed = netns.run_command(["ip", "netns", "list"])
     assert made and not [name for name in made if name in listed]
+
+
+def test_namespaces_of_a_killed_run_are_swept_by_the_next() -> None:
+    """A run killed outright leaves its namespaces; the next topology deletes them (their
+    pid is dead) and leaves a live process's alone."""
+    gone = subprocess.Popen(["true"])
+    gone.wait(timeout=10)
+    abandoned = f"tsnat{gone.pid}x0-client"
+    mine = f"tsnat{os.getpid()}x999-client"
+    for name in (abandoned, mine):
+        netns.run_command(["ip", "netns", "add", name])
+    try:
+        with netns.nat_topology():
+            listed = netns.run_command(["ip", "netns", "list"]).split()
+            assert abandoned not in listed
+            assert mine in listed
+    finally:
+        for name in (abandoned, mine):
+            with contextlib.suppress(netns.NetnsError):
+                netns.run_command(["ip", "netns", "delete", name])
