@@ -252,6 +252,8 @@ def _end_processes(namespace: Namespace) -> None:
     """SIGKILL whatever still runs inside ``namespace`` (it holds the namespace alive)."""
     with contextlib.suppress(NetnsError):
         for pid in namespace.pids():
+            if pid == os.getpid():
+                continue  # never the test process itself
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -286,7 +288,7 @@ def nat_topology(prefix: str = "tsnat") -> Iterator[NatTopology]:
 
 def _sweep_abandoned(prefix: str) -> None:
     """Delete namespaces a killed test process left behind: those named by this module whose
-    process is gone (a live process's namespaces, any run's, are left alone)."""
+    process is gone and inside which nothing runs (anything else is left alone)."""
     listed = run_command([require_tool("ip"), "netns", "list"])
     for line in listed.splitlines():
         name = line.split()[0] if line.split() else ""
@@ -294,10 +296,12 @@ def _sweep_abandoned(prefix: str) -> None:
         if match is None or _alive(int(match.group(1))):
             continue
         with contextlib.suppress(NetnsError):
-            run_command([require_tool("ip"), "netns", "delete", name])
+            if not Namespace(name).pids():
+                run_command([require_tool("ip"), "netns", "delete", name])
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 checks without sending anything)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
