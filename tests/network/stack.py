@@ -113,9 +113,13 @@ async def media_echo(
     """A UDP echo peer on the media server's address (a socket of the media namespace served
     by this event loop): ``async with media_echo(topology) as (address, protocol)``."""
     sock = topology.media.socket()
-    sock.bind((netns.MEDIA, 0))
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(EchoPeer, sock=sock)
+    try:
+        sock.bind((netns.MEDIA, 0))
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(EchoPeer, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
     try:
         host, port = transport.get_extra_info("sockname")
         yield (host, port), protocol

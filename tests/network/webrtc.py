@@ -1,11 +1,12 @@
 """A WebRTC call between two real Chromium pages, signalled by the test itself.
 
 The caller opens a data channel and sends a canvas video track; the callee echoes every
-data channel message. Signalling is non-trickle (RFC 8829 §3.5.1's gathering runs to
-completion first): the test copies the offer and the answer, candidates included, from one
-page to the other with Playwright's ``evaluate``, so no signalling server and no network
-beyond the test network is involved. ``iceServers`` is always given explicitly: an empty
-list means host candidates only, and a public STUN server is never contacted.
+data channel message and answers with its fake camera's video. Signalling is non-trickle
+(JSEP, RFC 8829 §3.5.1: gathering runs to completion first, no RFC 8838 trickling): the
+test copies the offer and the answer, candidates included, from one page to the other with
+Playwright's ``evaluate``, so no signalling server and no network beyond the test network
+is involved. ``iceServers`` is always given explicitly: an empty list means host
+candidates only, and a public STUN server is never contacted.
 
 Every wait has a deadline on both sides: in the page (a rejected promise) and around each
 ``evaluate`` (:data:`STEP_TIMEOUT`).
