@@ -18,6 +18,7 @@ The NAT is nftables (RFC 4787 terms): masquerade on the public interface (endpoi
 independent mapping as Linux does it) and conntrack filtering, so a packet from the public
 side that answers nothing the client sent is dropped and counted (counter ``unsolicited``),
 whether it is addressed to the LAN (forward) or to a port of the NAT with no mapping (input).
+``block_udp=True`` makes it a firewall that lets only TCP out (counter ``blocked_udp``).
 
 :func:`nat_topology` builds it under names unique to the process (``tsnat<pid>x<n>-…``) and
 deletes every namespace it created on exit, even when building failed halfway; it first ends
@@ -64,13 +65,16 @@ MEDIA: Final = "198.19.0.3"
 #: The NAT's interfaces (names are per namespace, so they never collide across runs).
 NAT_LAN_IF: Final = "lan0"
 NAT_PUBLIC_IF: Final = "wan0"
-#: The nftables table and the counter of dropped unsolicited inbound packets.
+#: The nftables table, the counter of dropped unsolicited inbound packets, and that of UDP
+#: from the LAN dropped by a NAT that blocks UDP (``nat_topology(block_udp=True)``).
 NAT_TABLE: Final = "natbox"
 UNSOLICITED: Final = "unsolicited"
+BLOCKED_UDP: Final = "blocked_udp"
 
 _NAT_RULES: Final = f"""
 table ip {NAT_TABLE} {{
     counter {UNSOLICITED} {{ }}
+    counter {BLOCKED_UDP} {{ }}
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
         oifname "{NAT_PUBLIC_IF}" masquerade
@@ -78,6 +82,7 @@ table ip {NAT_TABLE} {{
     chain forward {{
         type filter hook forward priority filter; policy drop;
         ct state established,related accept
+        {{udp_rule}}
         iifname "{NAT_LAN_IF}" oifname "{NAT_PUBLIC_IF}" accept
         iifname "{NAT_PUBLIC_IF}" counter name "{UNSOLICITED}" drop
     }}
@@ -201,14 +206,19 @@ class NatTopology:
 
     def unsolicited_drops(self) -> int:
         """Packets the NAT dropped because they answered nothing sent from the LAN."""
-        out = self.nat.run(
-            require_tool("nft"), "-j", "list", "counter", "ip", NAT_TABLE, UNSOLICITED
-        )
+        return self._counter(UNSOLICITED)
+
+    def blocked_udp(self) -> int:
+        """UDP packets from the LAN the NAT dropped (only ``block_udp=True`` drops any)."""
+        return self._counter(BLOCKED_UDP)
+
+    def _counter(self, name: str) -> int:
+        out = self.nat.run(require_tool("nft"), "-j", "list", "counter", "ip", NAT_TABLE, name)
         for item in json.loads(out)["nftables"]:
             if "counter" in item:
                 packets: int = item["counter"]["packets"]
                 return packets
-        raise NetnsError(f"no counter {UNSOLICITED} in {out!r}")
+        raise NetnsError(f"no counter {name} in {out!r}")
 
 
 def _veth(left: Namespace, left_if: str, right: Namespace, right_if: str) -> None:
@@ -223,7 +233,7 @@ def _address(namespace: Namespace, interface: str, address: str, prefix: int = 2
     namespace.ip("address", "add", f"{address}/{prefix}", "dev", interface)
 
 
-def _wire(topology: NatTopology) -> None:
+def _wire(topology: NatTopology, *, block_udp: bool) -> None:
     client, nat, relay, media = topology.all
     for namespace in topology.all:
         namespace.ip("link", "set", "lo", "up")
@@ -245,7 +255,13 @@ def _wire(topology: NatTopology) -> None:
     for namespace in topology.all:
         forward = 1 if namespace is nat else 0
         namespace.run(require_tool("sysctl"), "-q", "-w", f"net.ipv4.ip_forward={forward}")
-    nat.run(require_tool("nft"), "-f", "-", stdin=_NAT_RULES)
+    # A firewall that lets only TCP out (as many corporate ones do): TURN over TCP remains.
+    udp_rule = (
+        f'iifname "{NAT_LAN_IF}" meta l4proto udp counter name "{BLOCKED_UDP}" drop'
+        if block_udp
+        else ""
+    )
+    nat.run(require_tool("nft"), "-f", "-", stdin=_NAT_RULES.replace("{udp_rule}", udp_rule))
 
 
 def _end_processes(namespace: Namespace) -> None:
@@ -259,9 +275,10 @@ def _end_processes(namespace: Namespace) -> None:
 
 
 @contextlib.contextmanager
-def nat_topology(prefix: str = "tsnat") -> Iterator[NatTopology]:
-    """Build the NAT topology; on exit (or a failure while building) delete every namespace
-    created, after killing any process left inside them."""
+def nat_topology(prefix: str = "tsnat", *, block_udp: bool = False) -> Iterator[NatTopology]:
+    """Build the NAT topology (``block_udp``: the NAT forwards no UDP from the LAN); on exit
+    (or a failure while building) delete every namespace created, after killing any process
+    left inside them."""
     require_root()
     require_tool("ip")
     require_tool("nft")
@@ -276,7 +293,7 @@ def nat_topology(prefix: str = "tsnat") -> Iterator[NatTopology]:
         for namespace in topology.all:
             run_command([require_tool("ip"), "netns", "add", namespace.name])
             created.append(namespace)
-        _wire(topology)
+        _wire(topology, block_udp=block_udp)
         yield topology
     except BaseException:
         _delete(created)

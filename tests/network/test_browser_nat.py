@@ -16,8 +16,8 @@ from playwright.async_api import Page
 
 from tests import netns
 from tests.browser import FAKE_MEDIA_DEVICES, REAL_HOST_CANDIDATES, chromium
-from tests.network.stack import Stack
-from tests.network.webrtc import by_type, call, candidates, packets_received, selected_pair
+from tests.network.stack import Stack, stack
+from tests.network.webrtc import Call, by_type, call, candidates, packets_received, selected_pair
 from tests.relay.servers import PASSWORD, USER
 from tests.waiting import eventually
 
@@ -49,10 +49,7 @@ async def test_browser_behind_nat_calls_the_media_peer_through_the_relay(
     ):
         session = await call(client, media, caller_ice=turn, callee_ice=[])
         assert ("host", netns.MEDIA) in candidates(session.answer)
-        await session.wait_for_state("connected")
-        messages = [f"hello {index}" for index in range(5)]
-        assert await session.echo(messages) == [f"echo:{message}" for message in messages]
-
+        await talk(session)
         report = await session.stats(session.caller)
         local, remote = selected_pair(report)
         assert (local["candidateType"], local["address"]) == ("relay", netns.RELAY_CLUSTER)
@@ -68,19 +65,42 @@ async def test_browser_behind_nat_calls_the_media_peer_through_the_relay(
         servers = {entry["url"] for entry in gathered if "url" in entry}
         host, port = relay.turn
         assert servers <= {f"stun:{host}:{port}", turn_url(relay, transport)}
-
-        for page, side in ((session.callee, "media"), (session.caller, "client")):
-            await eventually(
-                functools.partial(_at_least, page, PACKETS), f"{side} receives {PACKETS} packets"
-            )
     ended = relay.relay.wait_for("allocation ended")
     assert ended["client"].startswith(f"{netns.NAT_PUBLIC}:")
     assert ended["relayed"].startswith(f"{netns.RELAY_CLUSTER}:")
     assert ended["transport"] == transport
 
 
+async def talk(session: Call) -> None:
+    """The call connects, the data channel echoes, and video arrives on both sides."""
+    await session.wait_for_state("connected")
+    messages = [f"hello {index}" for index in range(5)]
+    assert await session.echo(messages) == [f"echo:{message}" for message in messages]
+    for page, side in ((session.callee, "media"), (session.caller, "client")):
+        await eventually(
+            functools.partial(_at_least, page, PACKETS), f"{side} receives {PACKETS} packets"
+        )
+
+
 async def _at_least(page: Page, count: int) -> bool:
     return await packets_received(page) >= count
+
+
+async def test_behind_a_nat_that_blocks_udp_the_call_goes_over_turn_tcp() -> None:
+    """A firewall that lets no UDP out (nat_topology(block_udp=True)): given both TURN
+    transports, Chromium's UDP attempts are dropped and the call runs over TURN on TCP."""
+    with netns.nat_topology(block_udp=True) as topology, stack(topology) as relay:
+        urls = [turn_url(relay, "udp"), turn_url(relay, "tcp")]
+        turn = [{"urls": urls, "username": USER, "credential": PASSWORD}]
+        async with (
+            chromium(netns=topology.client.name) as client,
+            chromium(netns=topology.media.name, extra_args=MEDIA_FLAGS) as media,
+        ):
+            session = await call(client, media, caller_ice=turn, callee_ice=[])
+            await talk(session)
+            local, _ = selected_pair(await session.stats(session.caller))
+            assert (local["candidateType"], local["relayProtocol"]) == ("relay", "tcp")
+        assert topology.blocked_udp() > 0  # the UDP attempts were made, and dropped
 
 
 async def test_without_turn_the_nat_blocks_the_call(topology: netns.NatTopology) -> None:

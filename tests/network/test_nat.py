@@ -160,7 +160,7 @@ def test_a_failure_while_building_still_deletes_what_was_made(
     """Wiring that fails halfway raises its own error, and leaves no namespace behind."""
     made: list[str] = []
 
-    def broken(topology: netns.NatTopology) -> None:
+    def broken(topology: netns.NatTopology, **options: object) -> None:
         made.extend(namespace.name for namespace in topology.all)
         raise netns.NetnsError("wiring failed")
 

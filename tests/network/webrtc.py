@@ -24,14 +24,17 @@ from tests.browser import secure_page
 
 #: Bound on one signalling step, one echo or one stats poll, in seconds.
 STEP_TIMEOUT: Final = 20.0
-#: Bound on ICE gathering inside a page, in milliseconds.
-GATHER_MS: Final = 10_000
+#: How long a page waits for ICE gathering to complete before it sends what it has, in
+#: milliseconds (a TURN server that never answers, over UDP a firewall drops, holds gathering
+#: up for about 40 s; an application gives up waiting sooner, as this does).
+GATHER_MS: Final = 5_000
 
-# Shared by both pages: wait until ICE gathering is done, so the SDP holds every candidate.
+# Shared by both pages: wait until ICE gathering is done, so the SDP holds every candidate,
+# or until GATHER_MS has passed, so it holds every candidate gathered by then.
 _GATHERED = f"""
-() => {{ window.gathered = (pc) => new Promise((resolve, reject) => {{
+() => {{ window.gathered = (pc) => new Promise((resolve) => {{
   if (pc.iceGatheringState === 'complete') return resolve();
-  const timer = setTimeout(() => reject(new Error('ICE gathering not complete')), {GATHER_MS});
+  const timer = setTimeout(resolve, {GATHER_MS});
   pc.addEventListener('icegatheringstatechange', () => {{
     if (pc.iceGatheringState === 'complete') {{ clearTimeout(timer); resolve(); }}
   }});
@@ -99,7 +102,7 @@ class Call:
 
     caller: Page
     callee: Page
-    #: The descriptions exchanged, every gathered candidate included.
+    #: The descriptions exchanged, with every candidate gathered (within :data:`GATHER_MS`).
     offer: str
     answer: str
 
