@@ -1,4 +1,5 @@
-"""Each test gets its own NAT topology (tests/netns.py), deleted after it, pass or fail."""
+"""Each test gets its own NAT topology (tests/netns.py), deleted after it, pass or fail;
+without root, ``ip`` or ``nft`` every test here skips locally and fails under CI=true."""
 
 from __future__ import annotations
 
@@ -8,6 +9,15 @@ import pytest
 
 from tests import netns
 from tests.network.stack import Stack, stack
+from tests.tools import require_root, require_tool
+
+
+@pytest.fixture(autouse=True)
+def _network_privileges() -> None:
+    """Every test here builds namespaces: root, ip and nft (skip locally, fail under CI)."""
+    require_root()
+    require_tool("ip")
+    require_tool("nft")
 
 
 @pytest.fixture
