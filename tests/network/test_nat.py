@@ -19,6 +19,7 @@ from tests import netns
 from tests.network.stack import Stack, media_echo
 from tests.relay.servers import PASSWORD, USER
 from tests.relay.turn_client import TurnClient, TurnError
+from tests.tools import require_root
 from tests.waiting import eventually
 
 Address = tuple[str, int]
@@ -189,3 +190,15 @@ def test_namespaces_of_a_killed_run_are_swept_by_the_next() -> None:
         for name in (abandoned, mine):
             with contextlib.suppress(netns.NetnsError):
                 netns.run_command(["ip", "netns", "delete", name])
+
+
+def test_without_root_these_tests_fail_under_ci_and_skip_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="needs root"):
+        require_root()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="needs root"):
+        require_root()
