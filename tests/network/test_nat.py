@@ -58,8 +58,9 @@ async def test_relay_maps_the_client_to_the_nat_and_relays_from_the_cluster(
 
 @pytest.mark.parametrize(
     "outside",
-    [netns.NAT_PUBLIC, netns.RELAY_PUBLIC, netns.CLIENT],
-    ids=["nat-public", "relay-public", "client-lan"],
+    [netns.NAT_PUBLIC, netns.RELAY_PUBLIC, netns.CLIENT, "127.0.0.1"],
+    # The relay namespace's loopback is where its scaler and health endpoint listen.
+    ids=["nat-public", "relay-public", "client-lan", "relay-loopback"],
 )
 async def test_peer_policy_refuses_peers_outside_the_media_range(
     relay: Stack, outside: str
