@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import netns
-from tests.network.stack import Stack, stack
+from tests.network.stack import TARGET_PER_REPLICA, Stack, stack
 from tests.tools import require_root, require_tool
 
 
@@ -31,10 +31,6 @@ def relay(topology: netns.NatTopology) -> Iterator[Stack]:
     """The relay alone in ``topology``."""
     with stack(topology) as running:
         yield running
-
-
-#: The scaler's target in these tests: a few dozen allocations move the desired replicas.
-TARGET_PER_REPLICA = 10
 
 
 @pytest.fixture

@@ -27,6 +27,8 @@ TURN_PORT: Final = 3478
 NAMESPACE: Final = "edge"
 GATEWAY: Final = "edge-gateway"
 POD: Final = "relay-0"
+#: The scaler's target in the tests: a few dozen allocations move the desired replicas.
+TARGET_PER_REPLICA: Final = 10
 #: Bound on one HTTP request to the scaler.
 HTTP_TIMEOUT: Final = 5.0
 

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tests import netns
-from tests.network.conftest import TARGET_PER_REPLICA
-from tests.network.stack import Stack, media_echo
+from tests.network.stack import TARGET_PER_REPLICA, Stack, media_echo
 from tests.relay.servers import PASSWORD, USER
 from tests.waiting import eventually
 
