@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import socket
 import subprocess
 
 import pytest
@@ -23,6 +24,8 @@ from tests.tools import require_root
 from tests.waiting import eventually
 
 Address = tuple[str, int]
+#: <linux/in.h>; the socket module does not name it.
+IP_RECVERR = 11
 
 
 async def test_relay_maps_the_client_to_the_nat_and_relays_from_the_cluster(
@@ -128,11 +131,22 @@ async def test_nat_drops_unsolicited_inbound_and_passes_replies(
             sock.close()
 
 
-def test_no_direct_path_between_the_client_lan_and_the_media_server(
+async def test_no_direct_path_between_the_client_lan_and_the_media_server(
     topology: netns.NatTopology,
 ) -> None:
     """The media server has no route to the client LAN, the NAT none to the cluster, and the
     relay does not forward: only the relay's own sockets cross from one side to the other."""
+    client = topology.client.socket()
+    with client:
+        # Network unreachable is a soft error (RFC 1122 §4.2.3.9): reported only on request.
+        client.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        client.connect((netns.MEDIA, 9))
+        client.send(b"x")
+        # The NAT answers with an ICMP network unreachable (RFC 1812 §5.2.7.1).
+        with pytest.raises(OSError) as refused:
+            async with asyncio.timeout(5):
+                await asyncio.get_running_loop().sock_recv(client, 100)
+        assert refused.value.errno == errno.ENETUNREACH
     media = topology.media.socket()
     with media, pytest.raises(OSError) as unreachable:
         media.sendto(b"x", (netns.CLIENT, 9))
@@ -140,7 +154,6 @@ def test_no_direct_path_between_the_client_lan_and_the_media_server(
     with pytest.raises(netns.NetnsError, match="unreachable"):
         topology.nat.ip("route", "get", netns.MEDIA)
     assert topology.relay.run("sysctl", "-n", "net.ipv4.ip_forward").strip() == "0"
-    assert "default" not in topology.media.ip("route")
     for namespace in (topology.nat, topology.relay, topology.media):
         assert "default" not in namespace.ip("route"), namespace.name
 
