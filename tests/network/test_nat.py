@@ -158,6 +158,40 @@ async def test_no_direct_path_between_the_client_lan_and_the_media_server(
         assert "default" not in namespace.ip("route"), namespace.name
 
 
+def _ip_counter(namespace: netns.Namespace, name: str) -> int:
+    """One of the namespace's ``Ip:`` counters in /proc/net/snmp (RFC 4293's ipSystemStats)."""
+    header, values = (
+        line.split()[1:] for line in namespace.run("cat", "/proc/net/snmp").splitlines()[:2]
+    )
+    return int(values[header.index(name)])
+
+
+async def test_the_relay_does_not_route_the_public_side_into_the_cluster(
+    topology: netns.NatTopology,
+) -> None:
+    """Someone on the public side who routes the cluster range through the relay's public
+    address reaches nothing: the relay drops the packet as not addressed to it (RFC 1812
+    §5.3.1: a host does not forward), so only its TURN sockets lead into the cluster."""
+    media = topology.media.socket()
+    media.bind((netns.MEDIA, 0))
+    outside = topology.nat.socket()
+    topology.nat.ip("route", "add", netns.CLUSTER, "via", netns.RELAY_PUBLIC)
+    try:
+        before = _ip_counter(topology.relay, "InAddrErrors")
+        outside.sendto(b"into the cluster", media.getsockname())
+
+        await eventually(
+            lambda: _ip_counter(topology.relay, "InAddrErrors") > before,
+            "the relay dropped the packet",
+        )
+        with pytest.raises(BlockingIOError):
+            media.recvfrom(100)
+    finally:
+        topology.nat.ip("route", "del", netns.CLUSTER)
+        media.close()
+        outside.close()
+
+
 def test_topology_is_deleted_after_use() -> None:
     """Every namespace the context manager made is gone afterwards, with what ran inside."""
     with netns.nat_topology() as topology:
