@@ -17,3 +17,13 @@ def require_tool(name: str) -> str:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require_root() -> None:
+    """Tests that build network namespaces need root: skip elsewhere, fail under CI=true."""
+    if os.geteuid() == 0:
+        return
+    message = "needs root (network namespaces, veth pairs and nftables)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)

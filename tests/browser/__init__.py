@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
 from tests.tools import require_tool
 
@@ -66,3 +66,27 @@ async def chromium(
                 yield browser
             finally:
                 await browser.close()
+
+
+#: A fake camera and microphone, granted without a prompt. A page that gets them through
+#: getUserMedia also gets WebRTC's permission to gather a host candidate on every interface:
+#: without it Chromium offers only the address of its default route, and a media server's
+#: namespace has none.
+FAKE_MEDIA_DEVICES: tuple[str, ...] = (
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+)
+
+
+async def secure_page(browser: Browser, origin: str = "https://media.turnscale.test") -> Page:
+    """A new blank page at ``origin``, answered by Playwright itself (no network, no
+    certificate): a secure context, which getUserMedia requires and about:blank is not."""
+    page = await browser.new_page()
+    await page.route(
+        f"{origin}/**",
+        lambda route: route.fulfill(
+            body="<!doctype html><title>turnscale</title>", content_type="text/html"
+        ),
+    )
+    await page.goto(f"{origin}/", timeout=10_000)
+    return page
