@@ -2,16 +2,16 @@
 
 :class:`RelayServer` wires the pure parts (:mod:`relay.core`: the allocation table, the
 request handler, the authenticator over :class:`relay.core.credentials.Credentials`, the peer
-policy, the port pool) to the sockets of :mod:`relay.net.udp`, :mod:`relay.net.tcp` and
-:mod:`relay.net.relayed` and to the health endpoints of :mod:`relay.net.health`. The relayed
-sockets are built first, then the handler that opens them. It is the handler's
-:class:`relay.core.handler.Lifecycle`: every allocation created or deleted passes through it
-(listener index, relayed socket, counters and events in :class:`relay.core.stats.RelayStats`,
-one summary log line at the end).
+policy, the port pool) to the sockets of :mod:`relay.net.udp`, :mod:`relay.net.tcp`,
+:mod:`relay.net.tls`, :mod:`relay.net.dtls` and :mod:`relay.net.relayed` and to the health
+endpoints of :mod:`relay.net.health`. The relayed sockets are built first, then the handler
+that opens them. It is the handler's :class:`relay.core.handler.Lifecycle`: every allocation
+created or deleted passes through it (listener index, relayed socket, counters and events in
+:class:`relay.core.stats.RelayStats`, one summary log line at the end).
 
 One task expires allocations, permissions and channels (:meth:`RelayServer.sweep`, every
 ``sweep_interval`` seconds), unclaimed port reservations (RFC 8656 §7.2), and closes TCP
-connections idle without an allocation.
+connections and DTLS sessions idle without an allocation.
 
 Drain (:func:`serve`, signals through :class:`scaler.common.runtime.StopSignals`): the first
 SIGTERM or SIGINT refuses new allocations (403) while existing ones keep working; ``/ready``
@@ -42,6 +42,8 @@ from relay.core.peer_policy import PeerPolicy, SelfEndpoints
 from relay.core.ports import PortPool
 from relay.core.stats import RelayStats
 from relay.net import health
+from relay.net.dtls import DtlsListener
+from relay.net.dtls_cookies import CookieJar
 from relay.net.relayed import RelaySockets
 from relay.net.sockets import bind_listener
 from relay.net.tcp import TCP_IDLE_TIMEOUT, TcpConnection
@@ -59,6 +61,9 @@ __all__ = ["RelayServer", "StartupError", "serve"]
 log = logs.get("relay")
 
 Stream = TypeVar("Stream", bound=TcpConnection)
+
+#: What owns an open listener's socket.
+_Handle = UdpListener | asyncio.Server | TlsListener | DtlsListener
 
 #: Seconds between expiry sweeps: objects outlive their lifetime by at most this much.
 SWEEP_INTERVAL = 1.0
@@ -129,6 +134,9 @@ class RelayServer:
             max_channels=config.max_channels,
         )
         self.udp_listeners: list[UdpListener] = []
+        self.dtls_listeners: list[DtlsListener] = []
+        #: The DTLS cookie secret (RFC 6347 §4.2.1), one per process, rotating.
+        self.cookies = CookieJar()
         self.connections: set[TcpConnection] = set()
         #: TCP connections without an allocation, capped per source IP and in total.
         self.admission = TcpAdmission(config.tcp_max_pending, config.tcp_max_pending_per_ip)
@@ -140,7 +148,7 @@ class RelayServer:
         self.health_address: HostPort | None = None
         self._tcp_servers: list[asyncio.Server | TlsListener] = []
         #: Open listeners by the Listen they were asked for: the socket's owner, bound address.
-        self._open: dict[Listen, tuple[UdpListener | asyncio.Server | TlsListener, Listen]] = {}
+        self._open: dict[Listen, tuple[_Handle, Listen]] = {}
         #: The certificate of the tls:// listeners, loaded at start (None: no TLS configured).
         self.tls: TlsContexts | None = None
         self._tls_watcher: asyncio.Task[None] | None = None
@@ -218,11 +226,9 @@ class RelayServer:
             gateway=config.reporting.gateway,
         )
 
-    async def _open_listener(
-        self, item: Listen
-    ) -> tuple[UdpListener | asyncio.Server | TlsListener, Listen]:
+    async def _open_listener(self, item: Listen) -> tuple[_Handle, Listen]:
         loop = asyncio.get_running_loop()
-        handle: UdpListener | asyncio.Server | TlsListener
+        handle: _Handle
         if item.transport == "udp":
             try:
                 sock = bind_listener(item.address.host, item.address.port)
@@ -247,12 +253,40 @@ class RelayServer:
             )
             handle.start(loop)
             self._tcp_servers.append(handle)
+        elif item.transport == "dtls":
+            handle = self._open_dtls(item)
+            handle.start(loop)
+            self.dtls_listeners.append(handle)
+            host, port = handle.local
         else:
             tcp_sock = _bind_tcp(item.address, "--listen tcp://")
             handle = await loop.create_server(self._tcp_protocol, sock=tcp_sock)
             self._tcp_servers.append(handle)
             host, port = tcp_sock.getsockname()[:2]
         return handle, Listen(item.transport, HostPort(host, port))
+
+    def _open_dtls(self, item: Listen) -> DtlsListener:
+        if self.tls is None:
+            raise StartupError(f"--listen {item} needs --tls-cert and --tls-key")
+        try:
+            sock = bind_listener(item.address.host, item.address.port)
+        except OSError as exc:
+            raise StartupError(f"--listen {item}: {exc.strerror or exc}") from None
+        self.stats.add_transport("dtls")
+        return DtlsListener(
+            sock,
+            self.tls,
+            self.handler,
+            self.stats,
+            cookies=self.cookies,
+            handshakes=self.handshakes,
+            admission=self.admission,
+            timeout=self.config.tls_handshake_timeout,
+            on_failure=self._tls_handshake_failed,
+            clock=self.clock,
+            wall=self.wall,
+            idle_timeout=self.tcp_idle_timeout,
+        )
 
     def _load_tls(self) -> None:
         """Load --tls-cert/--tls-key (checked by the config already; they may have changed)."""
@@ -271,7 +305,13 @@ class RelayServer:
         if tls is None:
             return {}
         certificate = tls.status()
-        return {str(item): certificate for item in self.listeners if item.transport == "tls"}
+        status: dict[str, object] = {
+            str(item): certificate for item in self.listeners if item.transport == "tls"
+        }
+        for listener in self.dtls_listeners:
+            bound = Listen("dtls", HostPort(*listener.local))
+            status[str(bound)] = {**certificate, **listener.status()}
+        return status
 
     async def set_listeners(self, listen: Sequence[Listen]) -> None:
         """Open the listeners of ``listen`` not open yet and close those not in it; the others
@@ -287,6 +327,9 @@ class RelayServer:
                         self.handler.delete(allocation, "drained")
                     handle.close()
                     self.udp_listeners.remove(handle)
+                elif isinstance(handle, DtlsListener):
+                    handle.close()  # its sessions' allocations end, reason drained
+                    self.dtls_listeners.remove(handle)
                 else:
                     handle.close()
                     self._tcp_servers.remove(handle)
@@ -361,6 +404,9 @@ class RelayServer:
         for listener in self.udp_listeners:
             listener.close()
         self.udp_listeners.clear()
+        for dtls in self.dtls_listeners:
+            dtls.close()
+        self.dtls_listeners.clear()
         self._open.clear()
         for server in self._tcp_servers:
             with contextlib.suppress(TimeoutError):
@@ -387,7 +433,8 @@ class RelayServer:
     # -- periodic work
 
     def sweep(self) -> None:
-        """Expire what is due and close TCP connections idle without an allocation."""
+        """Expire what is due and close TCP connections and DTLS sessions idle without an
+        allocation."""
         now = self.clock()
         self.handler.expire(now)
         self.relays.expire_reservations(now)
@@ -396,6 +443,8 @@ class RelayServer:
             since = connection.idle_since
             if (since is not None and now - since > timeout) or connection.stalled(now):
                 connection.close()
+        for listener in self.dtls_listeners:
+            listener.sweep(now)
 
     async def _sweep_forever(self) -> None:
         while True:
