@@ -237,14 +237,20 @@ def dtls_context(
 ) -> SSL.Context:
     """A new pyOpenSSL DTLS server context (DTLS 1.2 minimum, RFC 6347) serving ``pair``,
     with ALPN ``stun.turn`` and the HelloVerifyRequest cookie callbacks (RFC 6347 §4.2.1;
-    pyOpenSSL takes them only before the context is first used). No client certificates:
-    TURN authenticates clients with its own credentials. The MTU is set per connection, never
+    pyOpenSSL takes them only before the context is first used). No client certificates and
+    no session resumption (tickets or cache): TURN authenticates clients with its own
+    credentials. The MTU is set per connection, never
     queried (memory BIOs have none). Raises :class:`OpenSSL.SSL.Error`."""
     if not pair.chain or pair.key is None:
         raise SSL.Error([("", "", "the pair was not parsed for DTLS")])
     context = SSL.Context(SSL.DTLS_SERVER_METHOD)
     context.set_min_proto_version(DTLS1_2_VERSION)
-    context.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+    context.set_options(
+        SSL.OP_NO_QUERY_MTU | SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION | SSL.OP_NO_TICKET
+    )
+    # No resumption: a TURN client authenticates with its credentials anyway, and a session
+    # cache would hold memory per handshake (OpenSSL keeps up to 20,000 by default).
+    context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     context.set_verify(SSL.VERIFY_NONE)
     context.use_certificate(pair.chain[0])
     for extra in pair.chain[1:]:

@@ -186,7 +186,6 @@ class DtlsChannel(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        from OpenSSL import SSL
 
         self.connection.bio_write(data)
         if not self.established:
@@ -213,11 +212,11 @@ class DtlsChannel(asyncio.DatagramProtocol):
         if out and self.transport is not None:
             self.transport.sendto(out)
 
-    async def handshake(self, timeout: float = 10.0) -> None:
-        """Complete the handshake within ``timeout`` seconds (raises TimeoutError)."""
+    async def handshake(self, within: float = 10.0) -> None:
+        """Complete the handshake within ``within`` seconds (raises TimeoutError)."""
         from OpenSSL import SSL
 
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             self._progress.clear()
             try:
