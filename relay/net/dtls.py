@@ -6,7 +6,8 @@ All cryptography is OpenSSL's, through pyOpenSSL with memory BIOs
 
 * **Cookie exchange first** (RFC 6347 §4.2.1): a datagram from a source without a session
   must be an epoch-0 ClientHello (:func:`relay.net.dtls_records.is_client_hello`), else it is
-  dropped and counted. It goes through ``DTLSv1_listen`` on a throw-away connection: without a
+  dropped and counted. It goes through ``DTLSv1_listen`` on the listener's one listening
+  connection (reused from hello to hello): without a
   valid cookie (:class:`relay.net.dtls_cookies.CookieJar`, an HMAC over the source address
   and port) the answer is a HelloVerifyRequest, sent only if it is no larger than the
   ClientHello (no amplification), and nothing is kept. Only a ClientHello that returns a
@@ -361,6 +362,7 @@ class DtlsListener:
         self.refused = 0
         self.garbage = 0
         self._context: tuple[LoadedPair, SSL.Context] | None = None
+        self._listener: SSL.Connection | None = None
 
     def __repr__(self) -> str:
         return f"DtlsListener({self.local[0]}:{self.local[1]}, sessions={len(self.sessions)})"
@@ -442,14 +444,15 @@ class DtlsListener:
         if len(data) > _HELLO_MAX or not is_client_hello(data):
             self.garbage += 1
             return
-        connection = SSL.Connection(self._new_context(), None)
+        connection = self._listening()
         connection.set_app_data(addr)
-        connection.set_ciphertext_mtu(DTLS_MTU)
         try:
             connection.bio_write(data)
             connection.DTLSv1_listen()
         except SSL.WantReadError:
-            reply = _drain(connection)  # the HelloVerifyRequest, if it was a ClientHello
+            # Still listening, the datagram consumed: the HelloVerifyRequest, if it was a
+            # ClientHello without a valid cookie. The same connection serves the next hello.
+            reply = _drain(connection)
             if reply and len(reply) <= len(data):
                 self.hello_verify_requests += 1
                 self.send(reply, addr)
@@ -457,9 +460,11 @@ class DtlsListener:
                 self.garbage += 1
             return
         except SSL.Error as exc:
+            self._listener = None  # in an unknown state: the next hello gets a fresh one
             self.garbage += 1
             log.debug("dtls hello dropped", client=str(addr), error=repr(exc))
             return
+        self._listener = None  # it becomes this client's session
         # The cookie is valid: the source receives at ``addr``.
         if replacing is not None:
             replacing.close(notify=False)
@@ -472,19 +477,23 @@ class DtlsListener:
         self.sessions[addr] = session
         session.advance()  # DTLSv1_listen kept the ClientHello: the ServerHello flight
 
-    def _new_context(self) -> SSL.Context:
-        """The context of the pair in use now (built once per loaded pair)."""
+    def _listening(self) -> SSL.Connection:
+        """The connection hellos go through (``DTLSv1_listen``): one per listener, reused
+        until a valid cookie makes it a session, and new when the pair changed, so a hello
+        costs no new OpenSSL object (and a flood no memory)."""
         pair = self.contexts.current
         cached = self._context
-        if cached is not None and cached[0] is pair:
-            return cached[1]
-        context = certs.dtls_context(
-            pair,
-            cookie_generate=self._cookie,
-            cookie_verify=self._cookie_valid,
-        )
-        self._context = (pair, context)
-        return context
+        if cached is None or cached[0] is not pair:
+            context = certs.dtls_context(
+                pair, cookie_generate=self._cookie, cookie_verify=self._cookie_valid
+            )
+            cached = self._context = (pair, context)
+            self._listener = None
+        if self._listener is None:
+            connection = SSL.Connection(cached[1], None)
+            connection.set_ciphertext_mtu(DTLS_MTU)
+            self._listener = connection
+        return self._listener
 
     def _cookie(self, connection: SSL.Connection) -> bytes:
         return self.cookies.cookie(connection.get_app_data())

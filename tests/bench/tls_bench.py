@@ -95,7 +95,8 @@ def start_relay(
     leaf: Leaf, transports: tuple[str, ...] = ("tls", "udp")
 ) -> tuple[subprocess.Popen[bytes], int]:
     """``turnscale relay`` with ``transports`` on one port number, served ``leaf``."""
-    port = free_port()
+    # A UDP listener needs a port free for UDP (free_port checks TCP).
+    port = free_port_pair() if "dtls" in transports else free_port()
     tls = ("--tls-cert", str(leaf.cert), "--tls-key", str(leaf.key))
     process = relay_bench.start_relay(
         port, 45000, 49999, "uvloop", transports=transports, extra=tls
