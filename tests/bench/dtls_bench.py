@@ -5,8 +5,10 @@ each server pinned to core 0 with the same P-256 certificate from a throw-away C
 messages per second, loss and server CPU per echoed message, paced
 (``-m 10 -n 1000 -l 200 -z 5``) and flood (``-z 0``). Also: full DTLS handshakes per second
 each server completes (sequential, a pyOpenSSL client: ClientHello, HelloVerifyRequest,
-ClientHello with the cookie, the two flights, close_notify). Everything is on loopback and
-bounded.
+ClientHello with the cookie, the two flights, close_notify), per second and per server
+CPU-second. For reference, the same loads against turnscale on plain UDP in the same run
+show what of the cost is the relay's packet path rather than DTLS. Everything is on loopback
+and bounded.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ PACED = Load("paced", 10, 1000, 5)
 FLOOD = Load("flood", 10, 1000, 0)
 HANDSHAKES = 1000
 DTLS_CLIENT = ("-S",)
+#: The reference row: turnscale without DTLS, the same loads.
+PLAIN_UDP = "turnscale relay, plain UDP"
 #: Seconds one handshake may take before the bench gives up on it.
 HANDSHAKE_TIMEOUT = 5.0
 #: Handshake flights the bench client had to send again (a lost datagram costs ~1 s).
@@ -111,6 +115,8 @@ def handshakes_per_second(port: int, context: Any, pid: int) -> Handshakes:
 def _server(name: str, tmp: Path, leaf: Leaf) -> Iterator[tuple[int, int]]:
     if name.startswith("coturn"):
         process, port = tls_bench.start_coturn(tmp, leaf, dtls=True)
+    elif name == PLAIN_UDP:
+        process, port = tls_bench.start_relay(leaf, transports=("udp",))
     else:
         process, port = tls_bench.start_relay(leaf, transports=("dtls",))
     try:
@@ -145,6 +151,9 @@ def main() -> None:
                     for load in (PACED, FLOOD):
                         results[load][name] = run_uclient(load, port, peer_port, pid, DTLS_CLIENT)
                     handshakes[name] = handshakes_per_second(port, context, pid)
+            with _server(PLAIN_UDP, Path(tmp), leaf) as (port, pid):
+                for load in (PACED, FLOOD):
+                    results[load][PLAIN_UDP] = run_uclient(load, port, peer_port, pid)
     finally:
         peer.terminate()
         peer.wait(timeout=10)
@@ -165,7 +174,7 @@ def report(
         rows: list[list[object]] = [
             ["server", "messages", "msgs/s", "loss", "server CPU s", "CPU us per message"]
         ]
-        for name in names:
+        for name in [*names, PLAIN_UDP]:
             r = by_server[name]
             per = r.cpu / r.received * 1e6 if r.received else float("nan")
             rows.append(
@@ -183,6 +192,10 @@ def report(
         if c.received and t.received and c.cpu > 0:
             ratio = (t.cpu / t.received) / (c.cpu / c.received)
             print(f"server CPU per message, turnscale/coturn: {ratio:.2f} (goal <= 1.5)")
+        u = by_server[PLAIN_UDP]
+        if u.received and t.received and u.cpu > 0:
+            overhead = (t.cpu / t.received) / (u.cpu / u.received)
+            print(f"turnscale over DTLS / turnscale on plain UDP, CPU per message: {overhead:.2f}")
     print(f"\n== DTLS handshakes ({HANDSHAKES} sequential, cookie exchange included)")
     rows = [["server", "handshakes/s", "per server CPU-second", "retransmissions", "failed"]]
     for name in names:
