@@ -515,6 +515,41 @@ async def test_idle_sessions_are_closed_with_close_notify(
             channel.close()
 
 
+async def test_a_client_restarted_on_the_same_port_replaces_its_session(
+    served: tuple[TlsFiles, Leaf], authority: Authority
+) -> None:
+    """RFC 6347 §4.2.8: a new handshake (with a valid cookie) from the address of an
+    established session ends the old one and its allocation."""
+    files, _ = served
+    async with running(dtls_config(files)) as server, echo_peer() as (peer, _protocol):
+        old = DtlsTurnClient(
+            address(server, "dtls"), dtls_client_context(authority), USER, PASSWORD
+        )
+        await old.open()
+        await bound_to(old, peer)
+        local = old.local
+        assert old.channel is not None and old.channel.transport is not None
+        old.channel.transport.close()  # the client dies: no close_notify
+        await asyncio.sleep(0.05)  # the socket closes on the next loop iterations
+        loop = asyncio.get_running_loop()
+        _, channel = await loop.create_datagram_endpoint(
+            lambda: DtlsChannel(dtls_client_context(authority), lambda _data: None),
+            local_addr=local,
+            remote_addr=address(server, "dtls"),
+        )
+        try:
+            await channel.handshake()
+            await until(lambda: not len(server.table))
+            events = RECORDED[id(server)]
+            assert isinstance(events[-1], wire.AllocationDeleted)
+            assert events[-1].reason == "error"
+            (session,) = listener(server).sessions.values()
+            assert session.addr == local and session.established and session.allocation is None
+            assert server.stats.connections["dtls"] == 2
+        finally:
+            channel.close()
+
+
 async def test_dtls_sessions_without_allocation_are_capped(
     served: tuple[TlsFiles, Leaf], authority: Authority
 ) -> None:
