@@ -45,6 +45,7 @@ from scaler.common.flags import (
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "SECURE_TRANSPORTS",
     "Listen",
     "Overrides",
     "RelayConfig",
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 Transport = Literal["udp", "tcp", "tls", "dtls"]
+#: Transports served with a certificate (--tls-cert/--tls-key, or a listener's own).
+SECURE_TRANSPORTS: Final = ("tls", "dtls")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,20 +82,21 @@ DEFAULT_REST_MAX_LIFETIME: Final = 86400
 
 
 def parse_listen(text: str) -> Listen:
-    """``udp://HOST:PORT``, ``tcp://HOST:PORT`` or ``tls://HOST:PORT`` (TURN over TLS over
-    TCP, RFC 8656 §3.1); HOST is an IP literal (``[V6]`` in brackets)."""
-    match = re.fullmatch(r"(udp|tcp|tls)://(.+)", text.strip())
+    """``udp://HOST:PORT``, ``tcp://HOST:PORT``, ``tls://HOST:PORT`` (TURN over TLS over
+    TCP, RFC 8656 §3.1) or ``dtls://HOST:PORT`` (TURN over DTLS 1.2 over UDP, RFC 8656 §3.1,
+    RFC 7350); HOST is an IP literal (``[V6]`` in brackets)."""
+    match = re.fullmatch(r"(udp|tcp|tls|dtls)://(.+)", text.strip())
     if match is None:
-        raise ValueError(f"{text!r} is not udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT")
+        raise ValueError(
+            f"{text!r} is not udp://HOST:PORT, tcp://HOST:PORT, tls://HOST:PORT or dtls://HOST:PORT"
+        )
     address = parse_host_port(match.group(2))
     try:
         ipaddress.ip_address(address.host)
     except ValueError:
         raise ValueError(f"{text!r}: the host must be an IP address, not a name") from None
-    transport: Transport = (
-        "udp" if match.group(1) == "udp" else "tcp" if match.group(1) == "tcp" else "tls"
-    )
-    return Listen(transport, address)
+    transports: dict[str, Transport] = {"udp": "udp", "tcp": "tcp", "tls": "tls", "dtls": "dtls"}
+    return Listen(transports[match.group(1)], address)
 
 
 def _ip_literal(text: str) -> str:
@@ -145,7 +149,8 @@ class RelayConfig:
     log_level: str = "info"
     event_loop: str = "uvloop"
     legacy_channels: bool = False
-    #: ``--tls-cert`` and ``--tls-key``: what ``tls://`` listeners serve (None: no TLS).
+    #: ``--tls-cert`` and ``--tls-key``: what ``tls://`` and ``dtls://`` listeners serve
+    #: (None: no TLS).
     tls: TlsFiles | None = None
     #: A TLS handshake not done after this many seconds closes the connection.
     tls_handshake_timeout: float = 5.0
@@ -168,16 +173,17 @@ def build_parser(prog: str = "turnscale relay") -> FlagParser:
         action="append",
         type=parse_listen,
         default=None,
-        metavar="udp://HOST:PORT|tcp://HOST:PORT|tls://HOST:PORT",
+        metavar="udp://HOST:PORT|tcp://HOST:PORT|tls://HOST:PORT|dtls://HOST:PORT",
         help="TURN listener, repeatable (default: udp://0.0.0.0:3478 and tcp://0.0.0.0:3478); "
-        "tls:// needs --tls-cert and --tls-key",
+        "tls:// (TLS over TCP) and dtls:// (DTLS 1.2 over UDP) need --tls-cert and --tls-key",
     )
     parser.add_flag(
         "--tls-cert",
         type=Path,
         default=None,
         metavar="FILE",
-        help="PEM certificate chain (leaf first) of the tls:// listeners; reloaded when it changes",
+        help="PEM certificate chain (leaf first) of the tls:// and dtls:// listeners; reloaded "
+        "when it changes (new handshakes get the new one)",
     )
     parser.add_flag(
         "--tls-key",
@@ -190,7 +196,8 @@ def build_parser(prog: str = "turnscale relay") -> FlagParser:
         "--tls-handshake-timeout",
         type=parse_duration,
         default="5s",
-        help="a TLS handshake not done after this long closes the connection",
+        help="a TLS or DTLS handshake not done after this long closes the connection (DTLS: "
+        "drops the session)",
     )
     parser.add_flag(
         "--realm", default=None, help="the long-term credential realm (default: turnscale)"
@@ -455,9 +462,13 @@ def from_args(
 
 def _tls_files(args: argparse.Namespace, listen: Sequence[Listen]) -> TlsFiles | None:
     """``--tls-cert`` and ``--tls-key``, both or neither, checked now (readable, matching,
-    valid today): a tls:// listener never starts without them."""
+    valid today): a tls:// or dtls:// listener never starts without them."""
     cert, key = args.tls_cert, args.tls_key
-    wanted = [str(item) for item in listen if item.transport == "tls" and item.certificate is None]
+    wanted = [
+        str(item)
+        for item in listen
+        if item.transport in SECURE_TRANSPORTS and item.certificate is None
+    ]
     if cert is None and key is None:
         if wanted:
             raise ConfigError(f"--listen {wanted[0]} needs --tls-cert and --tls-key")

@@ -1,14 +1,16 @@
-"""TLS certificates for TURN over TLS (RFC 8656 §3.1, RFC 7065 ``turns:``): loading and
-checking a certificate/key pair, and deciding when the files on disk have changed.
+"""TLS certificates for TURN over TLS and DTLS (RFC 8656 §3.1, RFC 7065 ``turns:``, RFC 7350):
+loading and checking a certificate/key pair, and deciding when the files on disk have changed.
 
 Nothing here runs a task or a loop; :mod:`relay.net.tls` polls with it.
 
 * :func:`load_pair` reads a PEM chain and its key into a new server
   :class:`ssl.SSLContext` (TLS 1.2 minimum, the ``ssl`` module's modern defaults, ALPN
   ``stun.turn`` of RFC 7443; a client that offers no ALPN is served too) and describes the
-  leaf certificate (:class:`CertInfo`). An unreadable file, a key that does not match the
-  certificate, or a certificate outside its validity period is a :class:`CertError` that
-  names the file's flag.
+  leaf certificate (:class:`CertInfo`). The same bytes, parsed with ``cryptography``, are
+  kept for :func:`dtls_context`, which builds a pyOpenSSL DTLS 1.2 server context (RFC 6347)
+  from the pair (checked once at load, so a pair DTLS cannot serve is refused like any other).
+  An unreadable file, a key that does not match the certificate, or a certificate outside
+  its validity period is a :class:`CertError` that names the file's flag.
 * :func:`stamp` is what a poll compares: for each file the path it resolves to (a
   Kubernetes Secret volume swaps its ``..data`` symlink), its inode, size and mtime.
   :class:`CertWatch` turns successive stamps into "load now" decisions, and remembers a
@@ -23,12 +25,18 @@ import os
 import re
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from OpenSSL import SSL
+
 __all__ = [
     "ALPN",
+    "DTLS1_2_VERSION",
     "CertError",
     "CertInfo",
     "CertWatch",
@@ -37,6 +45,7 @@ __all__ = [
     "Stamp",
     "TlsFiles",
     "describe",
+    "dtls_context",
     "load_pair",
     "poll",
     "server_context",
@@ -45,6 +54,11 @@ __all__ = [
 
 #: RFC 7443's ALPN label for TURN (and STUN) over TLS.
 ALPN: Final = "stun.turn"
+#: The DTLS 1.2 protocol version (RFC 6347 §4.1: {254, 253}); pyOpenSSL names no constant.
+DTLS1_2_VERSION: Final = 0xFEFD
+#: What the DTLS cookie callbacks look like (pyOpenSSL: the connection, and the cookie).
+CookieGenerate = Callable[[SSL.Connection], bytes]
+CookieVerify = Callable[[SSL.Connection, bytes], bool]
 
 _PEM_CERT = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
@@ -88,10 +102,13 @@ class CertInfo:
 
 @dataclass(frozen=True, slots=True)
 class LoadedPair:
-    """A server context for new handshakes and what it serves."""
+    """A server context for new handshakes and what it serves; ``chain`` and ``key`` are the
+    same pair parsed for :func:`dtls_context`."""
 
     context: ssl.SSLContext
     info: CertInfo
+    chain: tuple[x509.Certificate, ...] = field(default=(), repr=False)
+    key: PrivateKeyTypes | None = field(default=None, repr=False)
 
 
 def _iso(seconds: float) -> str:
@@ -181,7 +198,70 @@ def load_pair(files: TlsFiles, now: float) -> LoadedPair:
         ) from None
     except OSError as exc:
         raise CertError(f"--tls-key {files.key}: cannot read it ({exc.strerror or exc})") from None
-    return LoadedPair(context, info)
+    chain, key = _parse_pair(files)
+    pair = LoadedPair(context, info, chain, key)
+    try:
+        dtls_context(pair)  # what DTLS handshakes will get: refused now rather than then
+    except SSL.Error as exc:
+        raise CertError(
+            f"--tls-key {files.key} / --tls-cert {files.cert}: cannot serve it over DTLS ({exc})"
+        ) from None
+    return pair
+
+
+def _parse_pair(files: TlsFiles) -> tuple[tuple[x509.Certificate, ...], PrivateKeyTypes]:
+    """The chain and key of ``files`` as ``cryptography`` objects (for pyOpenSSL)."""
+    try:
+        chain = tuple(x509.load_pem_x509_certificates(files.cert.read_bytes()))
+    except (OSError, ValueError) as exc:
+        raise CertError(f"--tls-cert {files.cert}: not a usable certificate ({exc})") from None
+    try:
+        key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CertError(f"--tls-key {files.key}: not a usable private key ({exc})") from None
+    return chain, key
+
+
+def _select_alpn(_connection: SSL.Connection, offered: list[bytes]) -> bytes | object:
+    """RFC 7443: ``stun.turn`` when offered; a client offering other protocols only is
+    still served, without ALPN."""
+    wanted = ALPN.encode()
+    return wanted if wanted in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def dtls_context(
+    pair: LoadedPair,
+    *,
+    cookie_generate: CookieGenerate | None = None,
+    cookie_verify: CookieVerify | None = None,
+) -> SSL.Context:
+    """A new pyOpenSSL DTLS server context (DTLS 1.2 minimum, RFC 6347) serving ``pair``,
+    with ALPN ``stun.turn`` and the HelloVerifyRequest cookie callbacks (RFC 6347 §4.2.1;
+    pyOpenSSL takes them only before the context is first used). No client certificates and
+    no session resumption (tickets or cache): TURN authenticates clients with its own
+    credentials. The MTU is set per connection, never
+    queried (memory BIOs have none). Raises :class:`OpenSSL.SSL.Error`."""
+    if not pair.chain or pair.key is None:
+        raise SSL.Error([("", "", "the pair was not parsed for DTLS")])
+    context = SSL.Context(SSL.DTLS_SERVER_METHOD)
+    context.set_min_proto_version(DTLS1_2_VERSION)
+    context.set_options(
+        SSL.OP_NO_QUERY_MTU | SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION | SSL.OP_NO_TICKET
+    )
+    # No resumption: a TURN client authenticates with its credentials anyway, and a session
+    # cache would hold memory per handshake (OpenSSL keeps up to 20,000 by default).
+    context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    context.set_verify(SSL.VERIFY_NONE)
+    context.use_certificate(pair.chain[0])
+    for extra in pair.chain[1:]:
+        context.add_extra_chain_cert(extra)
+    context.use_privatekey(pair.key)  # type: ignore[arg-type]
+    context.check_privatekey()
+    context.set_alpn_select_callback(_select_alpn)  # type: ignore[arg-type]
+    if cookie_generate is not None and cookie_verify is not None:
+        context.set_cookie_generate_callback(cookie_generate)
+        context.set_cookie_verify_callback(cookie_verify)
+    return context
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,13 @@
 What each number means (the report wire contract, :mod:`scaler.wire`, builds on these):
 
 * ``allocations[transport]``: allocations alive now, by the client's transport (``udp``,
-  ``tcp``, and ``tls`` when a tls:// listener is configured). A gauge.
+  ``tcp``, ``tls`` when a certificate is configured, ``dtls`` with a dtls:// listener). A
+  gauge.
 * ``connections_total[transport]``: ``tcp`` counts TCP connections accepted on the TURN
-  listeners (with or without an allocation); ``tls`` counts TLS connections whose handshake
-  completed; ``udp`` counts client 5-tuples that got an allocation (UDP has no connections;
-  a 5-tuple that only sends Binding requests or fails authentication is not counted).
+  listeners (with or without an allocation); ``tls`` and ``dtls`` count TLS connections and
+  DTLS sessions whose handshake completed; ``udp`` counts client 5-tuples that got an
+  allocation (UDP has no connections; a 5-tuple that only sends Binding requests or fails
+  authentication is not counted).
   Cumulative since the process started.
 * ``bytes_received_total`` / ``bytes_sent_total``, by side: ``client`` is every byte read from
   or written to the TURN listeners (UDP datagram payloads, TCP stream bytes: STUN, ChannelData

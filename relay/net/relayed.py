@@ -127,6 +127,8 @@ class RelaySocket:
         peers = allocation.peers
         link = allocation.link
         udp = link.transport == "udp"
+        # RFC 8656 §12.5: ChannelData is padded over TCP and TLS only, not over UDP or DTLS.
+        unpadded = udp or link.transport == "dtls"
         client = allocation.client_addr
         send = link.sendto
         buf = RELAY
@@ -152,7 +154,7 @@ class RelaySocket:
                 else:
                     start = self._data_indication(addr, size, v6)
                 pad = -size & 3
-                if pad and (binding is None or not udp):
+                if pad and (binding is None or not unpadded):
                     buf[end : end + pad] = PADDING[pad]
                     end += pad
                 try:

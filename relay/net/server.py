@@ -2,16 +2,16 @@
 
 :class:`RelayServer` wires the pure parts (:mod:`relay.core`: the allocation table, the
 request handler, the authenticator over :class:`relay.core.credentials.Credentials`, the peer
-policy, the port pool) to the sockets of :mod:`relay.net.udp`, :mod:`relay.net.tcp` and
-:mod:`relay.net.relayed` and to the health endpoints of :mod:`relay.net.health`. The relayed
-sockets are built first, then the handler that opens them. It is the handler's
-:class:`relay.core.handler.Lifecycle`: every allocation created or deleted passes through it
-(listener index, relayed socket, counters and events in :class:`relay.core.stats.RelayStats`,
-one summary log line at the end).
+policy, the port pool) to the sockets of :mod:`relay.net.udp`, :mod:`relay.net.tcp`,
+:mod:`relay.net.tls`, :mod:`relay.net.dtls` and :mod:`relay.net.relayed` and to the health
+endpoints of :mod:`relay.net.health`. The relayed sockets are built first, then the handler
+that opens them. It is the handler's :class:`relay.core.handler.Lifecycle`: every allocation
+created or deleted passes through it (listener index, relayed socket, counters and events in
+:class:`relay.core.stats.RelayStats`, one summary log line at the end).
 
 One task expires allocations, permissions and channels (:meth:`RelayServer.sweep`, every
 ``sweep_interval`` seconds), unclaimed port reservations (RFC 8656 §7.2), and closes TCP
-connections idle without an allocation.
+connections and DTLS sessions idle without an allocation.
 
 Drain (:func:`serve`, signals through :class:`scaler.common.runtime.StopSignals`): the first
 SIGTERM or SIGINT refuses new allocations (403) while existing ones keep working; ``/ready``
@@ -31,7 +31,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from relay.config import Listen, RelayConfig
+from relay.config import SECURE_TRANSPORTS, Listen, RelayConfig
 from relay.core.admission import TcpAdmission
 from relay.core.allocation import Allocation, AllocationTable, Lifetimes
 from relay.core.auth import Authenticator, CredentialStore
@@ -42,6 +42,8 @@ from relay.core.peer_policy import PeerPolicy, SelfEndpoints
 from relay.core.ports import PortPool
 from relay.core.stats import RelayStats
 from relay.net import health
+from relay.net.dtls import DtlsListener
+from relay.net.dtls_cookies import CookieJar
 from relay.net.relayed import RelaySockets
 from relay.net.sockets import bind_listener
 from relay.net.tcp import TCP_IDLE_TIMEOUT, TcpConnection
@@ -59,6 +61,9 @@ __all__ = ["RelayServer", "StartupError", "serve"]
 log = logs.get("relay")
 
 Stream = TypeVar("Stream", bound=TcpConnection)
+
+#: What owns an open listener's socket.
+_Handle = UdpListener | asyncio.Server | TlsListener | DtlsListener
 
 #: Seconds between expiry sweeps: objects outlive their lifetime by at most this much.
 SWEEP_INTERVAL = 1.0
@@ -129,6 +134,9 @@ class RelayServer:
             max_channels=config.max_channels,
         )
         self.udp_listeners: list[UdpListener] = []
+        self.dtls_listeners: list[DtlsListener] = []
+        #: The DTLS cookie secret (RFC 6347 §4.2.1), one per process, rotating.
+        self.cookies = CookieJar()
         self.connections: set[TcpConnection] = set()
         #: TCP connections without an allocation, capped per source IP and in total.
         self.admission = TcpAdmission(config.tcp_max_pending, config.tcp_max_pending_per_ip)
@@ -140,7 +148,7 @@ class RelayServer:
         self.health_address: HostPort | None = None
         self._tcp_servers: list[asyncio.Server | TlsListener] = []
         #: Open listeners by the Listen they were asked for: the socket's owner, bound address.
-        self._open: dict[Listen, tuple[UdpListener | asyncio.Server | TlsListener, Listen]] = {}
+        self._open: dict[Listen, tuple[_Handle, Listen]] = {}
         #: The certificate of --tls-cert/--tls-key, loaded at start (None: not configured).
         self.tls: TlsContexts | None = None
         #: Every certificate pair a listener serves, each loaded, watched and rotated once
@@ -222,11 +230,9 @@ class RelayServer:
             gateway=config.reporting.gateway,
         )
 
-    async def _open_listener(
-        self, item: Listen
-    ) -> tuple[UdpListener | asyncio.Server | TlsListener, Listen]:
+    async def _open_listener(self, item: Listen) -> tuple[_Handle, Listen]:
         loop = asyncio.get_running_loop()
-        handle: UdpListener | asyncio.Server | TlsListener
+        handle: _Handle
         if item.transport == "udp":
             try:
                 sock = bind_listener(item.address.host, item.address.port)
@@ -236,11 +242,6 @@ class RelayServer:
             handle.start(loop)
             self.udp_listeners.append(handle)
             host, port = handle.local
-        elif item.transport == "dtls":
-            files = self._files(item)
-            if files is None:
-                raise StartupError(f"--listen {item} needs --tls-cert and --tls-key")
-            return self._open_dtls(item, files)
         elif item.transport == "tls":
             contexts = self._contexts(item)
             tcp_sock = _bind_tcp(item.address, "--listen tls://")
@@ -255,6 +256,11 @@ class RelayServer:
             )
             handle.start(loop)
             self._tcp_servers.append(handle)
+        elif item.transport == "dtls":
+            handle = self._open_dtls(item)
+            handle.start(loop)
+            self.dtls_listeners.append(handle)
+            host, port = handle.local
         else:
             tcp_sock = _bind_tcp(item.address, "--listen tcp://")
             handle = await loop.create_server(self._tcp_protocol, sock=tcp_sock)
@@ -262,13 +268,29 @@ class RelayServer:
             host, port = tcp_sock.getsockname()[:2]
         return handle, Listen(item.transport, HostPort(host, port), item.certificate)
 
-    def _open_dtls(
-        self, item: Listen, files: TlsFiles
-    ) -> tuple[UdpListener | asyncio.Server | TlsListener, Listen]:
-        """The DTLS listener of ``item`` serving the pair ``files``: TURN over DTLS
-        (RFC 8656 §3.1, RFC 7350) is not served by this build, so it is refused rather than
-        served as plain UDP (the DTLS server plugs in here)."""
-        raise StartupError(f"--listen {item}: DTLS listeners are not served by this relay build")
+    def _open_dtls(self, item: Listen) -> DtlsListener:
+        """TURN over DTLS (RFC 8656 §3.1, RFC 7350) on ``item``, serving its own pair or the
+        global one: never plain UDP when the pair is missing."""
+        contexts = self._contexts(item)
+        try:
+            sock = bind_listener(item.address.host, item.address.port)
+        except OSError as exc:
+            raise StartupError(f"--listen {item}: {exc.strerror or exc}") from None
+        self.stats.add_transport("dtls")
+        return DtlsListener(
+            sock,
+            contexts,
+            self.handler,
+            self.stats,
+            cookies=self.cookies,
+            handshakes=self.handshakes,
+            admission=self.admission,
+            timeout=self.config.tls_handshake_timeout,
+            on_failure=self._tls_handshake_failed,
+            clock=self.clock,
+            wall=self.wall,
+            idle_timeout=self.tcp_idle_timeout,
+        )
 
     def _load_tls(self) -> None:
         """Load --tls-cert/--tls-key (checked by the config already; they may have changed)."""
@@ -307,7 +329,7 @@ class RelayServer:
 
     async def _release_certificates(self) -> None:
         """Stop watching the pairs no open listener serves (the global one stays)."""
-        used = {self._files(item) for item in self._open if item.transport == "tls"}
+        used = {self._files(item) for item in self._open if item.transport in SECURE_TRANSPORTS}
         used.add(self.config.tls)
         for files in [f for f in self.certificates if f not in used]:
             del self.certificates[files]
@@ -325,11 +347,15 @@ class RelayServer:
 
     def _tls_status(self) -> dict[str, object]:
         status: dict[str, object] = {}
-        for item, (_, bound) in self._open.items():
-            files = self._files(item) if item.transport == "tls" else None
+        for item, (handle, bound) in self._open.items():
+            files = self._files(item) if item.transport in SECURE_TRANSPORTS else None
             contexts = self.certificates.get(files) if files is not None else None
-            if contexts is not None:
-                status[str(bound)] = contexts.status()
+            if contexts is None:
+                continue
+            certificate = contexts.status()
+            if isinstance(handle, DtlsListener):
+                certificate = {**certificate, **handle.status()}
+            status[str(bound)] = certificate
         return status
 
     async def set_listeners(self, listen: Sequence[Listen]) -> None:
@@ -348,6 +374,9 @@ class RelayServer:
                         self.handler.delete(allocation, "drained")
                     handle.close()
                     self.udp_listeners.remove(handle)
+                elif isinstance(handle, DtlsListener):
+                    handle.close()  # its sessions' allocations end, reason drained
+                    self.dtls_listeners.remove(handle)
                 else:
                     handle.close()
                     self._tcp_servers.remove(handle)
@@ -429,6 +458,9 @@ class RelayServer:
         for listener in self.udp_listeners:
             listener.close()
         self.udp_listeners.clear()
+        for dtls in self.dtls_listeners:
+            dtls.close()
+        self.dtls_listeners.clear()
         self._open.clear()
         for server in self._tcp_servers:
             with contextlib.suppress(TimeoutError):
@@ -455,7 +487,8 @@ class RelayServer:
     # -- periodic work
 
     def sweep(self) -> None:
-        """Expire what is due and close TCP connections idle without an allocation."""
+        """Expire what is due and close TCP connections and DTLS sessions idle without an
+        allocation."""
         now = self.clock()
         self.handler.expire(now)
         self.relays.expire_reservations(now)
@@ -464,6 +497,8 @@ class RelayServer:
             since = connection.idle_since
             if (since is not None and now - since > timeout) or connection.stalled(now):
                 connection.close()
+        for listener in self.dtls_listeners:
+            listener.sweep(now)
 
     async def _sweep_forever(self) -> None:
         while True:

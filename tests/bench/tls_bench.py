@@ -49,7 +49,11 @@ IDLE_CONNECTIONS = 300
 TLS_CLIENT = ("-t", "-S")
 
 
-def start_coturn(directory: Path, leaf: Leaf) -> tuple[subprocess.Popen[bytes], int]:
+def start_coturn(
+    directory: Path, leaf: Leaf, *, dtls: bool = False
+) -> tuple[subprocess.Popen[bytes], int]:
+    """coturn with TLS (and with ``dtls``, DTLS on the same port number over UDP); returns
+    the process and that port."""
     binary = shutil.which("turnserver")
     assert binary is not None
     plain, tls = free_port(), free_port()
@@ -71,7 +75,7 @@ def start_coturn(directory: Path, leaf: Leaf) -> tuple[subprocess.Popen[bytes], 
                 f"realm={REALM}",
                 "allow-loopback-peers",
                 "no-cli",
-                "no-dtls",
+                *([] if dtls else ["no-dtls"]),
                 f"userdb={directory / 'turndb-tls'}",
                 f"pidfile={directory / 'turnserver-tls.pid'}",
                 "log-file=stdout",
@@ -87,11 +91,15 @@ def start_coturn(directory: Path, leaf: Leaf) -> tuple[subprocess.Popen[bytes], 
     return process, tls
 
 
-def start_relay(leaf: Leaf) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+def start_relay(
+    leaf: Leaf, transports: tuple[str, ...] = ("tls", "udp")
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``turnscale relay`` with ``transports`` on one port number, served ``leaf``."""
+    # A UDP listener needs a port free for UDP (free_port checks TCP).
+    port = free_port_pair() if "dtls" in transports else free_port()
     tls = ("--tls-cert", str(leaf.cert), "--tls-key", str(leaf.key))
     process = relay_bench.start_relay(
-        port, 45000, 49999, "uvloop", transports=("tls", "udp"), extra=tls
+        port, 45000, 49999, "uvloop", transports=transports, extra=tls
     )
     return process, port
 

@@ -25,7 +25,7 @@ from aioice.turn import create_turn_endpoint
 
 from relay import settings as relay_settings
 from relay.gateway.run import FileGateway
-from relay.net.server import RelayServer, StartupError
+from relay.net.server import RelayServer
 from relay.settings import Settings
 from scaler.common.flags import ConfigError
 from tests.gateway.objects import (
@@ -45,7 +45,14 @@ from tests.gateway.test_peers import FakeDns
 from tests.processes import LoggedProcess
 from tests.relay.servers import free_port_pair
 from tests.relay.test_coturn import LOAD, Outcome
-from tests.relay.tls_helpers import Authority, Leaf, fingerprint, served_certificate
+from tests.relay.tls_helpers import (
+    Authority,
+    DtlsChannel,
+    Leaf,
+    dtls_client_context,
+    fingerprint,
+    served_certificate,
+)
 from tests.relay.turn_client import echo_peer
 from tests.tools import require_tool
 from tests.waiting import eventually
@@ -220,20 +227,43 @@ def test_a_certificate_ref_of_the_wrong_kind_stops_the_relay_at_start(tmp_path: 
         relay_settings.load(flags, environ={})
 
 
-async def test_a_dtls_listener_is_refused_at_start_not_served_as_udp(
+# A STUN Binding request (RFC 8489 §5): what a plain UDP listener would answer.
+BINDING_REQUEST = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12)
+
+
+async def test_a_dtls_listener_serves_its_own_secret_over_dtls(
     authority: Authority, tmp_path: Path
 ) -> None:
-    flags = write_objects(tmp_path, pem(authority.leaf("dtls-file")))
+    """A TURN-DTLS listener hands new DTLS handshakes the certificate of its mounted Secret
+    (verified against the test CA), never plain UDP."""
+    leaf = authority.leaf("dtls-file")
+    flags = write_objects(tmp_path, pem(leaf))
     edit_config(flags, "TURN-TLS", "TURN-DTLS")
     loaded = relay_settings.load(flags, environ={})
     (dtls,) = [item for item in loaded.relay.listen if item.transport == "dtls"]
     assert dtls.certificate is not None and dtls.certificate.cert.name == "tls.crt"
     server = RelayServer(loaded.relay)
-    with pytest.raises(StartupError, match="DTLS listeners are not served by this relay build"):
-        await server.start()
-    assert not server.serving
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", dtls.address.port))  # nothing was left bound on its port
+    await server.start()
+    try:
+        (listener,) = server.dtls_listeners
+        loop = asyncio.get_running_loop()
+        _, channel = await loop.create_datagram_endpoint(
+            lambda: DtlsChannel(dtls_client_context(authority), lambda _data: None),
+            remote_addr=listener.local,
+        )
+        try:
+            await channel.handshake()
+            assert channel.peer_fingerprint() == leaf.fingerprint
+        finally:
+            channel.close()
+        # A plain STUN Binding on the DTLS port is not TURN over UDP: it gets no answer.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.settimeout(0.5)
+            probe.sendto(BINDING_REQUEST, listener.local)
+            with pytest.raises(TimeoutError):
+                probe.recv(2048)
+    finally:
+        await server.stop()
 
 
 def test_coturn_s_client_over_the_gateway_s_tls_listener_loses_nothing(

@@ -3,7 +3,7 @@ kubernetes-asyncio: the ``kubernetes.io/tls`` Secret of ``tls.certificateRefs`` 
 written into the relay's private directory and served to aioice over TLS (chain checked
 against the test CA). An updated Secret reaches new handshakes while a call keeps echoing; a
 bad or missing one is that listener's ``ResolvedRefs`` False ``InvalidCertificateRef`` (the
-other listeners served) until it is fixed; DTLS is refused, never served as plain UDP."""
+other listeners served) until it is fixed; a TURN-DTLS listener serves its own Secret over DTLS."""
 
 from __future__ import annotations
 
@@ -23,7 +23,14 @@ from tests.gateway.objects import gateway, tls_listener, turn_port
 from tests.gateway.test_file_relay import Receiver, echoed
 from tests.gateway.test_live import Live, allocate, issue_example, live_relay, rest
 from tests.gateway.test_translate import reference_grant
-from tests.relay.tls_helpers import Authority, Leaf, fingerprint, served_certificate
+from tests.relay.tls_helpers import (
+    Authority,
+    DtlsChannel,
+    Leaf,
+    dtls_client_context,
+    fingerprint,
+    served_certificate,
+)
 from tests.relay.turn_client import echo_peer
 from tests.tools import require_tool
 from tests.waiting import eventually
@@ -191,6 +198,20 @@ async def test_a_live_tls_listener_serves_its_secret_and_follows_its_updates(
             call.close()
 
 
+async def dtls_fingerprint(port: int, authority: Authority) -> str:
+    """The certificate a new DTLS handshake on ``port`` is served (chain checked)."""
+    loop = asyncio.get_running_loop()
+    _, channel = await loop.create_datagram_endpoint(
+        lambda: DtlsChannel(dtls_client_context(authority), lambda _data: None),
+        remote_addr=("127.0.0.1", port),
+    )
+    try:
+        await channel.handshake()
+        return channel.peer_fingerprint()
+    finally:
+        channel.close()
+
+
 async def test_a_listener_without_a_usable_secret_waits_while_the_others_serve(
     authority: Authority, tmp_path: Path
 ) -> None:
@@ -203,7 +224,8 @@ async def test_a_listener_without_a_usable_secret_waits_while_the_others_serve(
         kind,
         tls_listener(dtls, name="dtls-listener", protocol="TURN-DTLS", secret="dtls"),
     )
-    good = tls_secret(authority.leaf("dtls"), name="dtls")
+    dtls_leaf = authority.leaf("dtls")
+    good = tls_secret(dtls_leaf, name="dtls")
     async with (
         live_relay(tmp_path, *documents, good, tls_secret(None, **{"tls.crt": "x"})) as live,
         echo_peer("127.0.0.1") as (media, _),
@@ -219,10 +241,13 @@ async def test_a_listener_without_a_usable_secret_waits_while_the_others_serve(
             live, "wrong-kind", "ResolvedRefs", "False", "InvalidCertificateRef"
         )
         assert "ConfigMap (group '') is not a Secret" in wrong["message"]
-        # DTLS is not served by this build: refused, never a plain UDP socket on its port.
-        refused = await listener_is(live, "dtls-listener", "Programmed", "False", "Invalid")
-        assert "DTLS listeners are not served" in refused["message"]
-        assert {(i.transport, i.address.port) for i in server.listeners} == {("udp", udp)}
+        # The DTLS listener's Secret is good: served over DTLS with that Secret's pair.
+        await listener_is(live, "dtls-listener", "Programmed", "True", "Programmed")
+        assert {(i.transport, i.address.port) for i in server.listeners} == {
+            ("udp", udp),
+            ("dtls", dtls),
+        }
+        assert await dtls_fingerprint(dtls, authority) == dtls_leaf.fingerprint
         accepted = await live.condition_is(
             "Gateway", "stunner-gateway", "Accepted", "True", "ListenersNotValid"
         )

@@ -1,18 +1,24 @@
-"""Certificates for the TLS tests, made with the ``openssl`` command (the ``cryptography``
-package is not installed): one CA, leaves for 127.0.0.1 signed by it, and client contexts
-that trust the CA."""
+"""Certificates for the TLS tests, made with the ``openssl`` command: one CA, leaves for
+127.0.0.1 signed by it, and client contexts that trust the CA; DTLS clients (pyOpenSSL over
+memory BIOs) for the DTLS tests."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
 import socket
 import ssl
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from tests.relay.turn_client import TurnClient
 from tests.tools import require_tool
 
 
@@ -107,3 +113,177 @@ def served_certificate(port: int, context: ssl.SSLContext, host: str = "127.0.0.
 
 def fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
+
+
+# -- DTLS (RFC 6347) clients: pyOpenSSL over memory BIOs on an asyncio UDP socket
+
+
+def dtls_client_context(authority: Authority) -> Any:
+    """A pyOpenSSL DTLS 1.2 client context that trusts ``authority`` and offers ALPN
+    ``stun.turn`` (RFC 7443)."""
+    from OpenSSL import SSL
+
+    context = SSL.Context(SSL.DTLS_CLIENT_METHOD)
+    context.load_verify_locations(str(authority.cert))
+    context.set_verify(SSL.VERIFY_PEER, lambda _c, _x, _n, _d, ok: bool(ok))
+    context.set_alpn_protos([b"stun.turn"])
+    return context
+
+
+def drain_bio(connection: Any) -> bytes:
+    """What OpenSSL wrote to ``connection``'s outgoing memory BIO."""
+    from OpenSSL import SSL
+
+    parts: list[bytes] = []
+    while True:
+        try:
+            parts.append(connection.bio_read(65536))
+        except SSL.WantReadError:
+            return b"".join(parts)
+
+
+def client_hello(context: Any) -> tuple[Any, bytes]:
+    """A new client connection and its first flight (a ClientHello without a cookie)."""
+    from OpenSSL import SSL
+
+    connection = SSL.Connection(context, None)
+    connection.set_connect_state()
+    connection.set_ciphertext_mtu(1200)
+    with contextlib.suppress(SSL.WantReadError):
+        connection.do_handshake()
+    return connection, drain_bio(connection)
+
+
+def answer(connection: Any, datagram: bytes) -> bytes:
+    """Feed ``datagram`` to a client ``connection`` in handshake; its next flight."""
+    from OpenSSL import SSL
+
+    connection.bio_write(datagram)
+    with contextlib.suppress(SSL.WantReadError):
+        connection.do_handshake()
+    return drain_bio(connection)
+
+
+class DtlsChannel(asyncio.DatagramProtocol):
+    """A DTLS client association to one server address: handshake with OpenSSL's own
+    retransmissions (bounded), then one record per :meth:`sendto`; each record received goes
+    to ``deliver``. Has what :class:`tests.relay.turn_client.TurnClient` uses of a datagram
+    transport (``sendto``, ``close``, ``get_extra_info``)."""
+
+    def __init__(self, context: Any, deliver: Callable[[bytes], None]) -> None:
+        from OpenSSL import SSL
+
+        self.connection = SSL.Connection(context, None)
+        self.connection.set_connect_state()
+        self.connection.set_ciphertext_mtu(1200)
+        self.deliver = deliver
+        self.transport: asyncio.DatagramTransport | None = None
+        self.established = False
+        self.closed_by_peer = False
+        self._progress = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+
+        self.connection.bio_write(data)
+        if not self.established:
+            self._progress.set()
+            return
+        self._receive()
+
+    def _receive(self) -> None:
+        from OpenSSL import SSL
+
+        while True:
+            try:
+                plain = self.connection.recv(65536)
+            except SSL.WantReadError:
+                break
+            except (SSL.ZeroReturnError, SSL.Error):
+                self.closed_by_peer = True
+                break
+            self.deliver(plain)
+        self._flush()
+
+    def _flush(self) -> None:
+        out = drain_bio(self.connection)
+        if out and self.transport is not None:
+            self.transport.sendto(out)
+
+    async def handshake(self, within: float = 10.0) -> None:
+        """Complete the handshake within ``within`` seconds (raises TimeoutError)."""
+        from OpenSSL import SSL
+
+        deadline = time.monotonic() + within
+        while True:
+            self._progress.clear()
+            try:
+                self.connection.do_handshake()
+            except SSL.WantReadError:
+                pass
+            else:
+                self._flush()
+                self.established = True
+                self._receive()  # records that came with the last flight
+                return
+            self._flush()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("DTLS handshake not done in time")
+            wait = self.connection.DTLSv1_get_timeout() or 1.0
+            try:
+                await asyncio.wait_for(self._progress.wait(), min(wait, left))
+            except TimeoutError:
+                self.connection.DTLSv1_handle_timeout()  # retransmit the last flight
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        self.connection.send(data)
+        self._flush()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        assert self.transport is not None
+        return self.transport.get_extra_info(name, default)
+
+    def peer_fingerprint(self) -> str:
+        from cryptography.hazmat.primitives import serialization
+
+        certificate = self.connection.get_peer_certificate(as_cryptography=True)
+        assert certificate is not None
+        return fingerprint(certificate.public_bytes(serialization.Encoding.DER))
+
+    def close(self) -> None:
+        """Send close_notify and close the socket."""
+        from OpenSSL import SSL
+
+        if self.established:
+            with contextlib.suppress(SSL.Error):
+                self.connection.shutdown()
+            self._flush()
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+
+class DtlsTurnClient(TurnClient):
+    """:class:`tests.relay.turn_client.TurnClient` over DTLS: the same requests, each one
+    record (retransmitted like UDP)."""
+
+    def __init__(self, server: tuple[str, int], context: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(server, *args, **kwargs)
+        self.context = context
+        self.channel: DtlsChannel | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, channel = await loop.create_datagram_endpoint(
+            lambda: DtlsChannel(self.context, self._incoming), remote_addr=self.server
+        )
+        try:
+            await channel.handshake()
+        except BaseException:
+            channel.close()
+            raise
+        self.channel = channel
+        self._transport = channel
