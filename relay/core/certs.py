@@ -19,7 +19,6 @@ Nothing here runs a task or a loop; :mod:`relay.net.tls` polls with it.
 
 from __future__ import annotations
 
-import _ssl
 import hashlib
 import os
 import re
@@ -27,7 +26,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -121,16 +120,6 @@ def _iso(seconds: float) -> str:
     )
 
 
-#: CPython's decoder of a PEM file's first certificate (what ``getpeercert()`` returns);
-#: the ``ssl`` module has no public way to read a certificate it does not verify.
-_decode_cert: Callable[[str], dict[str, Any]] = _ssl._test_decode_cert  # type: ignore[attr-defined]
-
-
-def _name(parts: Any) -> str:
-    """``((('commonName', 'x'),), ...)`` as ``commonName=x,...``."""
-    return ",".join(f"{key}={value}" for rdn in parts for key, value in rdn)
-
-
 def server_context() -> ssl.SSLContext:
     """A server context without a certificate: TLS 1.2 minimum, modern defaults, ALPN."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -139,6 +128,12 @@ def server_context() -> ssl.SSLContext:
     # A client that offers other protocols only is still served (OpenSSL: no ALPN chosen).
     context.set_alpn_protocols([ALPN])
     return context
+
+
+def _even_hex(number: int) -> str:
+    """A serial number as upper-case hex bytes (``0A`` for 10), as OpenSSL prints it."""
+    digits = f"{number:X}"
+    return digits if len(digits) % 2 == 0 else f"0{digits}"
 
 
 def describe(cert: Path) -> CertInfo:
@@ -151,19 +146,18 @@ def describe(cert: Path) -> CertInfo:
     if match is None:
         raise CertError(f"--tls-cert {cert}: no PEM certificate in it")
     try:
-        der = ssl.PEM_cert_to_DER_cert(match.group(0).decode("ascii"))
-        decoded: dict[str, Any] = _decode_cert(os.fspath(cert))
-        not_before = float(ssl.cert_time_to_seconds(decoded["notBefore"]))
-        not_after = float(ssl.cert_time_to_seconds(decoded["notAfter"]))
-    except (ssl.SSLError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        leaf = x509.load_pem_x509_certificate(match.group(0))
+    except ValueError as exc:
         raise CertError(f"--tls-cert {cert}: not a usable certificate ({exc})") from None
     return CertInfo(
-        subject=_name(decoded.get("subject", ())),
-        issuer=_name(decoded.get("issuer", ())),
-        serial=str(decoded.get("serialNumber", "")),
-        not_before=not_before,
-        not_after=not_after,
-        fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+        subject=leaf.subject.rfc4514_string(),
+        issuer=leaf.issuer.rfc4514_string(),
+        serial=_even_hex(leaf.serial_number),
+        not_before=leaf.not_valid_before_utc.timestamp(),
+        not_after=leaf.not_valid_after_utc.timestamp(),
+        fingerprint_sha256=hashlib.sha256(
+            leaf.public_bytes(serialization.Encoding.DER)
+        ).hexdigest(),
     )
 
 
@@ -186,8 +180,15 @@ def load_pair(files: TlsFiles, now: float) -> LoadedPair:
             f"--tls-cert {files.cert}: the certificate is not valid before {_iso(info.not_before)}"
         )
     context = server_context()
+
+    def no_pass_phrase() -> bytes:
+        # Without a callback OpenSSL would prompt on the terminal and block the relay.
+        raise CertError(
+            f"--tls-key {files.key}: the key is encrypted (pass phrases are not supported)"
+        )
+
     try:
-        context.load_cert_chain(files.cert, files.key)
+        context.load_cert_chain(files.cert, files.key, password=no_pass_phrase)
     except ssl.SSLError as exc:
         if "KEY_VALUES_MISMATCH" in str(exc) or exc.reason == "KEY_VALUES_MISMATCH":
             raise CertError(

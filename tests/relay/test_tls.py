@@ -155,7 +155,7 @@ async def test_aioice_over_tls_allocates_and_echoes(
             (listener,) = [item for item in server.listeners if item.transport == "tls"]
             certificate = status["tls"][str(listener)]
             assert certificate["fingerprint_sha256"] == leaf.fingerprint
-            assert certificate["subject"] == f"commonName={leaf.cert.stem}"
+            assert certificate["subject"] == f"CN={leaf.cert.stem}"
             assert certificate["not_after"].endswith("Z")
             assert certificate["serial"] == f"{leaf.serial:02X}"
         finally:
@@ -440,6 +440,12 @@ def bad_files(authority: Authority, tmp_path_factory: pytest.TempPathFactory) ->
     unreadable.chmod(0)
     garbage = directory / "garbage.pem"
     garbage.write_text("not a certificate\n")
+    encrypted = directory / "encrypted.key"
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(good.key), "-aes256", "-passout", "pass:secret",
+         "-out", str(encrypted)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
     return {
         "cert": good.cert,
         "key": good.key,
@@ -449,6 +455,7 @@ def bad_files(authority: Authority, tmp_path_factory: pytest.TempPathFactory) ->
         "missing": directory / "missing.pem",
         "unreadable": unreadable,
         "garbage": garbage,
+        "encrypted": encrypted,
     }
 
 
@@ -473,6 +480,24 @@ if os.geteuid() != 0:  # root reads a mode-0 file anyway
     BAD_FLAGS["unreadable key file"] = (
         ("--tls-cert", "{cert}", "--tls-key", "{unreadable}"),
         "--tls-key",
+    )
+
+
+def test_an_encrypted_key_is_refused_at_start_not_prompted_for(
+    bad_files: dict[str, Path],
+) -> None:
+    """OpenSSL would ask a terminal for the pass phrase and block the relay's start."""
+    argv = [
+        sys.executable, "-m", "relay", "--listen", "tls://127.0.0.1:0",
+        "--health", "127.0.0.1:0", "--user", f"{USER}:{PASSWORD}",
+        "--tls-cert", str(bad_files["cert"]), "--tls-key", str(bad_files["encrypted"]),
+    ]  # fmt: skip
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"--tls-key {bad_files['encrypted']}: the key is encrypted" in result.stderr, (
+        result.stderr
     )
 
 
