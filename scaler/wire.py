@@ -32,11 +32,26 @@ The rules both ends keep:
 - Sides: ``client`` is traffic on the TURN listeners, ``peer`` on relayed sockets.
   Transports: ``udp``, ``tcp``, ``tls``, ``dtls``.
 - A relay reports within 50 ms of any allocation change and at least every 5 s.
+- ``state.users`` (optional, additive: scalers of the first release skip it) holds the
+  relay's allocations per user: ``{user_digest(quota key): count}`` for users with at
+  least one allocation, at most :data:`MAX_REPORTED_USERS` of them (the users with the most
+  allocations on that relay; with more users the rest are left out, so a scaler's fleet
+  sum is a lower bound). The quota key is the relay's own (``static:NAME``,
+  ``rest:USERID``, ``rest:`` for every anonymous REST credential); :func:`user_digest`
+  sends it as a fixed-size SHA-256 digest, never in the clear.
 - The scaler answers 202 (accepted, or ``late``: an older seq not seen before, whose events
   count), 200 for a duplicate or older ``seq`` or an older instance than the one it holds
   (ignored, idempotent), 400 with ``{"error": ...}`` naming the bad field, 401 for a bad
   token, 413 for a body over the limit, 415 for the wrong content type, 503 for a new relay
   beyond ``--max-relays``.
+- Answer bodies are JSON objects; a relay ignores keys it does not know. With
+  ``--fleet-user-quota`` a 202 body also carries the fleet quota answer, version
+  :data:`OVER_QUOTA_VERSION`: ``{"result": "accepted", "seq": 17, "over_quota":
+  {"version": 1, "users": ["<digest>", ...], "truncated": false}}``, the users (digests)
+  whose allocations across the fleet are at or over the quota, at most
+  :data:`MAX_OVER_QUOTA` of them (``truncated`` says more were over). No ``over_quota``
+  key, an unknown ``version`` or a body that does not decode means "nobody is over" to
+  the relay: the quota fails open.
 
 One decode validates the whole report in a single pass: types, bounds, label syntax
 (Kubernetes object names) and the event union. Anything else is a :class:`ReportError`
@@ -46,6 +61,8 @@ the same types, so both ends share one definition.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 from typing import Annotated, Final, Literal
 
@@ -63,6 +80,13 @@ MAX_ALLOCATIONS: Final = 1_000_000
 EARLIEST_TIME: Final = 946_684_800.0
 LATEST_TIME: Final = 4_102_444_800.0
 MAX_DURATION: Final = 10 * 365 * 86400.0
+#: Users with allocations one report lists at most (``state.users``).
+MAX_REPORTED_USERS: Final = 1000
+#: Version of the ``over_quota`` answer; users over quota one answer lists at most.
+OVER_QUOTA_VERSION: Final = 1
+MAX_OVER_QUOTA: Final = 1000
+#: Bytes of an answer body a relay reads at most (the largest ``over_quota`` fits).
+MAX_ANSWER_BYTES: Final = 64 * 1024
 
 # RFC 1123 label (namespaces) and subdomain (pods, gateways), as Kubernetes validates them.
 Namespace = Annotated[str, msgspec.Meta(pattern=DNS_LABEL, max_length=LABEL_MAX)]
@@ -74,6 +98,8 @@ Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
 Gauge = Annotated[int, msgspec.Meta(ge=0, le=MAX_ALLOCATIONS)]
 Seq = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
 Seconds = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_DURATION)]
+#: :func:`user_digest` of a quota key: 128 bits in lowercase hex.
+UserDigest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
 
 Transport = Literal["udp", "tcp", "tls", "dtls"]
 Side = Literal["client", "peer"]
@@ -92,13 +118,17 @@ class RelayIdentity(msgspec.Struct, frozen=True):
     started_at: Timestamp
 
 
-class RelayState(msgspec.Struct, frozen=True):
-    """Authoritative snapshot: gauges are current, ``*_total`` cumulative since start."""
+class RelayState(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Authoritative snapshot: gauges are current, ``*_total`` cumulative since start.
+
+    ``users`` is additive to version 1 and left out of the JSON while empty, so a relay
+    without users encodes exactly what the first release did."""
 
     allocations: dict[Transport, Gauge]
     connections_total: dict[Transport, Count]
     bytes_received_total: dict[Side, Count]
     bytes_sent_total: dict[Side, Count]
+    users: Annotated[dict[UserDigest, Gauge], msgspec.Meta(max_length=MAX_REPORTED_USERS)] = {}
 
 
 class AllocationCreated(msgspec.Struct, frozen=True, tag_field="type", tag="allocation_created"):
@@ -130,11 +160,26 @@ class Report(msgspec.Struct, frozen=True):
     events: Annotated[list[Event], msgspec.Meta(max_length=MAX_EVENTS)] = []
 
 
+class OverQuota(msgspec.Struct, frozen=True):
+    """The fleet quota answer (in a 202 body under ``over_quota``): who is over."""
+
+    version: int = OVER_QUOTA_VERSION
+    users: Annotated[list[UserDigest], msgspec.Meta(max_length=MAX_OVER_QUOTA)] = []
+    truncated: bool = False
+
+
+class ReportAnswer(msgspec.Struct, frozen=True):
+    """What a relay reads from an answer body; every other key is skipped."""
+
+    over_quota: OverQuota | None = None
+
+
 class ReportError(ValueError):
     """A report that breaks the contract; ``str()`` names the offending field."""
 
 
 _decoder: Final = msgspec.json.Decoder(Report)
+_answer_decoder: Final = msgspec.json.Decoder(ReportAnswer)
 _encoder: Final = msgspec.json.Encoder()
 _PATH = re.compile(r" - at `\$(.*)`$")
 
@@ -159,6 +204,39 @@ def decode(body: bytes) -> Report:
 
 def encode(report: Report) -> bytes:
     return _encoder.encode(report)
+
+
+def to_builtins(answer: OverQuota) -> dict[str, object]:
+    """An answer part as plain JSON values (for an answer body)."""
+    value: dict[str, object] = msgspec.to_builtins(answer)
+    return value
+
+
+_DIGEST_DOMAIN: Final = b"turnscale fleet user quota v1\x00"
+
+
+@functools.lru_cache(maxsize=4096)
+def user_digest(quota_key: str) -> str:
+    """What a report and an answer say for a quota key: the first 128 bits of
+    SHA-256(domain, key), hex. Fixed size (bounded reports whatever a username's length),
+    the same on every relay (the scaler sums across them) and no name in the clear; a key
+    someone can guess can be confirmed, so it is not secrecy against the scaler itself."""
+    return hashlib.sha256(_DIGEST_DOMAIN + quota_key.encode("utf-8", "surrogatepass")).hexdigest()[
+        :32
+    ]
+
+
+def over_quota_from(body: bytes) -> OverQuota | None:
+    """The fleet quota answer of an answer body; None when there is none, its version is
+    not :data:`OVER_QUOTA_VERSION`, or the body does not decode (the quota fails open)."""
+    try:
+        answer = _answer_decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    quota = answer.over_quota
+    if quota is None or quota.version != OVER_QUOTA_VERSION:
+        return None
+    return quota
 
 
 def _readable(message: str) -> str:
