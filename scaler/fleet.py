@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
@@ -151,6 +151,9 @@ class FleetState:
         self._durations: dict[tuple[str, str, Transport], Histogram] = {}
         # Grows whenever anything that scaling reads changes; waiters compare it.
         self.generation = 0
+        #: Called with a relay's key when it leaves the fleet (expired or removed), so
+        #: what is derived from its state (the fleet user quota) stops counting it.
+        self.on_leave: list[Callable[[RelayKey], None]] = []
 
     # ---- ingest -------------------------------------------------------------
 
@@ -260,6 +263,8 @@ class FleetState:
     def _retire(self, key: RelayKey) -> None:
         self._retired[key] = self._relays.pop(key)
         self.generation += 1
+        for callback in self.on_leave:
+            callback(key)
         while len(self._retired) > self.max_relays:
             self._retired.popitem(last=False)
 
