@@ -182,6 +182,7 @@ _decoder: Final = msgspec.json.Decoder(Report)
 _answer_decoder: Final = msgspec.json.Decoder(ReportAnswer)
 _encoder: Final = msgspec.json.Encoder()
 _PATH = re.compile(r" - at `\$(.*)`$")
+_KEY_PATH = re.compile(r" - at `key` in `\$(.*)`$")
 
 
 def decode(body: bytes) -> Report:
@@ -241,4 +242,5 @@ def over_quota_from(body: bytes) -> OverQuota | None:
 
 def _readable(message: str) -> str:
     # msgspec says "... - at `$.relay.pod`"; name the field the way the contract does.
+    message = _KEY_PATH.sub(lambda m: f" at a key of `{m.group(1).lstrip('.')}`", message)
     return _PATH.sub(lambda m: f" at `{m.group(1).lstrip('.') or 'report'}`", message)
