@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final
 
 import aiohttp
@@ -128,7 +128,7 @@ async def test_a_user_is_refused_fleet_wide_at_the_quota_and_freed_below_it(peer
             assert "stunner_scaler_fleet_user_quota 4.0" in metrics
 
 
-async def _zero(count: Any) -> bool:
+async def _zero(count: Awaitable[int]) -> bool:
     return await count == 0
 
 
