@@ -134,13 +134,13 @@ class ReportIngest:
                 if outcome is Outcome.ACCEPTED:  # the relay's newest snapshot: it counts
                     identity = report.relay
                     self.user_quota.replace((identity.namespace, identity.pod), report.state.users)
-                answer["over_quota"] = self._over_quota()
+                answer["over_quota"] = self._over_quota(now)
             return Answer(202, answer)
         return Answer(200, {"result": outcome.value, "seq": report.seq})
 
-    def _over_quota(self) -> dict[str, object]:
+    def _over_quota(self, now: float) -> dict[str, object]:
         assert self.user_quota is not None
-        answer = self.user_quota.answer()
+        answer = self.user_quota.answer(now)
         if answer is not self._answered:  # built once per change, not once per report
             self._answered, self._answered_body = answer, to_builtins(answer)
         return self._answered_body

@@ -38,7 +38,10 @@ The rules both ends keep:
   allocations on that relay; with more users the rest are left out, so a scaler's fleet
   sum is a lower bound). The quota key is the relay's own (``static:NAME``,
   ``rest:USERID``, ``rest:`` for every anonymous REST credential); :func:`user_digest`
-  sends it as a fixed-size SHA-256 digest, never in the clear.
+  sends it as a fixed-size SHA-256 digest, never in the clear. The field is carried as
+  raw JSON (:class:`msgspec.Raw`, at most :data:`MAX_USERS_BYTES`): ingest only bounds
+  its size, and the scaler validates it (:func:`users_of`) when it sums, so a report's
+  users cost ingest next to nothing; a relay whose users do not validate counts none.
 - The scaler answers 202 (accepted, or ``late``: an older seq not seen before, whose events
   count), 200 for a duplicate or older ``seq`` or an older instance than the one it holds
   (ignored, idempotent), 400 with ``{"error": ...}`` naming the bad field, 401 for a bad
@@ -64,6 +67,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Mapping
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -82,6 +86,8 @@ LATEST_TIME: Final = 4_102_444_800.0
 MAX_DURATION: Final = 10 * 365 * 86400.0
 #: Users with allocations one report lists at most (``state.users``).
 MAX_REPORTED_USERS: Final = 1000
+#: Bytes of ``state.users`` at most: the largest valid one with room for whitespace.
+MAX_USERS_BYTES: Final = 64 * 1024
 #: Version of the ``over_quota`` answer; users over quota one answer lists at most.
 OVER_QUOTA_VERSION: Final = 1
 MAX_OVER_QUOTA: Final = 1000
@@ -98,8 +104,10 @@ Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
 Gauge = Annotated[int, msgspec.Meta(ge=0, le=MAX_ALLOCATIONS)]
 Seq = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
 Seconds = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_DURATION)]
-#: :func:`user_digest` of a quota key: 128 bits in lowercase hex.
-UserDigest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
+#: :func:`user_digest` of a quota key: 64 bits in lowercase hex. Decoded as an opaque
+#: string of exactly 16 characters (a pattern check would cost ingest 5x as much).
+DIGEST_LENGTH: Final = 16
+UserDigest = Annotated[str, msgspec.Meta(min_length=DIGEST_LENGTH, max_length=DIGEST_LENGTH)]
 
 Transport = Literal["udp", "tcp", "tls", "dtls"]
 Side = Literal["client", "peer"]
@@ -118,17 +126,23 @@ class RelayIdentity(msgspec.Struct, frozen=True):
     started_at: Timestamp
 
 
+#: ``state.users`` of a relay with no allocations (and of a report without the field).
+NO_USERS: Final = msgspec.Raw(b"{}")
+Users = Annotated[dict[UserDigest, Gauge], msgspec.Meta(max_length=MAX_REPORTED_USERS)]
+
+
 class RelayState(msgspec.Struct, frozen=True, omit_defaults=True):
     """Authoritative snapshot: gauges are current, ``*_total`` cumulative since start.
 
     ``users`` is additive to version 1 and left out of the JSON while empty, so a relay
-    without users encodes exactly what the first release did."""
+    without users encodes exactly what the first release did. It is the raw JSON object
+    (digest -> allocations): :func:`users_field` builds it, :func:`users_of` reads it."""
 
     allocations: dict[Transport, Gauge]
     connections_total: dict[Transport, Count]
     bytes_received_total: dict[Side, Count]
     bytes_sent_total: dict[Side, Count]
-    users: Annotated[dict[UserDigest, Gauge], msgspec.Meta(max_length=MAX_REPORTED_USERS)] = {}
+    users: msgspec.Raw = NO_USERS
 
 
 class AllocationCreated(msgspec.Struct, frozen=True, tag_field="type", tag="allocation_created"):
@@ -180,6 +194,7 @@ class ReportError(ValueError):
 
 _decoder: Final = msgspec.json.Decoder(Report)
 _answer_decoder: Final = msgspec.json.Decoder(ReportAnswer)
+_users_decoder: Final = msgspec.json.Decoder(Users)
 _encoder: Final = msgspec.json.Encoder()
 _PATH = re.compile(r" - at `\$(.*)`$")
 _KEY_PATH = re.compile(r" - at `key` in `\$(.*)`$")
@@ -200,7 +215,29 @@ def decode(body: bytes) -> Report:
         raise ReportError(
             f"unsupported version {report.version} at `version` (this scaler speaks 1)"
         )
+    if len(report.state.users) > MAX_USERS_BYTES:
+        raise ReportError(
+            f"{len(report.state.users)} bytes at `state.users`, over the {MAX_USERS_BYTES}-byte "
+            "limit"
+        )
     return report
+
+
+def users_field(users: Mapping[str, int]) -> msgspec.Raw:
+    """``state.users`` for ``users`` (digest -> allocations), as a relay sends it."""
+    return msgspec.Raw(_encoder.encode(users)) if users else NO_USERS
+
+
+def users_of(raw: msgspec.Raw) -> dict[str, int]:
+    """Validate and read ``state.users``; :class:`ReportError` names what is wrong."""
+    if raw == NO_USERS:
+        return {}
+    try:
+        return _users_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise ReportError(_readable(str(exc), "state.users")) from None
+    except msgspec.DecodeError as exc:
+        raise ReportError(f"malformed JSON at `state.users`: {exc}") from None
 
 
 def encode(report: Report) -> bytes:
@@ -218,13 +255,18 @@ _DIGEST_DOMAIN: Final = b"turnscale fleet user quota v1\x00"
 
 @functools.lru_cache(maxsize=4096)
 def user_digest(quota_key: str) -> str:
-    """What a report and an answer say for a quota key: the first 128 bits of
-    SHA-256(domain, key), hex. Fixed size (bounded reports whatever a username's length),
-    the same on every relay (the scaler sums across them) and no name in the clear; a key
-    someone can guess can be confirmed, so it is not secrecy against the scaler itself."""
-    return hashlib.sha256(_DIGEST_DOMAIN + quota_key.encode("utf-8", "surrogatepass")).hexdigest()[
-        :32
-    ]
+    """What a report and an answer say for a quota key: the first 64 bits of
+    SHA-256(domain, key), hex.
+
+    Fixed size, so reports stay bounded whatever a username's length; the same on every
+    relay, so the scaler can sum across them; no name in the clear in reports, answers,
+    the scaler's memory or logs. Not secrecy against the scaler itself: a key someone can
+    guess can be confirmed (a key only relays shared would need a secret the fleet does
+    not have). 64 bits: two of a million users share a budget with odds of about 3e-8,
+    and taking a given user's budget needs a second preimage (2^64 tries).
+    """
+    data = _DIGEST_DOMAIN + quota_key.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:DIGEST_LENGTH]
 
 
 def over_quota_from(body: bytes) -> OverQuota | None:
@@ -240,7 +282,12 @@ def over_quota_from(body: bytes) -> OverQuota | None:
     return quota
 
 
-def _readable(message: str) -> str:
+def _readable(message: str, root: str = "") -> str:
     # msgspec says "... - at `$.relay.pod`"; name the field the way the contract does.
-    message = _KEY_PATH.sub(lambda m: f" at a key of `{m.group(1).lstrip('.')}`", message)
-    return _PATH.sub(lambda m: f" at `{m.group(1).lstrip('.') or 'report'}`", message)
+    def path(match: re.Match[str]) -> str:
+        return ".".join(part for part in (root, match.group(1).lstrip(".")) if part) or "report"
+
+    message = _KEY_PATH.sub(lambda m: f" at a key of `{path(m)}`", message)
+    if not _PATH.search(message) and root and " at a key of " not in message:
+        return f"{message} at `{root}`"
+    return _PATH.sub(lambda m: f" at `{path(m)}`", message)

@@ -192,7 +192,7 @@ class RelayStats:
             connections_total=dict(self.connections),  # type: ignore[arg-type]
             bytes_received_total={"client": self.client_rx, "peer": self.peer_rx},
             bytes_sent_total={"client": self.client_tx, "peer": self.peer_tx},
-            users=reported_users(self.per_user()) if self.per_user is not None else {},
+            users=wire.users_field(reported_users(self.per_user()) if self.per_user else {}),
         )
 
     def uptime(self, now_monotonic: float | None = None) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["scaler_bench", "keda_bench", "relay_bench", "tls_bench", "flow_bench"]
+BENCHMARKS = ["scaler_bench", "quota_bench", "keda_bench", "relay_bench", "tls_bench", "flow_bench"]
 
 
 def main() -> None:

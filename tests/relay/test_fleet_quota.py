@@ -152,7 +152,7 @@ def test_reports_carry_per_user_digests_capped_at_the_users_with_most() -> None:
     stats.per_user = table.users
     handler, _, _ = make_handler(table=table)
     assert code(Client(handler, client=("198.51.100.9", 42000)).allocate()) == 200
-    assert stats.snapshot().users == {wire.user_digest(ALICE): 1}
+    assert wire.users_of(stats.snapshot().users) == {wire.user_digest(ALICE): 1}
 
 
 # ---- the pusher and the answers --------------------------------------------------------
@@ -171,7 +171,7 @@ class PerUser:
             connections_total={"udp": 0},
             bytes_received_total={"client": 0, "peer": 0},
             bytes_sent_total={"client": 0, "peer": 0},
-            users=reported_users(self.per_user),
+            users=wire.users_field(reported_users(self.per_user)),
         )
 
 

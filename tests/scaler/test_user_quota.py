@@ -17,7 +17,7 @@ from scaler import wire
 from scaler.exposition import make_registry
 from scaler.fleet import FleetState
 from scaler.ingest import Answer, ReportIngest
-from scaler.user_quota import FleetUserQuota, UserQuotaCollector
+from scaler.user_quota import REBUILD_EVERY, FleetUserQuota, UserQuotaCollector
 from tests.clock import FakeClock
 from tests.reports import T0, report
 from tests.scaler.helpers import value
@@ -28,7 +28,8 @@ ANONYMOUS = wire.user_digest("rest:")
 
 
 def with_users(base: wire.Report, users: dict[str, int]) -> wire.Report:
-    return msgspec.structs.replace(base, state=msgspec.structs.replace(base.state, users=users))
+    state = msgspec.structs.replace(base.state, users=wire.users_field(users))
+    return msgspec.structs.replace(base, state=state)
 
 
 def users_report(pod: str, seq: int, users: dict[str, int], **kw: object) -> wire.Report:
@@ -47,6 +48,8 @@ class Scaler:
         )
 
     def post(self, value: wire.Report) -> Answer:
+        # Reports arrive over time: each a second after the one before.
+        self.clock.now += 1
         return self.ingest.handle(
             content_type="application/json",
             authorization=None,
@@ -156,42 +159,69 @@ def test_the_answer_is_bounded_and_lists_the_users_furthest_over() -> None:
     assert scaler.quota.over_quota == 10
 
 
+def test_while_reports_keep_coming_the_sums_are_redone_at_most_every_half_second() -> None:
+    quota = FleetUserQuota(1)
+    quota.replace(("stunner", "relay-a"), wire.users_field({ALICE: 1}))
+    assert quota.answer(now=10.0).users == [ALICE]
+    quota.replace(("stunner", "relay-b"), wire.users_field({BOB: 1}))
+    assert quota.answer(now=10.0 + REBUILD_EVERY / 2).users == [ALICE]  # not yet
+    assert quota.answer(now=10.0 + REBUILD_EVERY).users == sorted([ALICE, BOB])
+    quota.drop(("stunner", "relay-a"))
+    assert quota.answer().users == [BOB]  # without a time: exact
+
+
 def test_the_largest_answer_fits_what_a_relay_reads() -> None:
     quota = FleetUserQuota(1)
     users = {wire.user_digest(f"rest:{n}"): 1 for n in range(wire.MAX_REPORTED_USERS)}
-    quota.replace(("stunner", "relay-a"), users)
-    quota.replace(("stunner", "relay-b"), {wire.user_digest(f"rest:x{n}"): 1 for n in range(999)})
+    quota.replace(("stunner", "relay-a"), wire.users_field(users))
+    others = {wire.user_digest(f"rest:x{n}"): 1 for n in range(999)}
+    quota.replace(("stunner", "relay-b"), wire.users_field(others))
     answer = quota.answer()
     assert len(answer.users) == wire.MAX_OVER_QUOTA and answer.truncated
     body = msgspec.json.encode({"result": "accepted", "seq": 1, "over_quota": answer})
     assert len(body) <= wire.MAX_ANSWER_BYTES
 
 
+def raw_report(users: bytes) -> bytes:
+    """A report whose ``state.users`` is ``users``, as raw JSON."""
+    body = msgspec.json.encode(report("relay-a", udp=1))
+    return body.replace(b'"state":{', b'"state":{"users":' + users + b",", 1)
+
+
 @pytest.mark.parametrize(
-    ("users", "field"),
+    "users",
     [
-        ({"rest:alice": 1}, "state.users"),  # a name in the clear, not a digest
-        ({ALICE: -1}, "state.users"),
-        ({ALICE: wire.MAX_ALLOCATIONS + 1}, "state.users"),
-        (
-            {wire.user_digest(f"rest:{n}"): 1 for n in range(wire.MAX_REPORTED_USERS + 1)},
-            "state.users",
+        b'{"rest:alice": 1}',  # a name in the clear, not a digest
+        b'{"' + ALICE.encode() + b'": -1}',
+        b'{"' + ALICE.encode() + b'": ' + str(wire.MAX_ALLOCATIONS + 1).encode() + b"}",
+        b"[1, 2]",
+        msgspec.json.encode(
+            {wire.user_digest(f"rest:{n}"): 1 for n in range(wire.MAX_REPORTED_USERS + 1)}
         ),
     ],
 )
-def test_bad_user_counts_are_refused_naming_the_field(users: dict[str, int], field: str) -> None:
-    scaler = Scaler()
-    body = msgspec.json.encode(
-        {
-            **msgspec.to_builtins(report("relay-a")),
-            "state": {**msgspec.to_builtins(report("relay-a").state), "users": users},
-        }
-    )
+def test_users_that_do_not_validate_count_as_none_and_say_why(users: bytes) -> None:
+    scaler = Scaler(quota=1)
+    scaler.clock.now += 1
     answer = scaler.ingest.handle(
-        content_type="application/json", authorization=None, body=body, now=0.0
+        content_type="application/json", authorization=None, body=raw_report(users), now=1.0
     )
-    assert answer.status == 400
-    assert f"`{field}" in str(answer.body["error"])
+    # The report counts (its allocations scale the fleet); its users are read when summed.
+    assert answer.status == 202 and len(scaler.fleet) == 1
+    assert scaler.quota.users == 0
+    assert "`state.users" in scaler.quota.invalid[("stunner", "relay-a")]
+    # Valid users from the same relay later count, and the complaint goes.
+    assert scaler.over(users_report("relay-a", 2, {ALICE: 1})) == [ALICE]
+    assert scaler.quota.invalid == {}
+
+
+def test_users_over_the_byte_limit_are_refused_naming_the_field() -> None:
+    scaler = Scaler()
+    padded = b'{"' + ALICE.encode() + b'": 1' + b" " * wire.MAX_USERS_BYTES + b"}"
+    answer = scaler.ingest.handle(
+        content_type="application/json", authorization=None, body=raw_report(padded), now=0.0
+    )
+    assert answer.status == 400 and "`state.users`" in str(answer.body["error"])
     assert len(scaler.fleet) == 0 and scaler.quota.users == 0
 
 
@@ -204,7 +234,7 @@ def test_flag_values() -> None:
 
 def test_the_gauge_counts_users_over_quota_on_the_exporting_replica_only() -> None:
     quota = FleetUserQuota(2)
-    quota.replace(("stunner", "relay-a"), {ALICE: 2, BOB: 5, ANONYMOUS: 1})
+    quota.replace(("stunner", "relay-a"), wire.users_field({ALICE: 2, BOB: 5, ANONYMOUS: 1}))
     leading = True
     registry = make_registry(UserQuotaCollector(quota, lambda: leading))
     text = generate_latest(registry).decode()
@@ -245,7 +275,7 @@ def test_any_delivery_order_gives_the_newest_snapshots_sum(data: st.DataObject, 
         assert scaler.post(item).status in (200, 202)
     # Whatever the order, each relay counts with its newest instance's newest snapshot.
     newest = {
-        pod: max(reports, key=lambda r: (r.relay.started_at, r.seq)).state.users
+        pod: wire.users_of(max(reports, key=lambda r: (r.relay.started_at, r.seq)).state.users)
         for pod, reports in per_relay.items()
     }
     for user in USERS:
