@@ -2,8 +2,9 @@
 
 1. Report ingest at 1000 relays x 100 users each, against the same ingest without users,
    in the same run: two scaler processes pinned to the server core, one plain, one with
-   ``--fleet-user-quota``, fed alternately (plain, quota, plain, quota) by the same load
-   generator on the other core. 80 users per relay come from a pool of 100,000 (about one
+   ``--fleet-user-quota``, fed alternately by the same load generator on the other core
+   (plain without users, plain with users, quota with users; three rounds), each phase's
+   server CPU per report read from /proc. 80 users per relay come from a pool of 100,000 (about one
    relay each), 20 are on every relay (over the quota together: every answer lists them),
    and from one report to the next 5 users' counts move by one.
 2. From a user crossing the quota on one relay to another relay refusing it: a scaler and
@@ -54,6 +55,8 @@ HEAVY = 20
 #: Users whose count changes from one report of a relay to the next.
 CHURN = 5
 PHASE_SECONDS = 5.0
+#: Each kind of phase runs this many times, alternated (the machine is shared: noise)
+ROUNDS = 3
 FLEET_QUOTA = 10
 # Variants of each relay's users, cycled by seq, so every report changes the sums.
 VARIANTS = 4
@@ -122,7 +125,7 @@ async def ingest_phases(
     next_seq = {"plain": 1, "carried": 1, "users": 1}
     connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
     async with aiohttp.ClientSession(connector=connector) as session:
-        for _ in range(2):
+        for _ in range(ROUNDS):
             for name, (base, pid), with_users in (
                 ("plain", plain, None),
                 ("carried", plain, users),

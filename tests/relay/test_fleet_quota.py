@@ -186,7 +186,7 @@ async def quota_scaler() -> AsyncIterator[ScalerServer]:
 
 async def test_the_pusher_follows_a_real_scalers_list(quota_scaler: ScalerServer) -> None:
     url = f"http://{quota_scaler.http_address}"
-    relays = [PerUser(), PerUser()]
+    relays = [PerUser(), PerUser(), PerUser()]  # the third never holds one of alice's
     pushers = [
         ReportPusher(
             [url], Identity(pod=f"relay-{n}", namespace="stunner", gateway="g"), relay, interval=0.5
@@ -206,7 +206,8 @@ async def test_the_pusher_follows_a_real_scalers_list(quota_scaler: ScalerServer
         )
         relays[1].per_user[ALICE] = 1
         pushers[1].changed()
-        # The relay holding one of alice's three learns it too, with its next answer.
+        # The relay holding one of alice's three learns it too, with its next answer, and
+        # so does the relay holding none.
         await eventually(lambda: all(p.fleet_quota.refuses(ALICE) for p in pushers), "listed")
         assert not pushers[1].fleet_quota.refuses(BOB)
         assert pushers[1].status()["fleet_quota"]["users_over_quota"] == 1  # type: ignore[index]
