@@ -19,6 +19,7 @@ out, so the sum is a lower bound then. Pure and synchronous: no clock, no I/O.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
@@ -37,24 +38,34 @@ RelayKey = tuple[str, str]
 #: What an answer says while nobody is over the quota.
 NOBODY: Final = OverQuota()
 #: The sums are brought up to date at most this often (seconds): a pass reads the users
-#: of every relay whose users changed since the last pass and applies the difference, so
-#: ingest spends a few percent of a core on it however fast reports come (about 17 ms a
-#: pass at 1000 relays x 100 users, all changed), where reading and summing per report
-#: would cost every report its users. The relays learn a list one report interval
-#: later anyway; this adds at most one second to that.
-REBUILD_EVERY: Final = 1.0
+#: of every relay whose users changed since the last pass and applies the difference,
+#: about 17 us a relay of 100 users here, so ingest never pays per report for what the
+#: next report replaces. A pass is also never followed by the next sooner than
+#: ``1 / PASS_SHARE`` times its own duration: passes take at most a tenth of a core (a
+#: very large fleet sums less often). Relays learn a list with their next report anyway;
+#: this adds at most a quarter second to that (more only for such a fleet).
+REBUILD_EVERY: Final = 0.25
+PASS_SHARE: Final = 0.1
 
 
 class FleetUserQuota:
     """Allocations per user across the fleet, and who is at or over ``quota``."""
 
-    def __init__(self, quota: int, *, max_listed: int = MAX_OVER_QUOTA) -> None:
+    def __init__(
+        self,
+        quota: int,
+        *,
+        max_listed: int = MAX_OVER_QUOTA,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        """``timer`` measures how long a pass takes (to bound their share of the CPU)."""
         if quota < 1:
             raise ValueError("the fleet user quota must be at least 1")
         if not 0 < max_listed <= MAX_OVER_QUOTA:
             raise ValueError(f"an answer lists between 1 and {MAX_OVER_QUOTA} users")
         self.quota = quota
         self.max_listed = max_listed
+        self.timer = timer
         # Each live relay's newest ``state.users`` as it came (raw JSON); what the sums
         # hold of each relay (read at a pass); the relays changed since the last pass.
         self._raw: dict[RelayKey, msgspec.Raw] = {}
@@ -174,9 +185,11 @@ class FleetUserQuota:
         at most every :data:`REBUILD_EVERY` (longer for a very large fleet); without, the
         answer is exact. The same object while the list stays the same."""
         if self._changed and (now is None or now >= self._next_pass):
+            started = self.timer()
             self._pass()
             if now is not None:
-                self._next_pass = now + REBUILD_EVERY
+                took = self.timer() - started
+                self._next_pass = now + max(REBUILD_EVERY, took / PASS_SHARE)
         return self._answer
 
 

@@ -17,7 +17,7 @@ from scaler import wire
 from scaler.exposition import make_registry
 from scaler.fleet import FleetState
 from scaler.ingest import Answer, ReportIngest
-from scaler.user_quota import REBUILD_EVERY, FleetUserQuota, UserQuotaCollector
+from scaler.user_quota import PASS_SHARE, REBUILD_EVERY, FleetUserQuota, UserQuotaCollector
 from tests.clock import FakeClock
 from tests.reports import T0, report
 from tests.scaler.helpers import value
@@ -159,8 +159,8 @@ def test_the_answer_is_bounded_and_lists_the_users_furthest_over() -> None:
     assert scaler.quota.over_quota == 10
 
 
-def test_while_reports_keep_coming_the_sums_are_redone_at_most_every_half_second() -> None:
-    quota = FleetUserQuota(1)
+def test_while_reports_keep_coming_the_sums_are_redone_at_most_every_quarter_second() -> None:
+    quota = FleetUserQuota(1, timer=FakeClock(0.0))  # passes take no time
     quota.replace(("stunner", "relay-a"), wire.users_field({ALICE: 1}))
     assert quota.answer(now=10.0).users == [ALICE]
     quota.replace(("stunner", "relay-b"), wire.users_field({BOB: 1}))
@@ -168,6 +168,26 @@ def test_while_reports_keep_coming_the_sums_are_redone_at_most_every_half_second
     assert quota.answer(now=10.0 + REBUILD_EVERY).users == sorted([ALICE, BOB])
     quota.drop(("stunner", "relay-a"))
     assert quota.answer().users == [BOB]  # without a time: exact
+
+
+def test_slow_passes_space_themselves_out_to_a_tenth_of_the_time() -> None:
+    class SlowTimer:
+        """Every pass seems to take 0.5 s."""
+
+        def __init__(self) -> None:
+            self.now = 0.0
+
+        def __call__(self) -> float:
+            self.now += 0.5
+            return self.now
+
+    quota = FleetUserQuota(1, timer=SlowTimer())
+    quota.replace(("stunner", "relay-a"), wire.users_field({ALICE: 1}))
+    assert quota.answer(now=10.0).users == [ALICE]
+    quota.replace(("stunner", "relay-b"), wire.users_field({BOB: 1}))
+    # 0.5 s per pass / PASS_SHARE: the next pass waits 5 s, not REBUILD_EVERY.
+    assert quota.answer(now=10.0 + 0.5 / PASS_SHARE - 0.01).users == [ALICE]
+    assert quota.answer(now=10.0 + 0.5 / PASS_SHARE).users == sorted([ALICE, BOB])
 
 
 def test_the_largest_answer_fits_what_a_relay_reads() -> None:
