@@ -12,9 +12,12 @@ relay's quota key), and :class:`FleetUserQuota` keeps, for ``--fleet-user-quota 
 
 Exact under any delivery order: only an accepted report's snapshot (the relay's newest
 ``seq``, or a new instance of the pod) replaces what a relay contributes, as in the fleet
-state, and a relay that expires or is removed stops contributing at once. A relay that
-reports more than :data:`scaler.wire.MAX_REPORTED_USERS` users leaves its smallest counts
-out, so the sum is a lower bound then. Pure and synchronous: no clock, no I/O.
+state, and a relay that expires or is removed stops contributing. Reports only hand over
+their raw ``state.users``; a pass (at most every :data:`REBUILD_EVERY`, when an answer
+is due) reads those that changed and applies the difference. A relay that reports more
+than :data:`scaler.wire.MAX_REPORTED_USERS` users leaves its smallest counts out, so the
+sum is a lower bound then. Synchronous and without I/O but one log line per relay whose
+users do not validate; time comes in as ``now`` and an injected pass timer.
 """
 
 from __future__ import annotations

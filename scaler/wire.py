@@ -57,8 +57,9 @@ The rules both ends keep:
   the relay: the quota fails open.
 
 One decode validates the whole report in a single pass: types, bounds, label syntax
-(Kubernetes object names) and the event union. Anything else is a :class:`ReportError`
-naming the offending field, and the report is rejected whole. The relay's pusher encodes
+(Kubernetes object names) and the event union; of ``state.users`` only the size (its
+content is read by :func:`users_of` when the scaler sums). Anything else is a
+:class:`ReportError` naming the offending field, and the report is rejected whole. The relay's pusher encodes
 the same types, so both ends share one definition.
 """
 
@@ -253,7 +254,7 @@ def to_builtins(answer: OverQuota) -> dict[str, object]:
 _DIGEST_DOMAIN: Final = b"turnscale fleet user quota v1\x00"
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16384)  # a relay hashes its users at every report
 def user_digest(quota_key: str) -> str:
     """What a report and an answer say for a quota key: the first 64 bits of
     SHA-256(domain, key), hex.
