@@ -59,8 +59,8 @@ The rules both ends keep:
 One decode validates the whole report in a single pass: types, bounds, label syntax
 (Kubernetes object names) and the event union; of ``state.users`` only the size (its
 content is read by :func:`users_of` when the scaler sums). Anything else is a
-:class:`ReportError` naming the offending field, and the report is rejected whole. The relay's pusher encodes
-the same types, so both ends share one definition.
+:class:`ReportError` naming the offending field, and the report is rejected whole. The
+relay's pusher encodes the same types, so both ends share one definition.
 """
 
 from __future__ import annotations
