@@ -17,7 +17,7 @@ from typing import Final
 from scaler.binding import PodBinding
 from scaler.common import logs
 from scaler.fleet import FleetFull, FleetState, Outcome
-from scaler.user_quota import FleetUserQuota
+from scaler.user_quota import FleetUserQuota, QuotaRefusals
 from scaler.wire import MAX_BODY_BYTES, Report, ReportError, decode, to_builtins
 
 log = logs.get("scaler.ingest")
@@ -80,6 +80,9 @@ class ReportIngest:
         self.user_quota = user_quota
         if user_quota is not None:
             fleet.on_leave.append(user_quota.drop)
+        #: Allocates each relay refused with 486, by reason (``state.refused_total``).
+        self.refusals = QuotaRefusals(fleet.max_relays)
+        fleet.on_leave.append(self.refusals.retire)
         self.stats = IngestStats()
         self.binding = binding
         self.wall_clock = wall_clock
@@ -130,10 +133,13 @@ class ReportIngest:
         if outcome in (Outcome.ACCEPTED, Outcome.LATE):
             self.stats.events += len(report.events)
             answer: dict[str, object] = {"result": outcome.value, "seq": report.seq}
+            if outcome is Outcome.ACCEPTED:  # the relay's newest snapshot: it counts
+                identity, state = report.relay, report.state
+                key = (identity.namespace, identity.pod)
+                self.refusals.observe(key, identity.gateway, identity.instance, state.refused_total)
+                if self.user_quota is not None:
+                    self.user_quota.replace(key, state.users)
             if self.user_quota is not None:
-                if outcome is Outcome.ACCEPTED:  # the relay's newest snapshot: it counts
-                    identity = report.relay
-                    self.user_quota.replace((identity.namespace, identity.pod), report.state.users)
                 answer["over_quota"] = self._over_quota(now)
             return Answer(202, answer)
         return Answer(200, {"result": outcome.value, "seq": report.seq})

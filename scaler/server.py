@@ -51,7 +51,7 @@ from scaler.keda.policies import PolicyBook
 from scaler.readiness import Check, Readiness
 from scaler.service import ScalerService
 from scaler.sweeper import Sweeper, nothing_spared
-from scaler.user_quota import FleetUserQuota, UserQuotaCollector
+from scaler.user_quota import FleetUserQuota, QuotaCollector
 
 if TYPE_CHECKING:
     from scaler.common.kube.reflector import WatchTiming
@@ -127,9 +127,10 @@ class ScalerServer:
         self.grpc = GrpcFrontEnd(self.service, self.policies, grpc_tls(config))
         checks = [Check(HTTP_CHECK), Check(GRPC_CHECK)]
         collectors: list[Collector] = [self.collector, self.grpc.stats]
-        if self.user_quota is not None:
-            exporter = self.collector.exporter
-            collectors.append(UserQuotaCollector(self.user_quota, lambda: exporter.leading))
+        exporter = self.collector.exporter
+        collectors.append(
+            QuotaCollector(ingest.refusals, self.user_quota, lambda: exporter.leading)
+        )
         self.kube: KubeIntegration | None = None
         if config.kubernetes is not None:
             assert self.leader is not None and self.pods is not None

@@ -23,11 +23,12 @@ users do not validate; time comes in as ``now`` and an injected pass timer.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 import msgspec
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from scaler.common import logs
@@ -37,6 +38,8 @@ log = logs.get("scaler.user_quota")
 
 #: (namespace, pod), as :class:`scaler.fleet.FleetState` keys relays.
 RelayKey = tuple[str, str]
+#: Refusal reasons exported even while zero (the relay's, RFC 8656 §7.2: 486).
+REFUSAL_REASONS: Final = ("fleet_user_quota", "total_quota", "user_quota")
 
 #: What an answer says while nobody is over the quota.
 NOBODY: Final = OverQuota()
@@ -196,17 +199,91 @@ class FleetUserQuota:
         return self._answer
 
 
-class UserQuotaCollector(Collector):
-    """``stunner_scaler_users_over_quota``: a count, never a label per user. A
-    ``stunner_scaler_*`` family, so only the exporting replica has it
-    (:mod:`scaler.exporter`: ``leading`` is read at every scrape)."""
+class QuotaRefusals:
+    """``stunner_allocations_refused_total`` per relay, from ``state.refused_total``:
+    what earlier instances of the pod carried in plus the current instance's counts, so
+    a relay restart never lowers it (as the fleet state keeps its own counters). A relay
+    that leaves the fleet is remembered, up to ``remember`` of them, so it continues
+    where it was if it comes back."""
 
-    def __init__(self, quota: FleetUserQuota, leading: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, remember: int = 1000) -> None:
+        self.remember = remember
+        # (namespace, pod) -> [gateway, instance, base, current]
+        self._live: dict[RelayKey, _Refused] = {}
+        self._gone: OrderedDict[RelayKey, _Refused] = OrderedDict()
+
+    def observe(
+        self, relay: RelayKey, gateway: str, instance: str, refused: Mapping[str, int]
+    ) -> None:
+        """An accepted report's snapshot (its relay's newest): ``refused`` is its counts."""
+        held = self._live.get(relay)
+        if held is None:
+            held = self._gone.pop(relay, None)
+            if held is None:
+                held = _Refused(gateway, instance)
+            self._live[relay] = held
+        if held.instance != instance:  # a new instance: the old one's counts carry over
+            for reason, count in held.current.items():
+                held.base[reason] = held.base.get(reason, 0) + count
+            held.instance, held.current = instance, {}
+        held.gateway = gateway
+        held.current = dict(refused)
+
+    def retire(self, relay: RelayKey) -> None:
+        """``relay`` left the fleet: no series while it is gone."""
+        held = self._live.pop(relay, None)
+        if held is not None:
+            self._gone[relay] = held
+            while len(self._gone) > self.remember:
+                self._gone.popitem(last=False)
+
+    def series(self) -> Iterator[tuple[tuple[str, str, str, str], int]]:
+        """``((namespace, gateway, pod, reason), total)`` of every live relay."""
+        for (namespace, pod), held in self._live.items():
+            for reason in sorted({*REFUSAL_REASONS, *held.base, *held.current}):
+                total = held.base.get(reason, 0) + held.current.get(reason, 0)
+                yield (namespace, held.gateway, pod, reason), total
+
+
+class _Refused:
+    __slots__ = ("base", "current", "gateway", "instance")
+
+    def __init__(self, gateway: str, instance: str) -> None:
+        self.gateway = gateway
+        self.instance = instance
+        self.base: dict[str, int] = {}
+        self.current: dict[str, int] = {}
+
+
+class QuotaCollector(Collector):
+    """``stunner_allocations_refused_total`` always; with ``--fleet-user-quota`` also
+    ``stunner_scaler_users_over_quota`` (a count, never a label per user) and
+    ``stunner_scaler_fleet_user_quota``. ``stunner_*`` families, so only the exporting
+    replica has them (:mod:`scaler.exporter`: ``leading`` is read at every scrape)."""
+
+    def __init__(
+        self,
+        refusals: QuotaRefusals,
+        quota: FleetUserQuota | None = None,
+        leading: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.refusals = refusals
         self.quota = quota
         self.leading = leading
 
     def collect(self) -> Iterator[Metric]:
         if not self.leading():
+            return
+        refused = CounterMetricFamily(
+            "stunner_allocations_refused",
+            "Allocates the relay refused with 486 (Allocation Quota Reached), by reason: "
+            "user_quota, total_quota, fleet_user_quota",
+            labels=["namespace", "gateway", "pod", "reason"],
+        )
+        for labels, total in self.refusals.series():
+            refused.add_metric(list(labels), total)
+        yield refused
+        if self.quota is None:
             return
         yield GaugeMetricFamily(
             "stunner_scaler_users_over_quota",

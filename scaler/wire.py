@@ -127,6 +127,9 @@ class RelayIdentity(msgspec.Struct, frozen=True):
     started_at: Timestamp
 
 
+#: A reason an Allocate got 486 (``state.refused_total``): a label value, so bounded.
+RefusalReason = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z_]{0,31}$")]
+MAX_REFUSAL_REASONS: Final = 8
 #: ``state.users`` of a relay with no allocations (and of a report without the field).
 NO_USERS: Final = msgspec.Raw(b"{}")
 Users = Annotated[dict[UserDigest, Gauge], msgspec.Meta(max_length=MAX_REPORTED_USERS)]
@@ -135,15 +138,21 @@ Users = Annotated[dict[UserDigest, Gauge], msgspec.Meta(max_length=MAX_REPORTED_
 class RelayState(msgspec.Struct, frozen=True, omit_defaults=True):
     """Authoritative snapshot: gauges are current, ``*_total`` cumulative since start.
 
-    ``users`` is additive to version 1 and left out of the JSON while empty, so a relay
-    without users encodes exactly what the first release did. It is the raw JSON object
-    (digest -> allocations): :func:`users_field` builds it, :func:`users_of` reads it."""
+    ``users`` and ``refused_total`` are additive to version 1 and left out of the JSON
+    while empty, so a relay without users or refusals encodes exactly what the first
+    release did. ``users`` is the raw JSON object (digest -> allocations):
+    :func:`users_field` builds it, :func:`users_of` reads it. ``refused_total`` counts
+    Allocates refused with 486 since the instance started, by reason (``user_quota``,
+    ``total_quota``, ``fleet_user_quota``; a scaler takes reasons it does not know too)."""
 
     allocations: dict[Transport, Gauge]
     connections_total: dict[Transport, Count]
     bytes_received_total: dict[Side, Count]
     bytes_sent_total: dict[Side, Count]
     users: msgspec.Raw = NO_USERS
+    refused_total: Annotated[
+        dict[RefusalReason, Count], msgspec.Meta(max_length=MAX_REFUSAL_REASONS)
+    ] = {}
 
 
 class AllocationCreated(msgspec.Struct, frozen=True, tag_field="type", tag="allocation_created"):

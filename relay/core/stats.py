@@ -27,8 +27,8 @@ What each number means (the report wire contract, :mod:`scaler.wire`, builds on 
   :data:`scaler.wire.MAX_REPORTED_USERS` (those with the most allocations here), from
   :attr:`RelayStats.per_user`. The scalers sum them for the fleet-wide user quota.
 * ``refused[reason]``: Allocates refused with 486 since start, by ``user_quota``,
-  ``total_quota`` and ``fleet_user_quota`` (shown on ``/status``; the allocation table
-  counts into this dict).
+  ``total_quota`` and ``fleet_user_quota`` (the allocation table counts into this dict):
+  on ``/status``, and in reports as ``refused_total`` (reasons with a count only).
 
 The packet path adds to the four byte counters (plain int attributes); nothing else here runs
 per packet. :meth:`RelayStats.snapshot` (with :attr:`RelayStats.draining`, together the pusher's
@@ -193,6 +193,7 @@ class RelayStats:
             bytes_received_total={"client": self.client_rx, "peer": self.peer_rx},
             bytes_sent_total={"client": self.client_tx, "peer": self.peer_tx},
             users=wire.users_field(reported_users(self.per_user()) if self.per_user else {}),
+            refused_total={reason: count for reason, count in self.refused.items() if count},
         )
 
     def uptime(self, now_monotonic: float | None = None) -> float:

@@ -111,6 +111,12 @@ async def test_a_user_is_refused_fleet_wide_at_the_quota_and_freed_below_it(peer
             assert await allocate_error(relay_a.udp) == 486
             refused = (await status(http, relay_b))["allocations_refused"]
             assert refused == {"user_quota": 0, "total_quota": 0, "fleet_user_quota": 1}
+            # The next report carries it to the scaler's counter (by relay and reason).
+            sample = (
+                'stunner_allocations_refused_total{gateway="quota-gateway",namespace="quota",'
+                f'pod="quota-b-{suffix}",reason="fleet_user_quota"}} 1.0'
+            )
+            await eventually(lambda: _metrics_have(http, scaler.base, sample), "refusal counted")
             # What is open is never cut: every allocation still relays, and refreshes.
             await on_a.echo(peer, rounds=2)
             assert await held_on_b.refresh(600) == 600
@@ -126,6 +132,11 @@ async def test_a_user_is_refused_fleet_wide_at_the_quota_and_freed_below_it(peer
                 metrics = await response.text()
             assert "stunner_scaler_users_over_quota 0.0" in metrics
             assert "stunner_scaler_fleet_user_quota 4.0" in metrics
+
+
+async def _metrics_have(http: aiohttp.ClientSession, base: str, sample: str) -> bool:
+    async with http.get(f"{base}/metrics") as response:
+        return sample in await response.text()
 
 
 async def _zero(count: Awaitable[int]) -> bool:

@@ -112,6 +112,12 @@ def test_a_listed_user_gets_486_everywhere_existing_allocations_keep_refreshing(
     # A new 5-tuple of the same user, on a relay that holds only one of its allocations.
     assert code(Client(handler, client=("198.51.100.7", 40002)).allocate()) == 486
     assert handler.table.refused["fleet_user_quota"] == 1
+    # The relay's stats hand the table their dict: reports carry what was refused.
+    stats = RelayStats()
+    counted = AllocationTable(refused=stats.refused)
+    counted.fleet_refuses = listed.__contains__
+    assert counted.quota_exceeded(ALICE)
+    assert stats.snapshot().refused_total == {"fleet_user_quota": 1}
     # Other users are not affected.
     bob = Client(handler, "bob", "builder", client=("198.51.100.7", 40003))
     assert code(bob.allocate()) == 200

@@ -17,7 +17,13 @@ from scaler import wire
 from scaler.exposition import make_registry
 from scaler.fleet import FleetState
 from scaler.ingest import Answer, ReportIngest
-from scaler.user_quota import PASS_SHARE, REBUILD_EVERY, FleetUserQuota, UserQuotaCollector
+from scaler.user_quota import (
+    PASS_SHARE,
+    REBUILD_EVERY,
+    FleetUserQuota,
+    QuotaCollector,
+    QuotaRefusals,
+)
 from tests.clock import FakeClock
 from tests.reports import T0, report
 from tests.scaler.helpers import value
@@ -256,13 +262,61 @@ def test_the_gauge_counts_users_over_quota_on_the_exporting_replica_only() -> No
     quota = FleetUserQuota(2)
     quota.replace(("stunner", "relay-a"), wire.users_field({ALICE: 2, BOB: 5, ANONYMOUS: 1}))
     leading = True
-    registry = make_registry(UserQuotaCollector(quota, lambda: leading))
+    registry = make_registry(QuotaCollector(QuotaRefusals(), quota, lambda: leading))
     text = generate_latest(registry).decode()
     assert value(text, "stunner_scaler_users_over_quota") == 2
     assert value(text, "stunner_scaler_fleet_user_quota") == 2
     assert "rest:" not in text and ALICE not in text  # no label per user
     leading = False
-    assert "stunner_scaler_users_over_quota" not in generate_latest(registry).decode()
+    assert "stunner_" not in generate_latest(registry).decode()
+    # Without the flag, neither gauge.
+    text = generate_latest(make_registry(QuotaCollector(QuotaRefusals()))).decode()
+    assert "stunner_scaler_users_over_quota" not in text
+
+
+def refusals_report(seq: int, refused: dict[str, int], **kw: object) -> wire.Report:
+    base = report("relay-a", seq=seq, **kw)  # type: ignore[arg-type]
+    state = msgspec.structs.replace(base.state, refused_total=refused)
+    return msgspec.structs.replace(base, state=state)
+
+
+def test_refusals_by_reason_are_counters_that_survive_relay_restarts() -> None:
+    scaler = Scaler()
+    registry = make_registry(QuotaCollector(scaler.ingest.refusals))
+
+    def refused(reason: str) -> float | None:
+        text = generate_latest(registry).decode()
+        return value(
+            text,
+            "stunner_allocations_refused_total",
+            namespace="stunner",
+            gateway="stunner-gateway",
+            pod="relay-a",
+            reason=reason,
+        )
+
+    scaler.post(refusals_report(1, {}))
+    assert refused("user_quota") == 0 and refused("fleet_user_quota") == 0  # present at 0
+    scaler.post(refusals_report(2, {"user_quota": 3, "fleet_user_quota": 2}))
+    assert refused("user_quota") == 3 and refused("fleet_user_quota") == 2
+    scaler.post(refusals_report(1, {"user_quota": 99}))  # older seq: its snapshot is not used
+    assert refused("user_quota") == 3
+    # The relay restarts: its new instance counts from zero, the exported counter goes on.
+    scaler.post(refusals_report(1, {"user_quota": 1}, instance="second", started_at=T0 + 60))
+    assert refused("user_quota") == 4 and refused("fleet_user_quota") == 2
+    # A relay that leaves has no series; back, it continues where it was.
+    assert scaler.fleet.remove("stunner", "relay-a")
+    assert refused("user_quota") is None
+    scaler.post(refusals_report(2, {"user_quota": 2}, instance="second", started_at=T0 + 60))
+    assert refused("user_quota") == 5
+
+
+def test_reasons_are_label_values_so_they_are_checked() -> None:
+    scaler = Scaler()
+    answer = scaler.post(refusals_report(1, {'bad"label': 1}))
+    assert answer.status == 400 and "state.refused_total" in str(answer.body["error"])
+    many = {f"reason_{chr(97 + n)}": 1 for n in range(wire.MAX_REFUSAL_REASONS + 1)}
+    assert scaler.post(refusals_report(1, many)).status == 400
 
 
 # ---- any delivery order ----------------------------------------------------------

@@ -34,6 +34,15 @@ def test_the_first_release_decodes_a_report_with_users_and_ignores_them() -> Non
     assert old.state.connections_total == today.state.connections_total
 
 
+def test_the_first_release_skips_refusal_counts_too() -> None:
+    base = new_report(**{"rest:alice": 1})
+    state = msgspec.structs.replace(base.state, refused_total={"fleet_user_quota": 2})
+    body = wire.encode(msgspec.structs.replace(base, state=state))
+    assert b'"refused_total"' in body
+    assert first.decode(body).state.allocations == {"udp": 2, "tcp": 1}
+    assert wire.decode(body).state.refused_total == {"fleet_user_quota": 2}
+
+
 def test_the_first_release_takes_tls_and_dtls_transports() -> None:
     base = report("relay-a", udp=1, tcp=1, connections={"udp": 3, "tcp": 2, "tls": 4, "dtls": 1})
     state = msgspec.structs.replace(
