@@ -15,6 +15,7 @@ from scaler.common.flags import (
     FlagParser,
     HostPort,
     log_level,
+    non_negative_int,
     parse_duration,
     parse_host_port,
     positive_int,
@@ -50,6 +51,8 @@ class ScalerConfig:
     open_reports: bool = False
     # --bandwidth-window: relayed bytes/s are averaged over this long (scaler.rates).
     bandwidth_window: float = DEFAULT_WINDOW
+    # --fleet-user-quota: allocations per user across the fleet; 0: off.
+    fleet_user_quota: int = 0
 
 
 def optional_path(text: str) -> Path | None:
@@ -162,6 +165,14 @@ def build_parser(prog: str = "turnscale scaler") -> FlagParser:
         type=positive_int,
         default=1000,
         help="most relays tracked at once; reports from more are refused (503)",
+    )
+    parser.add_flag(
+        "--fleet-user-quota",
+        type=non_negative_int,
+        default=0,
+        help="allocations one user may hold across the whole fleet; each report's answer "
+        "lists the users at or over it and relays refuse them new allocations (486) "
+        "(0: off)",
     )
     parser.add_flag(
         "--log-level", type=log_level, default="info", help="debug, info, warning or error"
@@ -289,6 +300,7 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         kubernetes=kubernetes,
         open_reports=args.insecure_open_reports,
         bandwidth_window=args.bandwidth_window,
+        fleet_user_quota=args.fleet_user_quota,
     )
 
 

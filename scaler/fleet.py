@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
@@ -169,6 +169,9 @@ class FleetState:
         # bandwidth aside: it moves with every report, and nothing waits on it (activity
         # follows allocations).
         self.generation = 0
+        #: Called with a relay's key when it leaves the fleet (expired or removed), so
+        #: what is derived from its state (the fleet user quota) stops counting it.
+        self.on_leave: list[Callable[[RelayKey], None]] = []
 
     # ---- ingest -------------------------------------------------------------
 
@@ -282,6 +285,8 @@ class FleetState:
         self._retired[key] = self._relays.pop(key)
         self.rates.forget(key)
         self.generation += 1
+        for callback in self.on_leave:
+            callback(key)
         while len(self._retired) > self.max_relays:
             self._retired.popitem(last=False)
 

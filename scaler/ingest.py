@@ -17,7 +17,8 @@ from typing import Final
 from scaler.binding import PodBinding
 from scaler.common import logs
 from scaler.fleet import FleetFull, FleetState, Outcome
-from scaler.wire import MAX_BODY_BYTES, Report, ReportError, decode
+from scaler.user_quota import FleetUserQuota, QuotaRefusals
+from scaler.wire import MAX_BODY_BYTES, Report, ReportError, decode, to_builtins
 
 log = logs.get("scaler.ingest")
 
@@ -58,7 +59,12 @@ class IngestStats:
 class ReportIngest:
     """The rules a report passes before it changes the fleet, in order: token, content
     type, size, the contract (:func:`scaler.wire.decode`), timestamps not from the future,
-    and with ``binding`` the pod it names sending it from its own IP."""
+    and with ``binding`` the pod it names sending it from its own IP.
+
+    With ``user_quota`` (``--fleet-user-quota``) an accepted report's per-user counts
+    replace its relay's, a relay leaving the fleet stops counting, and every 202 answer
+    lists the users at or over the quota (``over_quota``, :class:`scaler.wire.OverQuota`).
+    """
 
     def __init__(
         self,
@@ -68,8 +74,15 @@ class ReportIngest:
         binding: PodBinding | None = None,
         wall_clock: Callable[[], float] = time.time,
         log_clock: Callable[[], float] = time.monotonic,
+        user_quota: FleetUserQuota | None = None,
     ) -> None:
         self.fleet = fleet
+        self.user_quota = user_quota
+        if user_quota is not None:
+            fleet.on_leave.append(user_quota.drop)
+        #: Allocates each relay refused with 486, by reason (``state.refused_total``).
+        self.refusals = QuotaRefusals(fleet.max_relays)
+        fleet.on_leave.append(self.refusals.retire)
         self.stats = IngestStats()
         self.binding = binding
         self.wall_clock = wall_clock
@@ -77,6 +90,8 @@ class ReportIngest:
         self._log_clock = log_clock
         self._logged_at: dict[str, float] = {}
         self._unlogged: Counter[str] = Counter()
+        self._answered: object = None
+        self._answered_body: dict[str, object] = {}
 
     def handle(
         self,
@@ -117,8 +132,24 @@ class ReportIngest:
         self.stats.reports[outcome.value] += 1
         if outcome in (Outcome.ACCEPTED, Outcome.LATE):
             self.stats.events += len(report.events)
-            return Answer(202, {"result": outcome.value, "seq": report.seq})
+            answer: dict[str, object] = {"result": outcome.value, "seq": report.seq}
+            if outcome is Outcome.ACCEPTED:  # the relay's newest snapshot: it counts
+                identity, state = report.relay, report.state
+                key = (identity.namespace, identity.pod)
+                self.refusals.observe(key, identity.gateway, identity.instance, state.refused_total)
+                if self.user_quota is not None:
+                    self.user_quota.replace(key, state.users)
+            if self.user_quota is not None:
+                answer["over_quota"] = self._over_quota(now)
+            return Answer(202, answer)
         return Answer(200, {"result": outcome.value, "seq": report.seq})
+
+    def _over_quota(self, now: float) -> dict[str, object]:
+        assert self.user_quota is not None
+        answer = self.user_quota.answer(now)
+        if answer is not self._answered:  # built once per change, not once per report
+            self._answered, self._answered_body = answer, to_builtins(answer)
+        return self._answered_body
 
     def _authorized(self, header: str | None) -> bool:
         assert self._token is not None

@@ -51,6 +51,7 @@ from scaler.keda.policies import PolicyBook
 from scaler.readiness import Check, Readiness
 from scaler.service import ScalerService
 from scaler.sweeper import Sweeper, nothing_spared
+from scaler.user_quota import FleetUserQuota, QuotaCollector
 
 if TYPE_CHECKING:
     from scaler.common.kube.reflector import WatchTiming
@@ -102,7 +103,11 @@ class ScalerServer:
 
             self.pods = PodView()
             binding = PodBinding(self.pods)
-        ingest = ReportIngest(fleet, config.token, binding=binding)
+        # --fleet-user-quota: per-user counts summed over the fleet, answered per report.
+        self.user_quota = (
+            FleetUserQuota(config.fleet_user_quota) if config.fleet_user_quota else None
+        )
+        ingest = ReportIngest(fleet, config.token, binding=binding, user_quota=self.user_quota)
         self.service = ScalerService(fleet, ingest, config.policy, clock)
         self.policies = PolicyBook(config.policy, clock=clock)
         self.leader: LeaderElector | None = None
@@ -123,6 +128,10 @@ class ScalerServer:
         self.grpc = GrpcFrontEnd(self.service, self.policies, grpc_tls(config))
         checks = [Check(HTTP_CHECK), Check(GRPC_CHECK)]
         collectors: list[Collector] = [self.collector, self.grpc.stats]
+        exporter = self.collector.exporter
+        collectors.append(
+            QuotaCollector(ingest.refusals, self.user_quota, lambda: exporter.leading)
+        )
         self.kube: KubeIntegration | None = None
         if config.kubernetes is not None:
             assert self.leader is not None and self.pods is not None
@@ -181,6 +190,7 @@ class ScalerServer:
             bandwidth_window=self.config.bandwidth_window,
             auth="token" if self.config.token else "none",
             kubernetes="on" if self.kube is not None else "off",
+            fleet_user_quota=self.config.fleet_user_quota,
         )
         if self.config.open_reports and self.config.token is None and self.kube is None:
             log.warning(

@@ -21,6 +21,10 @@ allocation.
 Quotas: ``user_quota`` relayed ports per quota key (:func:`quota_key`: ``static:NAME``,
 ``rest:USERID``, or one shared budget for anonymous REST credentials) and ``total_quota`` in
 all; 0 means unlimited. EVEN-PORT reservations hold a port each until claimed or lapsed.
+The fleet-wide quota per user is the scalers' to count: ``fleet_refuses`` (set by the
+reporting layer) says whether they list a quota key, and such a key gets no new allocation.
+Every refusal (486 Allocation Quota Reached, RFC 8656 §7.2) is counted in ``refused`` by
+reason: ``total_quota``, ``user_quota``, ``fleet_user_quota``.
 
 Lifetimes (§7.2, §8.2, :class:`Lifetimes`): the granted lifetime is the requested one capped
 at ``max_lifetime``, and never below the default (600 s, or ``max_lifetime`` when that is
@@ -33,7 +37,7 @@ import heapq
 import itertools
 import math
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
 
@@ -42,6 +46,11 @@ from relay.core.peer_policy import PeerPolicy
 from relay.proto import turn
 
 __all__ = [
+    "ANONYMOUS_REST",
+    "FLEET_USER_QUOTA",
+    "REFUSAL_REASONS",
+    "TOTAL_QUOTA",
+    "USER_QUOTA",
     "Address",
     "Allocation",
     "AllocationTable",
@@ -161,6 +170,12 @@ class Lifetimes:
 
 #: The one budget every anonymous TURN REST API credential (``EXPIRY`` alone) shares.
 ANONYMOUS_REST: Final = "rest:"
+
+#: Why an Allocate got 486, as counted in :attr:`AllocationTable.refused`.
+TOTAL_QUOTA: Final = "total_quota"
+USER_QUOTA: Final = "user_quota"
+FLEET_USER_QUOTA: Final = "fleet_user_quota"
+REFUSAL_REASONS: Final = (USER_QUOTA, TOTAL_QUOTA, FLEET_USER_QUOTA)
 
 
 def quota_key(username: str, *, static: bool = False) -> str:
@@ -307,6 +322,7 @@ class AllocationTable:
         channel_lifetime: float = turn.CHANNEL_LIFETIME,
         user_quota: int = 0,
         total_quota: int = 0,
+        refused: MutableMapping[str, int] | None = None,
     ) -> None:
         if user_quota < 0 or total_quota < 0:
             raise ValueError("quotas must not be negative (0 means unlimited)")
@@ -324,6 +340,13 @@ class AllocationTable:
         # port is held like an allocation's, so it counts against the quotas until it is
         # claimed or lapses; otherwise cycling reservations holds ports outside every quota.
         self._reservations: dict[bytes, tuple[str, float]] = {}
+        #: Allocates refused (486) by reason; the relay's stats hand in their own dict.
+        self.refused: MutableMapping[str, int] = (
+            dict.fromkeys(REFUSAL_REASONS, 0) if refused is None else refused
+        )
+        #: Whether the scalers list a quota key as at or over the fleet-wide quota; the
+        #: reporting layer sets it (:class:`relay.reporting.fleet_quota.FleetQuota`).
+        self.fleet_refuses: Callable[[str], bool] | None = None
 
     # -- queries
 
@@ -345,23 +368,42 @@ class AllocationTable:
         """Allocations counted against quota key ``key``."""
         return self._per_user.get(key, 0)
 
+    def users(self) -> Mapping[str, int]:
+        """Allocations per quota key, for the keys that have any (a live view)."""
+        return self._per_user
+
     def quota_exceeded(
         self, key: str, now: float = -math.inf, *, claiming: bytes | None = None, units: int = 1
     ) -> bool:
-        """Whether ``units`` more ports for quota key ``key`` (2 for an allocation that also
-        reserves the next port) would break a quota (answer 486). Live reservations count;
-        the one being ``claiming`` (its own) does not."""
-        if not self.total_quota and not self.user_quota:
+        """Whether a new allocation of quota key ``key`` gets 486; counts the refusal by
+        reason in :attr:`refused`. Arguments as for :meth:`quota_refusal`."""
+        reason = self.quota_refusal(key, now, claiming=claiming, units=units)
+        if reason is None:
             return False
-        held = [
-            owner
-            for token, (owner, expiry) in self._reservations.items()
-            if expiry > now and token != claiming
-        ]
-        if self.total_quota and len(self._by_tuple) + len(held) + units > self.total_quota:
-            return True
-        mine = self.user_count(key) + held.count(key)
-        return bool(self.user_quota) and mine + units > self.user_quota
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        return True
+
+    def quota_refusal(
+        self, key: str, now: float = -math.inf, *, claiming: bytes | None = None, units: int = 1
+    ) -> str | None:
+        """Which quota ``units`` more ports for quota key ``key`` (2 for an allocation that
+        also reserves the next port) would break, if any. Live reservations count; the one
+        being ``claiming`` (its own) does not. The relay's own quotas come first: they
+        apply at once, the fleet's as of the scalers' last answers."""
+        if self.total_quota or self.user_quota:
+            held = [
+                owner
+                for token, (owner, expiry) in self._reservations.items()
+                if expiry > now and token != claiming
+            ]
+            if self.total_quota and len(self._by_tuple) + len(held) + units > self.total_quota:
+                return TOTAL_QUOTA
+            mine = self.user_count(key) + held.count(key)
+            if self.user_quota and mine + units > self.user_quota:
+                return USER_QUOTA
+        if self.fleet_refuses is not None and self.fleet_refuses(key):
+            return FLEET_USER_QUOTA
+        return None
 
     def reserved(self, token: bytes, key: str, expiry: float) -> None:
         """An EVEN-PORT reservation issued for ``key``, held until ``expiry`` or a claim."""

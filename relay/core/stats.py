@@ -24,6 +24,14 @@ What each number means (the report wire contract, :mod:`scaler.wire`, builds on 
   (not refreshed in time), ``drained`` (closed at the end of a drain or at shutdown),
   ``error`` (the client's TCP connection closed without deleting it first).
 
+* ``users`` (optional in the contract): allocations per user, keyed by
+  :func:`scaler.wire.user_digest` of the quota key, only users with allocations, at most
+  :data:`scaler.wire.MAX_REPORTED_USERS` (those with the most allocations here), from
+  :attr:`RelayStats.per_user`. The scalers sum them for the fleet-wide user quota.
+* ``refused[reason]``: Allocates refused with 486 since start, by ``user_quota``,
+  ``total_quota`` and ``fleet_user_quota`` (the allocation table counts into this dict):
+  on ``/status``, and in reports as ``refused_total`` (reasons with a count only).
+
 The packet path adds to the four byte counters (plain int attributes); nothing else here runs
 per packet. :meth:`RelayStats.snapshot` (with :attr:`RelayStats.draining`, together the pusher's
 ``StateSource``) is what the pusher reads;
@@ -35,6 +43,7 @@ event as it happens (``stats.subscribe(pusher.changed)``,
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Mapping
 from typing import Final
@@ -44,6 +53,19 @@ from scaler import wire
 __all__ = ["RelayStats"]
 
 TRANSPORTS: Final = ("udp", "tcp")
+#: Reasons an Allocate gets 486 (the allocation table's, :mod:`relay.core.allocation`).
+REFUSALS: Final = ("user_quota", "total_quota", "fleet_user_quota")
+
+
+def reported_users(
+    per_user: Mapping[str, int], limit: int = wire.MAX_REPORTED_USERS
+) -> dict[str, int]:
+    """``state.users`` of a report: digest -> allocations, the ``limit`` users with the most
+    allocations when there are more (the scalers' sum is then a lower bound)."""
+    items = per_user.items()
+    if len(per_user) > limit:
+        items = heapq.nlargest(limit, items, key=lambda item: item[1])  # type: ignore[assignment]
+    return {wire.user_digest(key): count for key, count in items if count > 0}
 
 
 class RelayStats:
@@ -59,6 +81,8 @@ class RelayStats:
         "draining",
         "peer_rx",
         "peer_tx",
+        "per_user",
+        "refused",
         "reporting",
         "started_at",
         "started_monotonic",
@@ -90,6 +114,10 @@ class RelayStats:
         self.tls_handshake_failures = 0
         #: The certificates the tls:// listeners serve, shown on /status; None without TLS.
         self.tls: Callable[[], object] | None = None
+        #: Allocations per quota key now (the allocation table's view); None: not reported.
+        self.per_user: Callable[[], Mapping[str, int]] | None = None
+        #: Allocates refused with 486, by reason (the allocation table counts into it).
+        self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
         self._listeners: list[Callable[[], None]] = []
         self._event_listeners: list[Callable[[wire.Event], None]] = []
 
@@ -166,6 +194,8 @@ class RelayStats:
             connections_total=dict(self.connections),  # type: ignore[arg-type]
             bytes_received_total={"client": self.client_rx, "peer": self.peer_rx},
             bytes_sent_total={"client": self.client_tx, "peer": self.peer_tx},
+            users=wire.users_field(reported_users(self.per_user()) if self.per_user else {}),
+            refused_total={reason: count for reason, count in self.refused.items() if count},
         )
 
     def uptime(self, now_monotonic: float | None = None) -> float:

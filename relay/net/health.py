@@ -63,6 +63,7 @@ async def status(request: web.Request) -> web.Response:
             "connections_total": snapshot.connections_total,
             "bytes_received_total": snapshot.bytes_received_total,
             "bytes_sent_total": snapshot.bytes_sent_total,
+            "allocations_refused": dict(stats.refused),
             "reporting": dict(stats.reporting()) if stats.reporting else None,
             "tls": stats.tls() if stats.tls else None,
             "tls_handshake_failures": stats.tls_handshake_failures,

@@ -109,6 +109,7 @@ class RelayServer:
             lifetimes=Lifetimes(max_lifetime=config.max_lifetime),
             user_quota=config.user_quota,
             total_quota=config.total_quota,
+            refused=self.stats.refused,
         )
         self.policy = PeerPolicy(
             config.allow_peers,
@@ -163,7 +164,7 @@ class RelayServer:
         self._serving = False
         #: False until a configuration that comes later (live mode) is applied: not ready.
         self.configured = True
-        self.pusher = make_pusher(config.reporting, self.stats)
+        self.pusher = make_pusher(config.reporting, self.stats, self.table)
 
     # -- lifecycle of the process
 

@@ -14,6 +14,11 @@ snapshot cannot carry) wait in a bounded buffer per scaler address.
   the retry is a harmless duplicate: events are counted once. Retries are never
   further apart than the heartbeat ``interval``, so a scaler that comes back is
   exact again within one interval.
+- Answers may carry the fleet user quota (``over_quota``, :class:`scaler.wire.OverQuota`):
+  each scaler address's list goes to :attr:`ReportPusher.fleet_quota`
+  (:mod:`relay.reporting.fleet_quota`), which the allocation table asks on every Allocate.
+  An answer body is read up to :data:`scaler.wire.MAX_ANSWER_BYTES`; beyond that it is
+  not decoded (no list: fail open).
 - The packet path never waits on any of this: the relay calls
   :meth:`ReportPusher.changed` and :meth:`ReportPusher.record`, which only touch
   memory and set an event.
@@ -35,8 +40,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from relay.core.allocation import AllocationTable
 from relay.core.stats import RelayStats
 from relay.reporting.config import ReportingConfig
+from relay.reporting.fleet_quota import TTL_INTERVALS, FleetQuota
 from scaler import wire
 from scaler.common import backoff, logs
 
@@ -171,6 +178,8 @@ class ReportPusher:
         self._resolver: asyncio.Task[None] | None = None
         self._resolve_host = resolve or resolve_host
         self.event_buffer = event_buffer
+        #: The scalers' over-quota lists, each lapsing two report intervals after its answer.
+        self.fleet_quota = FleetQuota(TTL_INTERVALS * interval)
 
     # ---- called by the relay (memory only, never waits) ------------------------
 
@@ -222,6 +231,7 @@ class ReportPusher:
         return {
             "seq": self._seq,
             "events_dropped": self.events_dropped,
+            "fleet_quota": self.fleet_quota.status(),
             "scalers": {
                 target.endpoint.url: {
                     "reports_sent": target.sent,
@@ -263,6 +273,7 @@ class ReportPusher:
             log.info("pushing reports", scaler=endpoint.url)
         for endpoint in self._targets.keys() - wanted:
             gone = self._targets.pop(endpoint)
+            self.fleet_quota.forget(endpoint.url)
             if gone.task is not None:
                 gone.task.cancel()
             log.info("scaler address gone", scaler=endpoint.url)
@@ -321,12 +332,19 @@ class ReportPusher:
             async with self._session.post(
                 target.endpoint.url, data=target.inflight, headers=headers
             ) as response:
-                body = await response.read()
+                body = await _read_bounded(response, wire.MAX_ANSWER_BYTES)
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             self._failed(target, f"{type(error).__name__}: {error}")
             return
         self._note_refusal(target, _refusal(status, body))
+        if status == 202:
+            # An accepted report's answer says who is over the fleet quota now; a body
+            # without that list (an old scaler, or the quota off) lists nobody.
+            self.fleet_quota.answered(
+                target.endpoint.url, None if body is None else wire.over_quota_from(body)
+            )
+        body = body or b""
         if status in (200, 202):
             target.inflight = None
             target.sent += 1
@@ -386,13 +404,27 @@ _REFUSAL_HINTS: Final = {
 }
 
 
-def _refusal(status: int, body: bytes) -> str | None:
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The answer body, or None when it is longer than ``limit`` bytes (read no further)."""
+    if response.content_length is not None and response.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(16 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _refusal(status: int, body: bytes | None) -> str | None:
     """Which refusal an answer is, if any; a 200 says ``old_instance`` in its body."""
     if status == 401:
         return "unauthorized"
     if status == 403:
         return "forbidden"
-    if status == 200 and b'"old_instance"' in body:
+    if status == 200 and body is not None and b'"old_instance"' in body:
         return "old_instance"
     return None
 
@@ -409,8 +441,13 @@ async def resolve_host(host: str) -> list[str] | None:
     return sorted({str(info[4][0]) for info in infos})
 
 
-def make_pusher(config: ReportingConfig, stats: RelayStats) -> ReportPusher | None:
-    """A pusher fed by the relay's counters and events; None when no scaler is configured."""
+def make_pusher(
+    config: ReportingConfig, stats: RelayStats, table: AllocationTable | None = None
+) -> ReportPusher | None:
+    """A pusher fed by the relay's counters and events; None when no scaler is configured.
+
+    With ``table``, reports carry its allocations per user and its Allocates follow the
+    scalers' fleet user quota."""
     if not config.scalers:
         return None
     identity = Identity(
@@ -425,4 +462,7 @@ def make_pusher(config: ReportingConfig, stats: RelayStats) -> ReportPusher | No
     stats.subscribe(pusher.changed)
     stats.subscribe_events(pusher.record)
     stats.reporting = pusher.status
+    if table is not None:
+        stats.per_user = table.users
+        table.fleet_refuses = pusher.fleet_quota.refuses
     return pusher

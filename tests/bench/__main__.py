@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = [
     "scaler_bench",
+    "quota_bench",
     "keda_bench",
     "relay_bench",
     "tls_bench",
