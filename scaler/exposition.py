@@ -130,7 +130,12 @@ class FleetCollector(Collector):
             labels = (identity.namespace, identity.gateway, identity.pod)
             totals = relay.totals()
             state_allocations = relay.state.allocations
-            for transport in {*BASE_TRANSPORTS, *state_allocations, *totals.connections}:
+            for transport in {
+                *BASE_TRANSPORTS,
+                *state_allocations,
+                *totals.connections,
+                *relay.created,
+            }:
                 labelled = (*labels, transport)
                 allocations.add(labelled, state_allocations.get(transport, 0))
                 connections.add(labelled, totals.connections.get(transport, 0))

@@ -26,6 +26,7 @@ from typing import Final, TypeVar
 from scaler.histogram import Histogram
 from scaler.rates import DEFAULT_WINDOW, RelayRates
 from scaler.wire import (
+    MAX_TRANSPORTS,
     AllocationCreated,
     DeleteReason,
     Event,
@@ -115,6 +116,8 @@ class Relay:
     base: Totals = field(default_factory=Totals)
     created: dict[Transport, int] = field(default_factory=dict)
     deleted: dict[tuple[Transport, DeleteReason], int] = field(default_factory=dict)
+    #: The transport names its events have used (bounded by MAX_TRANSPORTS).
+    event_transports: set[str] = field(default_factory=set)
 
     @property
     def allocations(self) -> int:
@@ -172,6 +175,9 @@ class FleetState:
         #: Called with a relay's key when it leaves the fleet (expired or removed), so
         #: what is derived from its state (the fleet user quota) stops counting it.
         self.on_leave: list[Callable[[RelayKey], None]] = []
+        #: Events skipped because their relay already named MAX_TRANSPORTS other transports
+        #: in its events (transport names become labels: their number stays bounded).
+        self.events_over_transports = 0
 
     # ---- ingest -------------------------------------------------------------
 
@@ -246,6 +252,9 @@ class FleetState:
     def _apply_events(self, relay: Relay, events: list[Event]) -> None:
         identity = relay.identity
         for event in events:
+            if not _has_room(relay, event.transport):
+                self.events_over_transports += 1
+                continue
             if isinstance(event, AllocationCreated):
                 relay.created[event.transport] = relay.created.get(event.transport, 0) + 1
                 continue
@@ -332,6 +341,18 @@ class FleetState:
             bandwidth += self.rates.rate(key)
             relays += 1
         return FleetSelection(allocations, relays, bandwidth)
+
+
+def _has_room(relay: Relay, transport: str) -> bool:
+    """Whether events of ``transport`` can be counted for ``relay``: a name it has used
+    before, or one more while it has named fewer than :data:`MAX_TRANSPORTS`."""
+    named = relay.event_transports
+    if transport in named:
+        return True
+    if len(named) >= MAX_TRANSPORTS:
+        return False
+    named.add(transport)
+    return True
 
 
 def _check_monotonic(held: RelayState, incoming: RelayState) -> None:

@@ -30,7 +30,9 @@ The rules both ends keep:
   reasons ``refresh_zero``, ``expired``, ``drained``, ``error``; bytes per allocation). At
   most :data:`MAX_EVENTS` per report.
 - Sides: ``client`` is traffic on the TURN listeners, ``peer`` on relayed sockets.
-  Transports: ``udp``, ``tcp``, ``tls``, ``dtls``.
+  Transports: ``udp``, ``tcp``, ``tls``, ``dtls``; a name the scaler does not know is
+  counted under that name (``[a-z][a-z0-9-]{0,15}``, at most 8 per map), never a reason to
+  reject the report.
 - A relay reports within 50 ms of any allocation change and at least every 5 s.
 - ``state.users`` (optional, additive: scalers of the first release skip it) holds the
   relay's allocations per user: ``{user_digest(quota key): count}`` for users with at
@@ -110,11 +112,16 @@ Seconds = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_DURATION)]
 DIGEST_LENGTH: Final = 16
 UserDigest = Annotated[str, msgspec.Meta(min_length=DIGEST_LENGTH, max_length=DIGEST_LENGTH)]
 
-Transport = Literal["udp", "tcp", "tls", "dtls"]
+#: A transport name. Relays report ``udp``, ``tcp``, ``tls`` and ``dtls`` today; a name this
+#: scaler does not know (a newer relay's) is counted under that name, never a reason to
+#: reject the report: new map keys are additive to version 1. Names become label values,
+#: so their syntax and their number per map (:data:`MAX_TRANSPORTS`) are bounded.
+Transport = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{0,15}$")]
+MAX_TRANSPORTS: Final = 8
 Side = Literal["client", "peer"]
 DeleteReason = Literal["refresh_zero", "expired", "drained", "error"]
 
-TRANSPORTS: Final[tuple[Transport, ...]] = ("udp", "tcp", "tls", "dtls")
+TRANSPORTS: Final[tuple[str, ...]] = ("udp", "tcp", "tls", "dtls")
 SIDES: Final[tuple[Side, ...]] = ("client", "peer")
 DELETE_REASONS: Final[tuple[DeleteReason, ...]] = ("refresh_zero", "expired", "drained", "error")
 
@@ -145,8 +152,8 @@ class RelayState(msgspec.Struct, frozen=True, omit_defaults=True):
     Allocates refused with 486 since the instance started, by reason (``user_quota``,
     ``total_quota``, ``fleet_user_quota``; a scaler takes reasons it does not know too)."""
 
-    allocations: dict[Transport, Gauge]
-    connections_total: dict[Transport, Count]
+    allocations: Annotated[dict[Transport, Gauge], msgspec.Meta(max_length=MAX_TRANSPORTS)]
+    connections_total: Annotated[dict[Transport, Count], msgspec.Meta(max_length=MAX_TRANSPORTS)]
     bytes_received_total: dict[Side, Count]
     bytes_sent_total: dict[Side, Count]
     users: msgspec.Raw = NO_USERS

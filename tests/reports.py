@@ -35,7 +35,7 @@ def report(
         draining=draining,
         state=wire.RelayState(
             allocations={"udp": udp, "tcp": tcp},
-            connections_total=connections or {"udp": 0, "tcp": 0},  # type: ignore[arg-type]
+            connections_total=connections or {"udp": 0, "tcp": 0},
             bytes_received_total=received or {"client": 0, "peer": 0},  # type: ignore[arg-type]
             bytes_sent_total=sent or {"client": 0, "peer": 0},  # type: ignore[arg-type]
         ),

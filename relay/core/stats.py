@@ -137,9 +137,7 @@ class RelayStats:
         self.allocations[transport] = self.allocations.get(transport, 0) + 1
         if transport == "udp":
             self.connections["udp"] += 1
-        self._event(
-            wire.AllocationCreated(at=at, allocation=allocation_id, transport=transport)  # type: ignore[arg-type]
-        )
+        self._event(wire.AllocationCreated(at=at, allocation=allocation_id, transport=transport))
 
     def allocation_deleted(
         self,
@@ -158,7 +156,7 @@ class RelayStats:
             wire.AllocationDeleted(
                 at=at,
                 allocation=allocation_id,
-                transport=transport,  # type: ignore[arg-type]
+                transport=transport,
                 reason=reason,
                 duration=max(0.0, duration),
                 bytes_received=bytes_received,
@@ -190,8 +188,8 @@ class RelayStats:
     def snapshot(self) -> wire.RelayState:
         """The authoritative state for a report: gauges now, totals since start."""
         return wire.RelayState(
-            allocations=dict(self.allocations),  # type: ignore[arg-type]
-            connections_total=dict(self.connections),  # type: ignore[arg-type]
+            allocations=dict(self.allocations),
+            connections_total=dict(self.connections),
             bytes_received_total={"client": self.client_rx, "peer": self.peer_rx},
             bytes_sent_total={"client": self.client_tx, "peer": self.peer_tx},
             users=wire.users_field(reported_users(self.per_user()) if self.per_user else {}),

@@ -112,7 +112,14 @@ BAD_REPORTS = [
         id="absurd-counter",
     ),
     pytest.param(
-        _mutate(_set("state.allocations", {"sctp": 1})), "state.allocations", id="bad-transport"
+        _mutate(_set("state.allocations", {"UDP over IP!": 1})),
+        "state.allocations",
+        id="bad-transport-name",
+    ),
+    pytest.param(
+        _mutate(_set("state.allocations", {f"t{n}": 1 for n in range(9)})),
+        "state.allocations",
+        id="too-many-transports",
     ),
     pytest.param(
         _mutate(_set("state.bytes_sent_total", {"server": 1})), "bytes_sent_total", id="bad-side"
@@ -342,6 +349,43 @@ async def test_lifecycle_events_reach_the_metrics(make_client: Any) -> None:
     assert value(text, "stunner_allocation_duration_seconds_bucket", **histogram, le="5.0") == 1
     assert value(text, "stunner_allocation_duration_seconds_count", **histogram) == 1
     assert value(text, "stunner_allocation_duration_seconds_sum", **histogram) == 3.0
+
+
+async def test_a_transport_this_scaler_does_not_know_is_counted_under_its_name(
+    make_client: Any,
+) -> None:
+    """A newer relay's transport is an additive change to version 1: accepted, exported
+    under its own name and summed for scaling, never a reason to reject the report."""
+    client, _ = await make_client()
+    body = as_dict(report(udp=2, events=[created("q1")]))
+    body["state"]["allocations"]["quic"] = 3
+    body["state"]["connections_total"]["quic"] = 4
+    body["events"][0]["transport"] = "quic"
+    status, _ = await push(client, json.dumps(body).encode())
+    assert status == 202
+    text = await metrics(client)
+    assert value(text, "stunner_allocations_active", **LABELS, transport="quic") == 3
+    assert value(text, "stunner_allocations_active", **LABELS, transport="udp") == 2
+    assert value(text, "stunner_connections_total", **LABELS, transport="quic") == 4
+    assert value(text, "stunner_allocations_created_total", **LABELS, transport="quic") == 1
+    scale = await (await client.get("/v1/scale")).json()
+    assert scale["allocations"] == 5
+
+
+async def test_events_of_more_transports_than_the_bound_are_not_counted(
+    make_client: Any,
+) -> None:
+    client, scaler = await make_client()
+    events: list[wire.Event] = [created(f"a{n}") for n in range(10)]
+    body = as_dict(report(events=events))
+    for n, event in enumerate(body["events"]):
+        event["transport"] = f"t{n}"
+    status, _ = await push(client, json.dumps(body).encode())
+    assert status == 202
+    text = await metrics(client)
+    counted = [n for n in range(10) if f'transport="t{n}"' in text]
+    assert counted == list(range(wire.MAX_TRANSPORTS))
+    assert scaler.service.fleet.events_over_transports == 10 - wire.MAX_TRANSPORTS
 
 
 async def test_openmetrics_when_asked(make_client: Any) -> None:
