@@ -274,6 +274,20 @@ LIFECYCLE = Row(
                 Query(f"{_duration_rate('sum')} / {_duration_rate('count')}", "mean"),
             ),
         ),
+        Panel(
+            "Allocates refused per second",
+            "Allocates the relays answered 486 (Allocation Quota Reached), by reason: "
+            "user_quota and total_quota are the per-relay --user-quota and --total-quota; "
+            "fleet_user_quota is a user the scaler lists as at or over --fleet-user-quota "
+            "across the fleet.",
+            "ops",
+            (
+                Query(
+                    _relay_rate("stunner_allocations_refused_total", "reason"),
+                    "{{reason}}",
+                ),
+            ),
+        ),
     ),
 )
 

@@ -41,7 +41,6 @@ NOT_CHARTED: Final[Mapping[str, str]] = {
     "process_open_fds": "standard process metric; the scaler panel shows CPU and memory",
     "process_start_time_seconds": "standard process metric (restarts show in CPU and memory)",
     "process_virtual_memory_bytes": "resident memory is what the panel shows",
-    "stunner_allocations_refused": "no panel yet: 486 refusals by relay and reason (README)",
 }
 
 
