@@ -37,19 +37,18 @@ from relay.net.dtls_records import datagrams, is_client_hello, scan
 from relay.net.server import RelayServer
 from scaler import wire
 from scaler.common.flags import HostPort
+from tests.relay.secure_uclient import uclient_runs
 from tests.relay.servers import (
     PASSWORD,
     RECORDED,
     SECRET,
     USER,
     address,
-    free_port_pair,
     relay_config,
-    relay_process,
     running,
     until,
 )
-from tests.relay.test_coturn import LOAD, Outcome, collect_outcomes
+from tests.relay.test_coturn import Outcome
 from tests.relay.tls_helpers import (
     Authority,
     DtlsChannel,
@@ -635,53 +634,8 @@ def test_dtls_listener_without_a_valid_pair_exits_2_naming_the_flag(
 
 @pytest.fixture(scope="module")
 def coturn_over_dtls(authority: Authority) -> Iterator[dict[str, Outcome]]:
-    uclient = require_tool("turnutils_uclient")
-    peer_binary = require_tool("turnutils_peer")
-    leaf = authority.leaf("coturn-dtls")
-    peer_port = free_port_pair()
-    peer = subprocess.Popen(
-        [peer_binary, "-L", "127.0.0.1", "-p", str(peer_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    flags = ("--legacy-channels", "--auth-secret", "coturn-rest-secret")
-    dtls = ("--listen", "dtls://127.0.0.1:0", "--tls-cert", str(leaf.cert))
-    try:
-        with relay_process(*flags, *dtls, "--tls-key", str(leaf.key)) as relay:
-            assert relay.serving["event_loop"] == "uvloop"
-            listen = next(i for i in relay.serving["listen"] if i.startswith("dtls://"))
-            port = listen.rpartition(":")[2]
-            variants = {
-                "dtls static credentials": ("-u", USER, "-w", PASSWORD),
-                "dtls rest credentials": ("-u", "web-client", "-W", "coturn-rest-secret"),
-                "dtls send indications": ("-s", "-u", USER, "-w", PASSWORD),
-            }
-            running_clients = {
-                name: subprocess.Popen(
-                    [
-                        uclient,
-                        *LOAD,
-                        "-S",
-                        *credentials,
-                        *("-e", "127.0.0.1", "-r", str(peer_port), "-p", port),
-                        "127.0.0.1",
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                )
-                for name, credentials in variants.items()
-            }
-            results = collect_outcomes(running_clients)
-            relay.process.terminate()
-            relay.process.send_signal(2)  # the second signal: uclient leaves allocations
-            relay.wait()
-            stopped = relay.events("relay stopped")
-            results["relay stopped"] = Outcome(0, repr(stopped[0] if stopped else {}))
-            yield results
-    finally:
-        peer.terminate()
-        peer.wait(timeout=10)
+    with uclient_runs(authority, "dtls") as results:
+        yield results
 
 
 @pytest.mark.parametrize(
@@ -690,6 +644,7 @@ def coturn_over_dtls(authority: Authority) -> Iterator[dict[str, Outcome]]:
 def test_uclient_over_dtls_has_zero_loss(
     coturn_over_dtls: dict[str, Outcome], variant: str
 ) -> None:
+    assert coturn_over_dtls["event loop"].output == "uvloop"  # the loop pods run on
     outcome = coturn_over_dtls[variant]
     assert outcome.returncode == 0, outcome.output[-2000:]
     assert "method=DTLSv1.2" in outcome.output, outcome.output[-2000:]

@@ -35,19 +35,19 @@ from relay.core.certs import CertError, CertWatch, TlsFiles, load_pair, poll, st
 from relay.net.server import RelayServer
 from scaler import wire
 from scaler.common.flags import HostPort
+from tests.relay.secure_uclient import uclient_runs
 from tests.relay.servers import (
     PASSWORD,
     RECORDED,
     SECRET,
     USER,
     address,
-    free_port_pair,
     relay_config,
     relay_process,
     running,
     until,
 )
-from tests.relay.test_coturn import LOAD, Outcome, collect_outcomes
+from tests.relay.test_coturn import Outcome
 from tests.relay.tls_helpers import Authority, Leaf, fingerprint, install, served_certificate
 from tests.relay.turn_client import echo_peer
 from tests.tools import require_tool
@@ -532,53 +532,8 @@ def test_tls_flags_are_read_from_the_environment(served: tuple[TlsFiles, Leaf]) 
 
 @pytest.fixture(scope="module")
 def coturn_over_tls(authority: Authority) -> Iterator[dict[str, Outcome]]:
-    uclient = require_tool("turnutils_uclient")
-    peer_binary = require_tool("turnutils_peer")
-    leaf = authority.leaf("coturn")
-    peer_port = free_port_pair()
-    peer = subprocess.Popen(
-        [peer_binary, "-L", "127.0.0.1", "-p", str(peer_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    flags = ("--legacy-channels", "--auth-secret", "coturn-rest-secret")
-    tls = ("--listen", "tls://127.0.0.1:0", "--tls-cert", str(leaf.cert))
-    try:
-        with relay_process(*flags, *tls, "--tls-key", str(leaf.key)) as relay:
-            listen = next(i for i in relay.serving["listen"] if i.startswith("tls://"))
-            port = listen.rpartition(":")[2]
-            variants = {
-                "tls static credentials": ("-u", USER, "-w", PASSWORD),
-                "tls rest credentials": ("-u", "web-client", "-W", "coturn-rest-secret"),
-                "tls send indications": ("-s", "-u", USER, "-w", PASSWORD),
-            }
-            running_clients = {
-                name: subprocess.Popen(
-                    [
-                        uclient,
-                        *LOAD,
-                        "-t",
-                        "-S",
-                        *credentials,
-                        *("-e", "127.0.0.1", "-r", str(peer_port), "-p", port),
-                        "127.0.0.1",
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                )
-                for name, credentials in variants.items()
-            }
-            results = collect_outcomes(running_clients)
-            results["relay stopped"] = Outcome(0, "")
-            relay.process.terminate()
-            relay.wait()
-            stopped = relay.events("relay stopped")
-            results["relay stopped"] = Outcome(0, repr(stopped[0] if stopped else {}))
-            yield results
-    finally:
-        peer.terminate()
-        peer.wait(timeout=10)
+    with uclient_runs(authority, "tls") as results:
+        yield results
 
 
 @pytest.mark.parametrize(
