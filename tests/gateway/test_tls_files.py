@@ -60,12 +60,6 @@ from tests.waiting import eventually
 SECRET = "the-gateway-shared-secret"
 
 
-@pytest.fixture(scope="module")
-def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
-    require_tool("openssl")
-    return Authority(tmp_path_factory.mktemp("gateway-ca"))
-
-
 def pem(leaf: Leaf, key: Leaf | None = None) -> dict[str, str]:
     """A ``kubernetes.io/tls`` Secret's keys for ``leaf`` (``key``: another leaf's key)."""
     return {"tls.crt": leaf.cert.read_text(), "tls.key": (key or leaf).key.read_text()}

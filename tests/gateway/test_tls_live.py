@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aioice.turn import create_turn_endpoint
 
 from relay.net.server import RelayServer
@@ -32,14 +31,7 @@ from tests.relay.tls_helpers import (
     served_certificate,
 )
 from tests.relay.turn_client import echo_peer
-from tests.tools import require_tool
 from tests.waiting import eventually
-
-
-@pytest.fixture(scope="module")
-def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
-    require_tool("openssl")
-    return Authority(tmp_path_factory.mktemp("live-ca"))
 
 
 def tls_secret(

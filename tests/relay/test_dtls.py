@@ -60,7 +60,6 @@ from tests.relay.tls_helpers import (
     install,
 )
 from tests.relay.turn_client import TurnError, echo_peer
-from tests.tools import require_tool
 
 CHANNEL = 0x4000
 #: DTLS handshake message type of a HelloVerifyRequest (RFC 6347 §4.2.1).
@@ -88,20 +87,6 @@ async def raw_socket(
         yield transport, receiver
     finally:
         transport.close()
-
-
-@pytest.fixture(scope="module")
-def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
-    require_tool("openssl")
-    return Authority(tmp_path_factory.mktemp("dtls-ca"))
-
-
-@pytest.fixture
-def served(authority: Authority, tmp_path: Path) -> tuple[TlsFiles, Leaf]:
-    leaf = authority.leaf(f"dtls-{tmp_path.name}")
-    files = TlsFiles(tmp_path / "tls.crt", tmp_path / "tls.key")
-    install(leaf, files.cert, files.key)
-    return files, leaf
 
 
 def dtls_config(files: TlsFiles, **overrides: Any) -> Any:

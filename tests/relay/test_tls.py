@@ -50,7 +50,6 @@ from tests.relay.servers import (
 from tests.relay.test_coturn import Outcome
 from tests.relay.tls_helpers import Authority, Leaf, fingerprint, install, served_certificate
 from tests.relay.turn_client import echo_peer
-from tests.tools import require_tool
 
 
 class Receiver(asyncio.DatagramProtocol):
@@ -59,21 +58,6 @@ class Receiver(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.queue.put_nowait((data, addr))
-
-
-@pytest.fixture(scope="module")
-def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
-    require_tool("openssl")
-    return Authority(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture
-def served(authority: Authority, tmp_path: Path) -> tuple[TlsFiles, Leaf]:
-    """The files the relay is given (copies of a fresh leaf), and that leaf."""
-    leaf = authority.leaf(f"leaf-{tmp_path.name}")
-    files = TlsFiles(tmp_path / "tls.crt", tmp_path / "tls.key")
-    install(leaf, files.cert, files.key)
-    return files, leaf
 
 
 def tls_config(files: TlsFiles, **overrides: Any) -> Any:
