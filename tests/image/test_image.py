@@ -28,6 +28,8 @@ import pytest
 from relay.core.auth import rest_credentials
 from scaler.keda.proto import externalscaler_pb2 as pb
 from scaler.keda.proto import externalscaler_pb2_grpc as pb_grpc
+from tests.browser import chromium
+from tests.browser.tester import open_tester, verdicts
 from tests.deploy.kustomize import build as render
 from tests.deploy.manifests import BASE, one
 from tests.e2e.clients import Clients
@@ -265,3 +267,40 @@ async def test_scaler_and_relay_containers_serve_keda_and_a_real_turn_client(
             raise
         finally:
             await api.stop()
+
+
+async def test_the_ice_tester_served_from_the_image_connects_a_browser_through_its_relay(
+    image: str,
+) -> None:
+    """``turnscale run`` from the image, as locked down as the pods (read-only root, no
+    capabilities, a non-root user): its tester page (package data in the wheel) loads in
+    Chromium and places relay-only calls over UDP and TCP through the container's relay."""
+    name = "turnscale-test-run"
+    ports = {flag: free_port() for flag in ("--http", "--grpc", "--turn", "--health", "--peer")}
+    auth = free_port()
+    argv = [
+        *podman.podman("run", "--detach", "--name", name, *podman.ULIMITS, "--network", "host"),
+        *("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--user", "10001:10001"),
+        *("--security-opt", "no-new-privileges"),
+        image,
+        "run",
+        *(item for flag, port in ports.items() for item in (flag, f"127.0.0.1:{port}")),
+        *("--auth", f"127.0.0.1:{auth}", "--log-level", "info"),
+    ]
+    tester = f"http://127.0.0.1:{auth}/"
+    async with containers(name):
+        await start(argv)
+        await eventually(
+            lambda: asyncio.to_thread(lambda: http_get(tester)[0] == 200),
+            "the tester page served from the container",
+            within=READY_WITHIN,
+            explain=lambda: logs(name)[-2000:],
+        )
+        async with chromium() as browser:
+            page = await open_tester(browser, tester)
+            found = await verdicts(page)
+        calls = found["calls"]
+        assert [call["url"].rpartition("=")[2] for call in calls] == ["udp", "tcp"], calls
+        for call in calls:
+            assert call["status"] == "connected" and call["ok"], call
+            assert call["candidateTypesUsed"] == ["relay"], call
