@@ -225,11 +225,14 @@ def _parse_pair(files: TlsFiles) -> tuple[tuple[x509.Certificate, ...], PrivateK
     return chain, key
 
 
+#: The ALPN label as the callback compares it (encoded once, not per handshake).
+_ALPN_WIRE: Final = ALPN.encode()
+
+
 def _select_alpn(_connection: SSL.Connection, offered: list[bytes]) -> bytes | object:
     """RFC 7443: ``stun.turn`` when offered; a client offering other protocols only is
     still served, without ALPN."""
-    wanted = ALPN.encode()
-    return wanted if wanted in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+    return _ALPN_WIRE if _ALPN_WIRE in offered else SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 def dtls_context(
