@@ -179,9 +179,9 @@ class DtlsSession:
                 return
             self._message(plain)
             return
-        self._records(data, size)
+        self._records(data)
 
-    def _records(self, data: memoryview, size: int) -> None:
+    def _records(self, data: memoryview) -> None:
         """A datagram of several records, or one in handshake, or not application data."""
         count, only_data = scan(data)
         if not count:
@@ -211,8 +211,8 @@ class DtlsSession:
             self._flush()  # e.g. the last flight again, for a client that lost it
 
     def _failed(self, exc: SSL.Error) -> None:
-        """``recv`` ended the session: the client's close_notify, a fatal alert or a broken
-        record layer (RFC 6347 §4.1.2.7: the session is gone either way)."""
+        """``recv`` ended the session: the client's close_notify or a fatal alert (RFC 5246
+        §7.2.1, §7.2.2), or a broken record layer."""
         if not isinstance(exc, SSL.ZeroReturnError):
             log.debug("dtls session failed", client=str(self.addr), error=repr(exc))
         self.close(notify=False)
@@ -243,6 +243,7 @@ class DtlsSession:
             self._stun(plain)
 
     def _stun(self, plain: bytes) -> None:
+        """A STUN message (RFC 8489 §5): through the handler as from a UDP client."""
         if not stun.is_stun(plain):
             return
         try:
