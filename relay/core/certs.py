@@ -55,6 +55,9 @@ __all__ = [
 ALPN: Final = "stun.turn"
 #: The DTLS 1.2 protocol version (RFC 6347 §4.1: {254, 253}); pyOpenSSL names no constant.
 DTLS1_2_VERSION: Final = 0xFEFD
+#: OpenSSL's ``SSL_MODE_NO_AUTO_CHAIN`` (ssl.h; pyOpenSSL names no constant): do not build
+#: the certificate chain from the context's store on every handshake.
+_MODE_NO_AUTO_CHAIN: Final = 0x00000008
 #: What the DTLS cookie callbacks look like (pyOpenSSL: the connection, and the cookie).
 CookieGenerate = Callable[[SSL.Connection], bytes]
 CookieVerify = Callable[[SSL.Connection, bytes], bool]
@@ -223,11 +226,14 @@ def _parse_pair(files: TlsFiles) -> tuple[tuple[x509.Certificate, ...], PrivateK
     return chain, key
 
 
+#: The ALPN label as the callback compares it (encoded once, not per handshake).
+_ALPN_WIRE: Final = ALPN.encode()
+
+
 def _select_alpn(_connection: SSL.Connection, offered: list[bytes]) -> bytes | object:
     """RFC 7443: ``stun.turn`` when offered; a client offering other protocols only is
     still served, without ALPN."""
-    wanted = ALPN.encode()
-    return wanted if wanted in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+    return _ALPN_WIRE if _ALPN_WIRE in offered else SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 def dtls_context(
@@ -253,6 +259,9 @@ def dtls_context(
     # cache would hold memory per handshake (OpenSSL keeps up to 20,000 by default).
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     context.set_verify(SSL.VERIFY_NONE)
+    # The chain served is the file's, as loaded (RFC 5246 §7.4.2): OpenSSL would otherwise
+    # try to build one from the context's certificate store (empty) on every handshake.
+    context.set_mode(_MODE_NO_AUTO_CHAIN)
     context.use_certificate(pair.chain[0])
     for extra in pair.chain[1:]:
         context.add_extra_chain_cert(extra)

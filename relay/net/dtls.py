@@ -77,16 +77,35 @@ DTLS_MTU: Final = 1200
 _RECORD_MAX: Final = 16384 + 2048
 #: A ClientHello larger than this is not looked at (DTLS 1.2 ones are a few hundred bytes).
 _HELLO_MAX: Final = 4096
+#: What one ``bio_read`` of a handshake flight asks for: a whole flight (a few KiB even
+#: with a long chain) in one read.
+_DRAIN_CHUNK: Final = 65536
+#: Reads one drain makes at most.
+_DRAIN_READS: Final = 64
 
 
 def _drain(connection: SSL.Connection) -> bytes:
-    """Everything OpenSSL has written to the connection's outgoing memory BIO."""
-    parts: list[bytes] = []
-    while True:
+    """Everything OpenSSL has written to the connection's outgoing memory BIO.
+
+    A memory BIO hands over all it holds up to the size asked, so a read shorter than
+    :data:`_DRAIN_CHUNK` is all there was: one ``bio_read`` per flight, and no
+    ``WantReadError`` raised to find the end (only when nothing was written at all)."""
+    try:
+        out = connection.bio_read(_DRAIN_CHUNK)
+    except SSL.WantReadError:
+        return b""
+    if len(out) < _DRAIN_CHUNK:
+        return out
+    parts = [out]
+    for _ in range(_DRAIN_READS):  # what is left after these goes with the next flush
         try:
-            parts.append(connection.bio_read(_RECORD_MAX))
+            out = connection.bio_read(_DRAIN_CHUNK)
         except SSL.WantReadError:
-            return b"".join(parts)
+            break
+        parts.append(out)
+        if len(out) < _DRAIN_CHUNK:
+            break
+    return b"".join(parts)
 
 
 class DtlsSession:
@@ -96,9 +115,11 @@ class DtlsSession:
     transport = "dtls"
 
     __slots__ = (
+        "_sendto",
         "_timer",
         "addr",
         "allocation",
+        "channel_high",
         "connection",
         "deadline",
         "established",
@@ -106,6 +127,7 @@ class DtlsSession:
         "listener",
         "local",
         "pending",
+        "stats",
     )
 
     def __init__(
@@ -115,6 +137,10 @@ class DtlsSession:
         self.connection = connection
         self.addr = addr
         self.local: Address = listener.local
+        # What every message uses, kept here rather than looked up through the listener.
+        self.stats = listener.stats
+        self.channel_high = listener.channel_high
+        self._sendto = listener.sendto
         self.established = False
         #: Counted as pending by the listener's admission (established, no allocation).
         self.pending = False
@@ -135,13 +161,29 @@ class DtlsSession:
         """One datagram from this session's address."""
         size = len(data)
         if (
-            size > HEADER_SIZE
+            self.established
+            and size > HEADER_SIZE
             and data[0] == APPLICATION_DATA
-            and (HEADER_SIZE + (data[11] << 8 | data[12]) == size)
+            and HEADER_SIZE + (data[11] << 8 | data[12]) == size
         ):
-            count, only_data = 1, True  # the common case: one record of media
-        else:
-            count, only_data = scan(data)
+            # The common case, one record of media: no scan, no loop, no look-up of the
+            # session again (nothing follows the one message).
+            connection = self.connection
+            connection.bio_write(data)
+            try:
+                plain = connection.recv(_RECORD_MAX)
+            except SSL.WantReadError:
+                return  # a record OpenSSL discarded (a bad MAC, a replay: RFC 6347 §4.1.2.6)
+            except SSL.Error as exc:
+                self._failed(exc)
+                return
+            self._message(plain)
+            return
+        self._records(data)
+
+    def _records(self, data: memoryview) -> None:
+        """A datagram of several records, or one in handshake, or not application data."""
+        count, only_data = scan(data)
         if not count:
             self.listener.garbage += 1  # not DTLS records: OpenSSL never sees it
             return
@@ -153,31 +195,34 @@ class DtlsSession:
         if not self.established:
             self.advance()
             return
+        sessions = self.listener.sessions
         for _ in range(count):
             try:
                 plain = connection.recv(_RECORD_MAX)
             except SSL.WantReadError:
                 break  # a record OpenSSL discarded (a bad MAC, a replay: RFC 6347 §4.1.2.6)
-            except SSL.ZeroReturnError:
-                self.close(notify=False)  # the client's close_notify
-                return
             except SSL.Error as exc:
-                log.debug("dtls session failed", client=str(self.addr), error=repr(exc))
-                self.close(notify=False)  # a fatal alert or a broken record layer
+                self._failed(exc)
                 return
             self._message(plain)
-            if self.listener.sessions.get(self.addr) is not self:
+            if sessions.get(self.addr) is not self:
                 return  # closed while handling (a listener closed by a request)
         if not only_data:
             self._flush()  # e.g. the last flight again, for a client that lost it
+
+    def _failed(self, exc: SSL.Error) -> None:
+        """``recv`` ended the session: the client's close_notify or a fatal alert (RFC 5246
+        §7.2.1, §7.2.2), or a broken record layer."""
+        if not isinstance(exc, SSL.ZeroReturnError):
+            log.debug("dtls session failed", client=str(self.addr), error=repr(exc))
+        self.close(notify=False)
 
     def _message(self, plain: bytes) -> None:
         """One record's plaintext: what a UDP datagram carries (RFC 8656 §12.5)."""
         if len(plain) < 4:
             return
         first = plain[0]
-        listener = self.listener
-        if 0x40 <= first <= listener.channel_high:
+        if 0x40 <= first <= self.channel_high:
             allocation = self.allocation
             if allocation is None:
                 return
@@ -193,23 +238,28 @@ class DtlsSession:
             except OSError:
                 return
             allocation.peer_tx += length
-            listener.stats.peer_tx += length
+            self.stats.peer_tx += length
         elif first < 0x40:
-            if not stun.is_stun(plain):
-                return
-            try:
-                message = stun.parse(plain)
-            except StunError:
-                return  # malformed: dropped
-            try:
-                response = listener.handler.handle(
-                    message, self, self.addr, listener.clock(), listener.wall()
-                )
-            except Exception:
-                report_bug("dtls")
-                return
-            if response is not None:
-                self.sendto(response, self.addr)
+            self._stun(plain)
+
+    def _stun(self, plain: bytes) -> None:
+        """A STUN message (RFC 8489 §5): through the handler as from a UDP client."""
+        if not stun.is_stun(plain):
+            return
+        try:
+            message = stun.parse(plain)
+        except StunError:
+            return  # malformed: dropped
+        listener = self.listener
+        try:
+            response = listener.handler.handle(
+                message, self, self.addr, listener.clock(), listener.wall()
+            )
+        except Exception:
+            report_bug("dtls")
+            return
+        if response is not None:
+            self.sendto(response, self.addr)
 
     # -- the handshake
 
@@ -286,15 +336,14 @@ class DtlsSession:
         connection = self.connection
         try:
             connection.send(data)
-            out = connection.bio_read(_RECORD_MAX)
+            out = connection.bio_read(_RECORD_MAX)  # the one record ``send`` wrote
         except SSL.Error:
             return
-        listener = self.listener
         try:
-            listener.sendto(out, self.addr)
+            self._sendto(out, self.addr)
         except OSError:
             return
-        listener.stats.client_tx += len(out)
+        self.stats.client_tx += len(out)
 
     # -- the end
 
