@@ -57,7 +57,9 @@ from tests.relay.tls_helpers import (
     answer,
     client_hello,
     dtls_client_context,
+    fingerprint,
     install,
+    served_certificate,
 )
 from tests.relay.turn_client import TurnError, echo_peer
 
@@ -237,6 +239,32 @@ async def test_dtls_allocation_echoes_and_is_counted_under_dtls(
         )
         assert wire.decode(wire.encode(report)) == report
         assert report.state.connections_total["dtls"] == 1
+
+
+async def test_a_chain_with_an_intermediate_is_served_whole(
+    authority: Authority, tmp_path: Path
+) -> None:
+    """A client that trusts only the root verifies a leaf signed by an intermediate: the
+    relay sends the whole chain from --tls-cert, over DTLS and over TLS."""
+    leaf = authority.intermediate("issuing-ca").leaf("chained")
+    files = TlsFiles(tmp_path / "tls.crt", tmp_path / "tls.key")
+    install(leaf, files.cert, files.key)
+    config = relay_config(
+        listen=(
+            Listen("udp", HostPort("127.0.0.1", 0)),
+            Listen("dtls", HostPort("127.0.0.1", 0)),
+            Listen("tls", HostPort("127.0.0.1", 0)),
+        ),
+        tls=files,
+    )
+    async with running(config) as server:
+        async with dtls_client(server, authority) as client:  # trusts the root only
+            assert client.channel is not None
+            assert client.channel.peer_fingerprint() == leaf.fingerprint
+        der = await asyncio.to_thread(
+            served_certificate, address(server, "tls")[1], authority.client_context()
+        )
+        assert fingerprint(der) == leaf.fingerprint
 
 
 async def test_dtls_with_rest_credentials(

@@ -62,6 +62,32 @@ class Authority:
             "-subj", "/CN=turnscale test CA", "-days", "2", cwd=directory,
         )  # fmt: skip
         self._serial = 100
+        #: PEM appended to each leaf's certificate file: the intermediates up to the root.
+        self.chain = ""
+
+    def intermediate(self, name: str) -> Authority:
+        """A CA signed by this one, whose leaves' files carry the chain (leaf, then the
+        intermediate), as cert-manager and public CAs issue them."""
+        sub = Authority.__new__(Authority)
+        sub.directory = self.directory / name
+        sub.directory.mkdir(parents=True, exist_ok=True)
+        sub.key, sub.cert = sub.directory / "ca.key", sub.directory / "ca.pem"
+        _new_key(sub.key)
+        csr, ext = sub.directory / "ca.csr", sub.directory / "ca.ext"
+        ext.write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n")
+        _openssl(
+            "req", "-new", "-key", str(sub.key), "-out", str(csr), "-subj", f"/CN={name}",
+            cwd=sub.directory,
+        )  # fmt: skip
+        self._serial += 1
+        _openssl(
+            "x509", "-req", "-in", str(csr), "-CA", str(self.cert), "-CAkey", str(self.key),
+            "-out", str(sub.cert), "-days", "2", "-set_serial", str(self._serial),
+            "-extfile", str(ext), cwd=sub.directory,
+        )  # fmt: skip
+        sub._serial = self._serial * 1000
+        sub.chain = sub.cert.read_text() + self.chain
+        return sub
 
     def leaf(self, name: str, *, days: int = 2, key: Path | None = None) -> Leaf:
         """A leaf ``name.pem``/``name.key`` (``days`` < 0: already expired; ``key``: reuse it)."""
@@ -84,6 +110,8 @@ class Authority:
             "-out", str(cert), "-days", str(days), "-set_serial", str(self._serial),
             "-extfile", str(ext), cwd=self.directory,
         )  # fmt: skip
+        if self.chain:
+            cert.write_text(cert.read_text() + self.chain)
         return Leaf(cert, key_path, self._serial)
 
     def client_context(self) -> ssl.SSLContext:
