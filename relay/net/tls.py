@@ -20,7 +20,6 @@ valid pair becomes a NEW context for new handshakes, connections keep theirs. A 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import socket
 import time
@@ -113,15 +112,9 @@ class TlsContexts:
         }
 
 
-def _release(admission: TcpAdmission, ip: str, _task: asyncio.Task[None]) -> None:
-    admission.release(ip)
-
-
-def _peer_ip(client: socket.socket) -> str:
-    try:
-        return str(client.getpeername()[0])
-    except OSError:
-        return ""
+def _peer_ip(address: object) -> str:
+    """The source IP of what ``accept`` returned (a (host, port, ...) tuple for TCP)."""
+    return str(address[0]) if isinstance(address, tuple) and address else ""
 
 
 class TlsListener:
@@ -182,23 +175,30 @@ class TlsListener:
     async def _accept(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
             try:
-                client, _ = await loop.sock_accept(self.sock)
+                client, address = await loop.sock_accept(self.sock)
             except OSError as exc:  # EMFILE and the like: try again a little later
                 log.debug("tls accept failed", error=repr(exc))
                 await asyncio.sleep(0.1)
                 continue
-            ip = _peer_ip(client)
+            # accept() already returned the peer: no getpeername() per connection.
+            ip = _peer_ip(address)
             if self.admission is not None and not self.admission.admit(ip):
                 self.on_failure()
                 client.close()  # over the handshake limits: closed before any read
                 continue
-            task = loop.create_task(self._handshake(loop, client))
+            task = loop.create_task(self._handshake(loop, client, ip))
             self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
-            if self.admission is not None:
-                task.add_done_callback(functools.partial(_release, self.admission, ip))
+            # One callback per connection: out of the set, out of the handshake count.
+            task.add_done_callback(functools.partial(self._finished, ip))
 
-    async def _handshake(self, loop: asyncio.AbstractEventLoop, client: socket.socket) -> None:
+    def _finished(self, ip: str, task: asyncio.Task[None]) -> None:
+        self._handshakes.discard(task)
+        if self.admission is not None:
+            self.admission.release(ip)
+
+    async def _handshake(
+        self, loop: asyncio.AbstractEventLoop, client: socket.socket, ip: str
+    ) -> None:
         try:
             await loop.connect_accepted_socket(
                 self.connection,
@@ -211,7 +211,5 @@ class TlsListener:
             raise
         except Exception as exc:  # garbage, a timeout, a reset, an old protocol version
             self.on_failure()
-            with contextlib.suppress(OSError):
-                peer = client.getpeername()
-                log.debug("tls handshake failed", client=str(peer), error=repr(exc))
+            log.debug("tls handshake failed", client=ip, error=repr(exc))
             client.close()
