@@ -20,6 +20,7 @@ valid pair becomes a NEW context for new handshakes, connections keep theirs. A 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import socket
 import time
@@ -48,6 +49,7 @@ class TlsConnection(TcpConnection):
     """One TURN client over TLS: a TCP client whose transport is ``tls``."""
 
     transport = "tls"
+    set_nodelay = False  # inherited from the listening socket (TlsListener)
 
     def __repr__(self) -> str:
         return f"TlsConnection({self.peer!r} -> {self.local[0]}:{self.local[1]})"
@@ -153,6 +155,9 @@ class TlsListener:
         self.timeout = timeout
         self.on_failure = on_failure
         self.sock.setblocking(False)
+        # Accepted sockets inherit TCP_NODELAY (Linux): set once here, not per connection.
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._loop: asyncio.AbstractEventLoop | None = None
         #: The reader is registered (False: not started, paused after an error, or closed).
         self._reading = False
