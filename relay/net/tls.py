@@ -132,9 +132,9 @@ class TlsListener:
 
     Accepting is a reader callback on the listening socket (registered once), not a task
     awaiting ``sock_accept``: no future, no task wake-up and no poller change per
-    connection, so the handshake task starts in the loop iteration that saw the SYN's
-    completion. A callback accepts at most :data:`ACCEPT_BATCH` connections, so a flood of
-    them cannot starve established connections."""
+    connection, and the handshake task starts one loop iteration sooner. A callback
+    accepts at most :data:`ACCEPT_BATCH` connections, so a flood of them cannot starve
+    established connections."""
 
     def __init__(
         self,
