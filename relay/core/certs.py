@@ -124,12 +124,24 @@ def _iso(seconds: float) -> str:
 
 
 def server_context() -> ssl.SSLContext:
-    """A server context without a certificate: TLS 1.2 minimum, modern defaults, ALPN."""
+    """A server context without a certificate: TLS 1.2 minimum, modern defaults, ALPN, and
+    one TLS 1.3 session ticket instead of OpenSSL's two.
+
+    Each ticket (RFC 8446 §4.6.1) costs the server a session encoding and an encryption on
+    every full handshake, about 5% of a new connection's instructions with its Allocate, and
+    TURN clients rarely resume (each allocation is authenticated with its own credentials).
+    One is kept, not none: in TLS 1.3 the server sends nothing else after the client's
+    Finished, so without a ticket the ACK for it waits for the delayed-ACK timer (40 ms on
+    Linux), and a client with Nagle's algorithm on holds its first request, sent right after
+    Finished, until then. TLS 1.2 is unchanged (one RFC 5077 ticket)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_NONE  # TURN authenticates clients with its credentials
     # A client that offers other protocols only is still served (OpenSSL: no ALPN chosen).
     context.set_alpn_protocols([ALPN])
+    # Stateless tickets: OP_NO_TICKET would make TLS 1.3's stateful, held in the server's
+    # session cache (up to 20,480 sessions) instead of costing an encryption.
+    context.num_tickets = 1
     return context
 
 

@@ -23,7 +23,7 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable
-from typing import Final, cast
+from typing import ClassVar, Final, cast
 
 from relay.core.admission import TcpAdmission
 from relay.core.allocation import Address, Allocation, ClientAddress, Payload
@@ -52,6 +52,9 @@ class TcpConnection(asyncio.Protocol):
     allocation per connection (its 5-tuple)."""
 
     transport = "tcp"
+    #: Whether :meth:`connection_made` turns Nagle's algorithm off (a TLS listener's
+    #: accepted sockets inherit TCP_NODELAY from the listening socket instead).
+    set_nodelay: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -99,10 +102,11 @@ class TcpConnection(asyncio.Protocol):
                 self._transport.abort()  # over the pending limits: closed before any read
                 return
             self.pending = True
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.set_nodelay:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connections.add(self)
         self.stats.connection_accepted(self.transport)
 

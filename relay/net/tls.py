@@ -39,12 +39,17 @@ log = logs.get("relay")
 
 #: Seconds between two looks at the certificate files.
 TLS_POLL_INTERVAL: Final = 5.0
+#: Connections one readiness callback accepts at most (the rest wait for the next one).
+ACCEPT_BATCH: Final = 32
+#: Seconds accepting pauses after an accept error (EMFILE: out of descriptors).
+ACCEPT_RETRY: Final = 0.1
 
 
 class TlsConnection(TcpConnection):
     """One TURN client over TLS: a TCP client whose transport is ``tls``."""
 
     transport = "tls"
+    set_nodelay = False  # inherited from the listening socket (TlsListener)
 
     def __repr__(self) -> str:
         return f"TlsConnection({self.peer!r} -> {self.local[0]}:{self.local[1]})"
@@ -113,15 +118,9 @@ class TlsContexts:
         }
 
 
-def _release(admission: TcpAdmission, ip: str, _task: asyncio.Task[None]) -> None:
-    admission.release(ip)
-
-
-def _peer_ip(client: socket.socket) -> str:
-    try:
-        return str(client.getpeername()[0])
-    except OSError:
-        return ""
+def _peer_ip(address: object) -> str:
+    """The source IP of what ``accept`` returned (a (host, port, ...) tuple for TCP)."""
+    return str(address[0]) if isinstance(address, tuple) and address else ""
 
 
 class TlsListener:
@@ -129,7 +128,13 @@ class TlsListener:
     ``loop.connect_accepted_socket(..., ssl=context, ssl_handshake_timeout=...)``, asyncio's
     own TLS, with the context in use at accept time. Like :class:`asyncio.Server`, it has
     :meth:`close` and :meth:`wait_closed`; established connections outlive :meth:`close`
-    (the server aborts them at shutdown)."""
+    (the server aborts them at shutdown).
+
+    Accepting is a reader callback on the listening socket (registered once), not a task
+    awaiting ``sock_accept``: no future, no task wake-up and no poller change per
+    connection, and the handshake task starts one loop iteration sooner. A callback
+    accepts at most :data:`ACCEPT_BATCH` connections, so a flood of them cannot starve
+    established connections."""
 
     def __init__(
         self,
@@ -150,7 +155,14 @@ class TlsListener:
         self.timeout = timeout
         self.on_failure = on_failure
         self.sock.setblocking(False)
-        self._accepting: asyncio.Task[None] | None = None
+        # Accepted sockets inherit TCP_NODELAY (Linux): set once here, not per connection.
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The reader is registered (False: not started, paused after an error, or closed).
+        self._reading = False
+        self._closed = False
+        self._retry: asyncio.TimerHandle | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
 
     @property
@@ -159,46 +171,76 @@ class TlsListener:
         return len(self._handshakes)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._accepting = loop.create_task(self._accept(loop), name="relay-tls-accept")
+        self._loop = loop
+        self._resume()
 
     def close(self) -> None:
         """Stop accepting and abort the handshakes in progress."""
         for task in list(self._handshakes):
             task.cancel()
-        accepting = self._accepting
-        if accepting is None or accepting.done():
-            self.sock.close()
+        if self._closed:
             return
-        accepting.cancel()
-        # Closed once the pending accept has let go of the descriptor.
-        accepting.add_done_callback(lambda _task: self.sock.close())
+        self._closed = True
+        self._pause()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self.sock.close()
 
     async def wait_closed(self) -> None:
-        tasks = [task for task in (self._accepting, *self._handshakes) if task is not None]
+        tasks = list(self._handshakes)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _accept(self, loop: asyncio.AbstractEventLoop) -> None:
-        while True:
+    def _resume(self) -> None:
+        self._retry = None
+        loop = self._loop
+        if loop is None or self._closed or self._reading:
+            return
+        loop.add_reader(self.sock.fileno(), self._accept)
+        self._reading = True
+
+    def _pause(self) -> None:
+        if self._reading and self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+        self._reading = False
+
+    def _accept(self) -> None:
+        """The listening socket is readable: accept what is queued (at most a batch)."""
+        loop = self._loop
+        assert loop is not None
+        for _ in range(ACCEPT_BATCH):
             try:
-                client, _ = await loop.sock_accept(self.sock)
+                client, address = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # nothing more queued
             except OSError as exc:  # EMFILE and the like: try again a little later
                 log.debug("tls accept failed", error=repr(exc))
-                await asyncio.sleep(0.1)
-                continue
-            ip = _peer_ip(client)
+                self._pause()
+                self._retry = loop.call_later(ACCEPT_RETRY, self._resume)
+                return
+            # accept() already returned the peer: no getpeername() per connection.
+            ip = _peer_ip(address)
             if self.admission is not None and not self.admission.admit(ip):
                 self.on_failure()
                 client.close()  # over the handshake limits: closed before any read
                 continue
-            task = loop.create_task(self._handshake(loop, client))
+            task = loop.create_task(self._handshake(loop, client, ip))
             self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
-            if self.admission is not None:
-                task.add_done_callback(functools.partial(_release, self.admission, ip))
+            # One callback per connection: out of the set, out of the handshake count.
+            task.add_done_callback(functools.partial(self._finished, ip, client))
 
-    async def _handshake(self, loop: asyncio.AbstractEventLoop, client: socket.socket) -> None:
+    def _finished(self, ip: str, client: socket.socket, task: asyncio.Task[None]) -> None:
+        self._handshakes.discard(task)
+        if task.cancelled():
+            client.close()  # also when cancelled before it ever ran
+        if self.admission is not None:
+            self.admission.release(ip)
+
+    async def _handshake(
+        self, loop: asyncio.AbstractEventLoop, client: socket.socket, ip: str
+    ) -> None:
         try:
             await loop.connect_accepted_socket(
                 self.connection,
@@ -206,12 +248,7 @@ class TlsListener:
                 ssl=self.contexts.current.context,
                 ssl_handshake_timeout=self.timeout,
             )
-        except asyncio.CancelledError:
-            client.close()
-            raise
         except Exception as exc:  # garbage, a timeout, a reset, an old protocol version
             self.on_failure()
-            with contextlib.suppress(OSError):
-                peer = client.getpeername()
-                log.debug("tls handshake failed", client=str(peer), error=repr(exc))
+            log.debug("tls handshake failed", client=ip, error=repr(exc))
             client.close()
