@@ -142,6 +142,10 @@ async def test_aioice_over_tls_allocates_and_echoes(
             assert certificate["subject"] == f"CN={leaf.cert.stem}"
             assert certificate["not_after"].endswith("Z")
             assert certificate["serial"] == f"{leaf.serial:02X}"
+            # Media is small writes: Nagle's algorithm would hold each one for an ACK.
+            (allocation,) = server.table
+            sock = allocation.link._transport.get_extra_info("socket")  # type: ignore[attr-defined]
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         finally:
             turn.close()
         await until(lambda: not len(server.table))
@@ -196,6 +200,33 @@ async def test_the_tls_listener_negotiates_stun_turn_and_no_alpn(
             writer.close()
         await until(lambda: server.stats.connections["tls"] == 2)
         assert server.stats.tls_handshake_failures == 0
+
+
+def _binding_over_tls_1_3(port: int, context: ssl.SSLContext) -> ssl.SSLSession | None:
+    """A STUN Binding (RFC 8489 §5) over a new TLS 1.3 connection; the session after the
+    answer (a TLS 1.3 server's tickets come after its Finished and are read with data)."""
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12))
+        answer = tls.recv(2048)
+        assert answer[:2] == b"\x01\x01", answer  # Binding success response
+        return tls.session
+
+
+async def test_a_tls_1_3_handshake_ends_with_one_session_ticket(
+    served: tuple[TlsFiles, Leaf], authority: Authority
+) -> None:
+    """Without any ticket the server sends nothing after its Finished, so a client with
+    Nagle's algorithm on holds its first request for the delayed-ACK timer (40 ms on Linux)
+    on every new connection; one stateless ticket keeps that flight going."""
+    files, _ = served
+    async with running(tls_config(files)) as server:
+        port = address(server, "tls")[1]
+        session = await asyncio.to_thread(_binding_over_tls_1_3, port, authority.client_context())
+        assert session is not None and session.has_ticket
 
 
 async def test_tls_below_1_2_is_refused_and_counted(
