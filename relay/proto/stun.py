@@ -32,7 +32,6 @@ interpreted).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import os
@@ -132,6 +131,10 @@ class MessageClass(IntEnum):
     ERROR = 0b11
 
 
+#: Each class by its two bits: an index is cheaper than ``MessageClass(bits)`` per message.
+_CLASSES: Final = tuple(MessageClass(bits) for bits in range(4))
+
+
 #: The only method STUN itself defines (RFC 8489 §18.2); TURN's are in :mod:`relay.proto.turn`.
 BINDING: Final = 0x001
 
@@ -157,7 +160,7 @@ def split_message_type(msg_type: int) -> tuple[int, MessageClass]:
     """Inverse of :func:`message_type`: ``(method, class)`` of a 14-bit message type."""
     method = (msg_type & 0x000F) | ((msg_type & 0x00E0) >> 1) | ((msg_type & 0x3E00) >> 2)
     cls = ((msg_type >> 4) & 0b01) | ((msg_type >> 7) & 0b10)
-    return method, MessageClass(cls)
+    return method, _CLASSES[cls]
 
 
 # --- attribute types (RFC 8489 §18.3) ----------------------------------------------------------
@@ -295,7 +298,7 @@ class Message:
 
     def has(self, attr_type: int) -> bool:
         """Whether an attribute of this type is present (and not ignored)."""
-        return any(a.type == attr_type for a in self.attributes)
+        return self.find(attr_type) is not None  # find's plain loop: cheaper than a generator
 
     def find(self, attr_type: int) -> Attribute | None:
         """The first :class:`Attribute` of this type, with its offset in :attr:`raw`."""
@@ -377,11 +380,11 @@ class Message:
             buf += PADDING[-n & 0x03]
         if integrity_key is not None:
             struct.pack_into("!H", buf, 2, len(buf) + 4 + _MI_SIZE - HEADER_SIZE)
-            mac = hmac.new(integrity_key, buf, hashlib.sha1).digest()
+            mac = hmac.digest(integrity_key, buf, "sha1")
             buf += _ATTR_HEADER.pack(MESSAGE_INTEGRITY, _MI_SIZE) + mac
         if integrity_sha256_key is not None:
             struct.pack_into("!H", buf, 2, len(buf) + 4 + _MI256_MAX - HEADER_SIZE)
-            mac = hmac.new(integrity_sha256_key, buf, hashlib.sha256).digest()
+            mac = hmac.digest(integrity_sha256_key, buf, "sha256")
             buf += _ATTR_HEADER.pack(MESSAGE_INTEGRITY_SHA256, _MI256_MAX) + mac
         if fingerprint:
             struct.pack_into("!H", buf, 2, len(buf) + 4 + _FINGERPRINT_SIZE - HEADER_SIZE)
@@ -497,7 +500,7 @@ def verify_integrity(message: Message | bytes | bytearray | memoryview, key: byt
     attr = msg.find(MESSAGE_INTEGRITY)
     if attr is None or attr.offset < 0 or not msg.raw:
         return False
-    mac = hmac.new(key, _with_length(msg.raw, attr.offset, _MI_SIZE), hashlib.sha1).digest()
+    mac = hmac.digest(key, _with_length(msg.raw, attr.offset, _MI_SIZE), "sha1")
     return hmac.compare_digest(mac, attr.value)
 
 
@@ -508,7 +511,7 @@ def verify_integrity_sha256(message: Message | bytes | bytearray | memoryview, k
     if attr is None or attr.offset < 0 or not msg.raw:
         return False
     n = len(attr.value)
-    mac = hmac.new(key, _with_length(msg.raw, attr.offset, n), hashlib.sha256).digest()[:n]
+    mac = hmac.digest(key, _with_length(msg.raw, attr.offset, n), "sha256")[:n]
     return hmac.compare_digest(mac, attr.value)
 
 
