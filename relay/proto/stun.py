@@ -35,6 +35,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+import socket
 import struct
 import zlib
 from collections.abc import Container, Iterable
@@ -692,10 +693,24 @@ def _xor_mask(family: int, transaction_id: bytes) -> int:
     return int.from_bytes(_COOKIE_BYTES + transaction_id, "big")
 
 
+#: An IPv4 XOR address value (RFC 8489 §14.2): reserved, family, X-Port, X-Address.
+_XOR_V4: Final = struct.Struct("!BBHI")
+
+
 def encode_xor_address(
     host: str | ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, transaction_id: bytes
 ) -> bytes:
     """XOR-MAPPED-ADDRESS value (RFC 8489 §14.2); also XOR-PEER/RELAYED-ADDRESS (RFC 8656)."""
+    if isinstance(host, str) and ":" not in host and 0 <= port <= 0xFFFF:
+        # The addresses a socket reports: inet_pton is far cheaper than ipaddress, and what
+        # it refuses goes the strict way below.
+        try:
+            packed = socket.inet_pton(socket.AF_INET, host)
+        except OSError:
+            pass
+        else:
+            xored = int.from_bytes(packed, "big") ^ MAGIC_COOKIE
+            return _XOR_V4.pack(0, FAMILY_IPV4, port ^ (MAGIC_COOKIE >> 16), xored)
     ip = _ip(host)
     _check_port(port)
     family = FAMILY_IPV4 if ip.version == 4 else FAMILY_IPV6
