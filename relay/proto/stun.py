@@ -366,35 +366,56 @@ class Message:
         Those three are always computed here and never copied from :attr:`attributes` (so a
         parsed message re-encodes with fresh ones, or none). Padding is written as zeros.
         """
-        buf = bytearray(
-            _HEADER.pack(message_type(self.method, self.cls), 0, MAGIC_COOKIE, self.transaction_id)
+        return _encode(
+            self.method,
+            self.cls,
+            self.transaction_id,
+            [(attr.type, attr.value) for attr in self.attributes],
+            integrity_key=integrity_key,
+            integrity_sha256_key=integrity_sha256_key,
+            fingerprint=fingerprint,
         )
-        for attr in self.attributes:
-            attr_type, value = attr.type, attr.value
-            if attr_type in _COMPUTED:
-                continue
-            n = len(value)
-            if not 0 <= attr_type <= 0xFFFF or n > 0xFFFF:
-                raise StunError(f"STUN attribute {attr_type:#x} of {n} bytes cannot be encoded")
-            buf += _ATTR_HEADER.pack(attr_type, n)
-            buf += value
-            buf += PADDING[-n & 0x03]
-        if integrity_key is not None:
-            struct.pack_into("!H", buf, 2, len(buf) + 4 + _MI_SIZE - HEADER_SIZE)
-            mac = hmac.digest(integrity_key, buf, "sha1")
-            buf += _ATTR_HEADER.pack(MESSAGE_INTEGRITY, _MI_SIZE) + mac
-        if integrity_sha256_key is not None:
-            struct.pack_into("!H", buf, 2, len(buf) + 4 + _MI256_MAX - HEADER_SIZE)
-            mac = hmac.digest(integrity_sha256_key, buf, "sha256")
-            buf += _ATTR_HEADER.pack(MESSAGE_INTEGRITY_SHA256, _MI256_MAX) + mac
-        if fingerprint:
-            struct.pack_into("!H", buf, 2, len(buf) + 4 + _FINGERPRINT_SIZE - HEADER_SIZE)
-            crc = zlib.crc32(buf) ^ FINGERPRINT_XOR
-            buf += _ATTR_HEADER.pack(FINGERPRINT, _FINGERPRINT_SIZE) + _U32.pack(crc)
-        if len(buf) > MAX_MESSAGE_SIZE:
-            raise StunError(f"STUN message of {len(buf)} bytes is too large")
-        struct.pack_into("!H", buf, 2, len(buf) - HEADER_SIZE)
-        return bytes(buf)
+
+
+def _encode(
+    method: int,
+    cls: MessageClass,
+    transaction_id: bytes,
+    attributes: Iterable[tuple[int, bytes]],
+    *,
+    integrity_key: bytes | None,
+    integrity_sha256_key: bytes | None,
+    fingerprint: bool,
+) -> bytes:
+    """The wire form of a message (see :meth:`Message.encode`), from ``(type, value)`` pairs."""
+    if len(transaction_id) != TRANSACTION_ID_SIZE:
+        raise StunError("a STUN transaction ID is 12 bytes")
+    buf = bytearray(_HEADER.pack(message_type(method, cls), 0, MAGIC_COOKIE, transaction_id))
+    for attr_type, value in attributes:
+        if attr_type in _COMPUTED:
+            continue
+        n = len(value)
+        if not 0 <= attr_type <= 0xFFFF or n > 0xFFFF:
+            raise StunError(f"STUN attribute {attr_type:#x} of {n} bytes cannot be encoded")
+        buf += _ATTR_HEADER.pack(attr_type, n)
+        buf += value
+        buf += PADDING[-n & 0x03]
+    if integrity_key is not None:
+        struct.pack_into("!H", buf, 2, len(buf) + 4 + _MI_SIZE - HEADER_SIZE)
+        mac = hmac.digest(integrity_key, buf, "sha1")
+        buf += _ATTR_HEADER.pack(MESSAGE_INTEGRITY, _MI_SIZE) + mac
+    if integrity_sha256_key is not None:
+        struct.pack_into("!H", buf, 2, len(buf) + 4 + _MI256_MAX - HEADER_SIZE)
+        mac = hmac.digest(integrity_sha256_key, buf, "sha256")
+        buf += _ATTR_HEADER.pack(MESSAGE_INTEGRITY_SHA256, _MI256_MAX) + mac
+    if fingerprint:
+        struct.pack_into("!H", buf, 2, len(buf) + 4 + _FINGERPRINT_SIZE - HEADER_SIZE)
+        crc = zlib.crc32(buf) ^ FINGERPRINT_XOR
+        buf += _ATTR_HEADER.pack(FINGERPRINT, _FINGERPRINT_SIZE) + _U32.pack(crc)
+    if len(buf) > MAX_MESSAGE_SIZE:
+        raise StunError(f"STUN message of {len(buf)} bytes is too large")
+    struct.pack_into("!H", buf, 2, len(buf) - HEADER_SIZE)
+    return bytes(buf)
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -546,7 +567,8 @@ class MessageBuilder:
         if len(self.transaction_id) != TRANSACTION_ID_SIZE:
             raise StunError("a STUN transaction ID is 12 bytes")
         message_type(method, cls)  # validates the method
-        self._attributes: list[Attribute] = []
+        #: ``(type, value)`` pairs: encoding needs no Attribute objects, only build() does.
+        self._attributes: list[tuple[int, bytes]] = []
 
     @classmethod
     def success(cls, request: Message) -> MessageBuilder:
@@ -564,7 +586,7 @@ class MessageBuilder:
         """Append a raw attribute (padding is added on encoding)."""
         if not 0 <= attr_type <= 0xFFFF:
             raise StunError(f"STUN attribute type {attr_type:#x} does not fit in 16 bits")
-        self._attributes.append(Attribute(attr_type, bytes(value)))
+        self._attributes.append((attr_type, bytes(value)))
         return self
 
     def add_text(
@@ -595,7 +617,8 @@ class MessageBuilder:
 
     def build(self) -> Message:
         """The message so far (without integrity or fingerprint: those exist only encoded)."""
-        return Message(self.method, self.cls, self.transaction_id, tuple(self._attributes))
+        attributes = tuple(Attribute(t, value) for t, value in self._attributes)
+        return Message(self.method, self.cls, self.transaction_id, attributes)
 
     def encode(
         self,
@@ -604,8 +627,12 @@ class MessageBuilder:
         integrity_sha256_key: bytes | None = None,
         fingerprint: bool = False,
     ) -> bytes:
-        """Serialise :meth:`build`'s message; see :meth:`Message.encode`."""
-        return self.build().encode(
+        """Serialise :meth:`build`'s message (without building it); see :meth:`Message.encode`."""
+        return _encode(
+            self.method,
+            self.cls,
+            self.transaction_id,
+            self._attributes,
             integrity_key=integrity_key,
             integrity_sha256_key=integrity_sha256_key,
             fingerprint=fingerprint,
