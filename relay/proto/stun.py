@@ -733,7 +733,7 @@ def encode_xor_address(
         # it refuses goes the strict way below.
         try:
             packed = socket.inet_pton(socket.AF_INET, host)
-        except OSError:
+        except (OSError, ValueError):  # not dotted-quad text, or a NUL in it
             pass
         else:
             xored = int.from_bytes(packed, "big") ^ MAGIC_COOKIE
