@@ -140,7 +140,7 @@ class NonceManager:
     def _mac(self, expiry: bytes, client: tuple[str, int]) -> bytes:
         host, port = client[0], client[1]
         message = _NONCE_VERSION + expiry + f"{host}|{port}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).digest()[:16]
+        return hmac.digest(self._key, message, "sha256")[:16]
 
     def issue(self, client: tuple[str, int], now: float) -> str:
         """A nonce for ``client`` (``(host, port)``), valid for :attr:`lifetime` from ``now``."""
@@ -189,7 +189,7 @@ class CredentialStore(Protocol):
 def rest_password(secret: str | bytes, username: str) -> str:
     """TURN REST API password: ``base64(HMAC-SHA1(secret, username))``."""
     key = secret.encode() if isinstance(secret, str) else secret
-    return base64.b64encode(hmac.new(key, username.encode(), hashlib.sha1).digest()).decode()
+    return base64.b64encode(hmac.digest(key, username.encode(), "sha1")).decode()
 
 
 def rest_credentials(secret: str | bytes, user_id: str, now: float, ttl: float) -> tuple[str, str]:

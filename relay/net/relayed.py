@@ -87,10 +87,9 @@ class RelaySocket:
         """Start relaying peer data to ``allocation``'s client."""
         self.allocation = allocation
         if self._loop is not None:
-            if self.sock.family == socket.AF_INET:
-                self._loop.add_reader(self.sock.fileno(), self._readable_v4)
-            else:
-                self._loop.add_reader(self.sock.fileno(), self._readable_v6)
+            # The bound address tells the family (socket.family builds an enum per call).
+            readable = self._readable_v6 if ":" in self.address[0] else self._readable_v4
+            self._loop.add_reader(self.sock.fileno(), readable)
 
     def send(self, data: bytes, peer: Address) -> None:
         """A Send indication's data to ``peer``."""

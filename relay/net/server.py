@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -59,6 +60,9 @@ from scaler.wire import DeleteReason
 __all__ = ["RelayServer", "StartupError", "serve"]
 
 log = logs.get("relay")
+#: The stdlib logger behind ``log``: asking it whether info is on is cheap, while a structlog
+#: call below the level still runs every processor before the level drops it.
+_stdlib_log = logging.getLogger("relay")
 
 Stream = TypeVar("Stream", bound=TcpConnection)
 
@@ -549,20 +553,21 @@ class RelayServer:
             bytes_received=allocation.peer_rx,
             bytes_sent=allocation.peer_tx,
         )
-        log.info(
-            "allocation ended",
-            allocation=allocation.id,
-            transport=allocation.transport,
-            client=_address(allocation.five_tuple.client),
-            relayed=_address(allocation.relayed),
-            user=allocation.username,
-            reason=reason,
-            duration=round(duration, 3),
-            bytes_received=allocation.peer_rx,
-            bytes_sent=allocation.peer_tx,
-            permissions=len(allocation.permissions),
-            channels=len(allocation.channels),
-        )
+        if _stdlib_log.isEnabledFor(logging.INFO):  # below it, skip building the event
+            log.info(
+                "allocation ended",
+                allocation=allocation.id,
+                transport=allocation.transport,
+                client=_address(allocation.five_tuple.client),
+                relayed=_address(allocation.relayed),
+                user=allocation.username,
+                reason=reason,
+                duration=round(duration, 3),
+                bytes_received=allocation.peer_rx,
+                bytes_sent=allocation.peer_tx,
+                permissions=len(allocation.permissions),
+                channels=len(allocation.channels),
+            )
         self._check_drained()
 
     def _check_drained(self) -> None:

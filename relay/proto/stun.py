@@ -32,10 +32,10 @@ interpreted).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import os
+import socket
 import struct
 import zlib
 from collections.abc import Container, Iterable
@@ -132,6 +132,10 @@ class MessageClass(IntEnum):
     ERROR = 0b11
 
 
+#: Each class by its two bits: an index is cheaper than ``MessageClass(bits)`` per message.
+_CLASSES: Final = tuple(MessageClass(bits) for bits in range(4))
+
+
 #: The only method STUN itself defines (RFC 8489 §18.2); TURN's are in :mod:`relay.proto.turn`.
 BINDING: Final = 0x001
 
@@ -157,7 +161,7 @@ def split_message_type(msg_type: int) -> tuple[int, MessageClass]:
     """Inverse of :func:`message_type`: ``(method, class)`` of a 14-bit message type."""
     method = (msg_type & 0x000F) | ((msg_type & 0x00E0) >> 1) | ((msg_type & 0x3E00) >> 2)
     cls = ((msg_type >> 4) & 0b01) | ((msg_type >> 7) & 0b10)
-    return method, MessageClass(cls)
+    return method, _CLASSES[cls]
 
 
 # --- attribute types (RFC 8489 §18.3) ----------------------------------------------------------
@@ -295,7 +299,7 @@ class Message:
 
     def has(self, attr_type: int) -> bool:
         """Whether an attribute of this type is present (and not ignored)."""
-        return any(a.type == attr_type for a in self.attributes)
+        return self.find(attr_type) is not None  # find's plain loop: cheaper than a generator
 
     def find(self, attr_type: int) -> Attribute | None:
         """The first :class:`Attribute` of this type, with its offset in :attr:`raw`."""
@@ -362,35 +366,56 @@ class Message:
         Those three are always computed here and never copied from :attr:`attributes` (so a
         parsed message re-encodes with fresh ones, or none). Padding is written as zeros.
         """
-        buf = bytearray(
-            _HEADER.pack(message_type(self.method, self.cls), 0, MAGIC_COOKIE, self.transaction_id)
+        return _encode(
+            self.method,
+            self.cls,
+            self.transaction_id,
+            [(attr.type, attr.value) for attr in self.attributes],
+            integrity_key=integrity_key,
+            integrity_sha256_key=integrity_sha256_key,
+            fingerprint=fingerprint,
         )
-        for attr in self.attributes:
-            attr_type, value = attr.type, attr.value
-            if attr_type in _COMPUTED:
-                continue
-            n = len(value)
-            if not 0 <= attr_type <= 0xFFFF or n > 0xFFFF:
-                raise StunError(f"STUN attribute {attr_type:#x} of {n} bytes cannot be encoded")
-            buf += _ATTR_HEADER.pack(attr_type, n)
-            buf += value
-            buf += PADDING[-n & 0x03]
-        if integrity_key is not None:
-            struct.pack_into("!H", buf, 2, len(buf) + 4 + _MI_SIZE - HEADER_SIZE)
-            mac = hmac.new(integrity_key, buf, hashlib.sha1).digest()
-            buf += _ATTR_HEADER.pack(MESSAGE_INTEGRITY, _MI_SIZE) + mac
-        if integrity_sha256_key is not None:
-            struct.pack_into("!H", buf, 2, len(buf) + 4 + _MI256_MAX - HEADER_SIZE)
-            mac = hmac.new(integrity_sha256_key, buf, hashlib.sha256).digest()
-            buf += _ATTR_HEADER.pack(MESSAGE_INTEGRITY_SHA256, _MI256_MAX) + mac
-        if fingerprint:
-            struct.pack_into("!H", buf, 2, len(buf) + 4 + _FINGERPRINT_SIZE - HEADER_SIZE)
-            crc = zlib.crc32(buf) ^ FINGERPRINT_XOR
-            buf += _ATTR_HEADER.pack(FINGERPRINT, _FINGERPRINT_SIZE) + _U32.pack(crc)
-        if len(buf) > MAX_MESSAGE_SIZE:
-            raise StunError(f"STUN message of {len(buf)} bytes is too large")
-        struct.pack_into("!H", buf, 2, len(buf) - HEADER_SIZE)
-        return bytes(buf)
+
+
+def _encode(
+    method: int,
+    cls: MessageClass,
+    transaction_id: bytes,
+    attributes: Iterable[tuple[int, bytes]],
+    *,
+    integrity_key: bytes | None,
+    integrity_sha256_key: bytes | None,
+    fingerprint: bool,
+) -> bytes:
+    """The wire form of a message (see :meth:`Message.encode`), from ``(type, value)`` pairs."""
+    if len(transaction_id) != TRANSACTION_ID_SIZE:
+        raise StunError("a STUN transaction ID is 12 bytes")
+    buf = bytearray(_HEADER.pack(message_type(method, cls), 0, MAGIC_COOKIE, transaction_id))
+    for attr_type, value in attributes:
+        if attr_type in _COMPUTED:
+            continue
+        n = len(value)
+        if not 0 <= attr_type <= 0xFFFF or n > 0xFFFF:
+            raise StunError(f"STUN attribute {attr_type:#x} of {n} bytes cannot be encoded")
+        buf += _ATTR_HEADER.pack(attr_type, n)
+        buf += value
+        buf += PADDING[-n & 0x03]
+    if integrity_key is not None:
+        struct.pack_into("!H", buf, 2, len(buf) + 4 + _MI_SIZE - HEADER_SIZE)
+        mac = hmac.digest(integrity_key, buf, "sha1")
+        buf += _ATTR_HEADER.pack(MESSAGE_INTEGRITY, _MI_SIZE) + mac
+    if integrity_sha256_key is not None:
+        struct.pack_into("!H", buf, 2, len(buf) + 4 + _MI256_MAX - HEADER_SIZE)
+        mac = hmac.digest(integrity_sha256_key, buf, "sha256")
+        buf += _ATTR_HEADER.pack(MESSAGE_INTEGRITY_SHA256, _MI256_MAX) + mac
+    if fingerprint:
+        struct.pack_into("!H", buf, 2, len(buf) + 4 + _FINGERPRINT_SIZE - HEADER_SIZE)
+        crc = zlib.crc32(buf) ^ FINGERPRINT_XOR
+        buf += _ATTR_HEADER.pack(FINGERPRINT, _FINGERPRINT_SIZE) + _U32.pack(crc)
+    if len(buf) > MAX_MESSAGE_SIZE:
+        raise StunError(f"STUN message of {len(buf)} bytes is too large")
+    struct.pack_into("!H", buf, 2, len(buf) - HEADER_SIZE)
+    return bytes(buf)
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -497,7 +522,7 @@ def verify_integrity(message: Message | bytes | bytearray | memoryview, key: byt
     attr = msg.find(MESSAGE_INTEGRITY)
     if attr is None or attr.offset < 0 or not msg.raw:
         return False
-    mac = hmac.new(key, _with_length(msg.raw, attr.offset, _MI_SIZE), hashlib.sha1).digest()
+    mac = hmac.digest(key, _with_length(msg.raw, attr.offset, _MI_SIZE), "sha1")
     return hmac.compare_digest(mac, attr.value)
 
 
@@ -508,7 +533,7 @@ def verify_integrity_sha256(message: Message | bytes | bytearray | memoryview, k
     if attr is None or attr.offset < 0 or not msg.raw:
         return False
     n = len(attr.value)
-    mac = hmac.new(key, _with_length(msg.raw, attr.offset, n), hashlib.sha256).digest()[:n]
+    mac = hmac.digest(key, _with_length(msg.raw, attr.offset, n), "sha256")[:n]
     return hmac.compare_digest(mac, attr.value)
 
 
@@ -542,7 +567,8 @@ class MessageBuilder:
         if len(self.transaction_id) != TRANSACTION_ID_SIZE:
             raise StunError("a STUN transaction ID is 12 bytes")
         message_type(method, cls)  # validates the method
-        self._attributes: list[Attribute] = []
+        #: ``(type, value)`` pairs: encoding needs no Attribute objects, only build() does.
+        self._attributes: list[tuple[int, bytes]] = []
 
     @classmethod
     def success(cls, request: Message) -> MessageBuilder:
@@ -560,7 +586,7 @@ class MessageBuilder:
         """Append a raw attribute (padding is added on encoding)."""
         if not 0 <= attr_type <= 0xFFFF:
             raise StunError(f"STUN attribute type {attr_type:#x} does not fit in 16 bits")
-        self._attributes.append(Attribute(attr_type, bytes(value)))
+        self._attributes.append((attr_type, bytes(value)))
         return self
 
     def add_text(
@@ -591,7 +617,8 @@ class MessageBuilder:
 
     def build(self) -> Message:
         """The message so far (without integrity or fingerprint: those exist only encoded)."""
-        return Message(self.method, self.cls, self.transaction_id, tuple(self._attributes))
+        attributes = tuple(Attribute(t, value) for t, value in self._attributes)
+        return Message(self.method, self.cls, self.transaction_id, attributes)
 
     def encode(
         self,
@@ -600,8 +627,12 @@ class MessageBuilder:
         integrity_sha256_key: bytes | None = None,
         fingerprint: bool = False,
     ) -> bytes:
-        """Serialise :meth:`build`'s message; see :meth:`Message.encode`."""
-        return self.build().encode(
+        """Serialise :meth:`build`'s message (without building it); see :meth:`Message.encode`."""
+        return _encode(
+            self.method,
+            self.cls,
+            self.transaction_id,
+            self._attributes,
             integrity_key=integrity_key,
             integrity_sha256_key=integrity_sha256_key,
             fingerprint=fingerprint,
@@ -689,10 +720,24 @@ def _xor_mask(family: int, transaction_id: bytes) -> int:
     return int.from_bytes(_COOKIE_BYTES + transaction_id, "big")
 
 
+#: An IPv4 XOR address value (RFC 8489 §14.2): reserved, family, X-Port, X-Address.
+_XOR_V4: Final = struct.Struct("!BBHI")
+
+
 def encode_xor_address(
     host: str | ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, transaction_id: bytes
 ) -> bytes:
     """XOR-MAPPED-ADDRESS value (RFC 8489 §14.2); also XOR-PEER/RELAYED-ADDRESS (RFC 8656)."""
+    if isinstance(host, str) and ":" not in host and 0 <= port <= 0xFFFF:
+        # The addresses a socket reports: inet_pton is far cheaper than ipaddress, and what
+        # it refuses goes the strict way below.
+        try:
+            packed = socket.inet_pton(socket.AF_INET, host)
+        except (OSError, ValueError):  # not dotted-quad text, or a NUL in it
+            pass
+        else:
+            xored = int.from_bytes(packed, "big") ^ MAGIC_COOKIE
+            return _XOR_V4.pack(0, FAMILY_IPV4, port ^ (MAGIC_COOKIE >> 16), xored)
     ip = _ip(host)
     _check_port(port)
     family = FAMILY_IPV4 if ip.version == 4 else FAMILY_IPV6

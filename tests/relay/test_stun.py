@@ -253,6 +253,36 @@ def test_address_round_trips(host: str, port: int) -> None:
     assert message.get_address() == expected
 
 
+@given(st.ip_addresses(v=4), st.integers(0, 0xFFFF), st.binary(min_size=12, max_size=12))
+def test_ipv4_xor_address_is_the_same_from_text_or_object(
+    ip: ipaddress.IPv4Address, port: int, tid: bytes
+) -> None:
+    """RFC 8489 §14.2's bytes: X-Port and X-Address XORed with the magic cookie, whichever
+    form the address comes in (the relay passes the text a socket reports)."""
+    expected = struct.pack("!BBHI", 0, stun.FAMILY_IPV4, port ^ 0x2112, int(ip) ^ 0x2112A442)
+    assert stun.encode_xor_address(str(ip), port, tid) == expected
+    assert stun.encode_xor_address(ip, port, tid) == expected
+    assert stun.decode_xor_address(expected, tid) == (str(ip), port)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "192.0.2.01",
+        "192.0.2",
+        "192.0.2.1.5",
+        "256.0.0.1",
+        "192.0.2.1 ",
+        "",
+        "192.0.2.1\x00",
+        "0x7f.0.0.1",
+    ],
+)
+def test_malformed_ipv4_text_is_refused_by_xor_encoding(host: str) -> None:
+    with pytest.raises(stun.StunError):
+        stun.encode_xor_address(host, 1, TID)
+
+
 @pytest.mark.parametrize(
     "value",
     [
