@@ -34,7 +34,13 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=True)
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # filter_by_level first: an event below the level is dropped before any processor
+        # (timestamp, rendering) runs for it; a debug line on a hot path then costs a check.
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
