@@ -58,10 +58,10 @@ from relay.net.dtls_records import (
     is_client_hello,
     scan,
 )
+from relay.net.forward import channel_data_to_peer
 from relay.net.tcp import TCP_IDLE_TIMEOUT
 from relay.net.tls import TlsContexts
 from relay.proto import stun
-from relay.proto.channeldata import unpack_header
 from relay.proto.stun import StunError
 from scaler.common import logs
 
@@ -223,22 +223,7 @@ class DtlsSession:
             return
         first = plain[0]
         if 0x40 <= first <= self.channel_high:
-            allocation = self.allocation
-            if allocation is None:
-                return
-            channel, length = unpack_header(plain)
-            end = 4 + length
-            if end > len(plain):
-                return
-            binding = allocation.channels.get(channel)
-            if binding is None:
-                return
-            try:
-                allocation.relay.sendto(memoryview(plain)[4:end], binding.peer)
-            except OSError:
-                return
-            allocation.peer_tx += length
-            self.stats.peer_tx += length
+            channel_data_to_peer(self.allocation, plain, self.stats)
         elif first < 0x40:
             self._stun(plain)
 

@@ -30,8 +30,8 @@ from relay.core.allocation import Address, Allocation, ClientAddress, Payload
 from relay.core.handler import RequestHandler
 from relay.core.stats import RelayStats
 from relay.net.bugs import report_bug
+from relay.net.forward import channel_data_to_peer
 from relay.proto import stun
-from relay.proto.channeldata import unpack_header
 from relay.proto.framing import DEFAULT_MAX_FRAME_SIZE, StreamDeframer
 from relay.proto.stun import StunError
 
@@ -207,18 +207,4 @@ class TcpConnection(asyncio.Protocol):
             self._transport.abort()
 
     def _channel_data(self, frame: bytes) -> None:
-        allocation = self.allocation
-        if allocation is None:
-            return
-        channel, length = unpack_header(frame)
-        end = 4 + length
-        binding = allocation.channels.get(channel)
-        if binding is None:
-            return
-        try:
-            allocation.relay.sendto(memoryview(frame)[4:end], binding.peer)
-        except OSError:
-            return
-        end -= 4
-        allocation.peer_tx += end
-        self.stats.peer_tx += end
+        channel_data_to_peer(self.allocation, frame, self.stats)
