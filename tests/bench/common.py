@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -9,10 +10,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tests.net import free_port
+from tests.relay.servers import free_port_pair
 
 __all__ = ["free_port"]
 
@@ -30,6 +32,30 @@ def start_pinned(argv: Sequence[str], **kwargs: object) -> subprocess.Popen[byte
     """Start a server process pinned to the server core, so figures are per core."""
     prefix = ["taskset", "-c", SERVER_CORE] if shutil.which("taskset") else []
     return subprocess.Popen([*prefix, *argv], **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+def missing_tools(bench: str, *tools: str) -> bool:
+    """Whether any of ``tools`` is not installed; says so, naming ``bench``."""
+    missing = [tool for tool in tools if not shutil.which(tool)]
+    if missing:
+        print(f"\n== {bench} skipped: {', '.join(missing)} not installed (make tools)")
+    return bool(missing)
+
+
+@contextlib.contextmanager
+def turnutils_peer() -> Iterator[int]:
+    """coturn's UDP echo peer on a loopback port (the port), on this process's core."""
+    port = free_port_pair()
+    peer = subprocess.Popen(
+        [shutil.which("turnutils_peer") or "", "-L", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield port
+    finally:
+        peer.terminate()
+        peer.wait(timeout=10)
 
 
 def python_argv(*args: str) -> list[str]:

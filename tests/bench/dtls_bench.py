@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,9 +27,8 @@ from typing import Any
 from OpenSSL import SSL
 
 from tests.bench import tls_bench
-from tests.bench.common import pin_self_to_client_core, stop, table
+from tests.bench.common import missing_tools, pin_self_to_client_core, stop, table, turnutils_peer
 from tests.bench.relay_bench import Load, LoadResult, coturn_version, cpu_seconds, run_uclient
-from tests.relay.servers import free_port_pair
 from tests.relay.tls_helpers import Authority, Leaf, drain_bio, dtls_client_context
 
 PACED = Load("paced", 10, 1000, 5)
@@ -148,36 +145,23 @@ def _server(name: str, tmp: Path, leaf: Leaf) -> Iterator[tuple[int, int]]:
 
 def main() -> None:
     tools = ("turnserver", "turnutils_uclient", "turnutils_peer", "openssl")
-    missing = [tool for tool in tools if not shutil.which(tool)]
-    if missing:
-        print(f"\n== DTLS bench skipped: {', '.join(missing)} not installed (make tools)")
+    if missing_tools("DTLS bench", *tools):
         return
     pin_self_to_client_core()
-    peer_port = free_port_pair()
-    peer = subprocess.Popen(
-        [shutil.which("turnutils_peer") or "", "-L", "127.0.0.1", "-p", str(peer_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     names = [f"coturn turnserver {coturn_version()}", "turnscale relay (uvloop)"]
     results: dict[Load, dict[str, LoadResult]] = {PACED: {}, FLOOD: {}}
-    handshakes: dict[str, list[Handshakes]] = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix="dtls-bench-") as tmp:
-            authority = Authority(Path(tmp) / "ca")
-            leaf = authority.leaf("relay")
-            context = dtls_client_context(authority)
-            for name in names:
-                with _server(name, Path(tmp), leaf) as (port, pid):
-                    for load in (PACED, FLOOD):
-                        results[load][name] = run_uclient(load, port, peer_port, pid, DTLS_CLIENT)
-            with _server(PLAIN_UDP, Path(tmp), leaf) as (port, pid):
+    with turnutils_peer() as peer_port, tempfile.TemporaryDirectory(prefix="dtls-bench-") as tmp:
+        authority = Authority(Path(tmp) / "ca")
+        leaf = authority.leaf("relay")
+        context = dtls_client_context(authority)
+        for name in names:
+            with _server(name, Path(tmp), leaf) as (port, pid):
                 for load in (PACED, FLOOD):
-                    results[load][PLAIN_UDP] = run_uclient(load, port, peer_port, pid)
-            handshakes = alternating_handshakes(names, Path(tmp), leaf, context)
-    finally:
-        peer.terminate()
-        peer.wait(timeout=10)
+                    results[load][name] = run_uclient(load, port, peer_port, pid, DTLS_CLIENT)
+        with _server(PLAIN_UDP, Path(tmp), leaf) as (port, pid):
+            for load in (PACED, FLOOD):
+                results[load][PLAIN_UDP] = run_uclient(load, port, peer_port, pid)
+        handshakes = alternating_handshakes(names, Path(tmp), leaf, context)
     report(names, results, handshakes)
 
 

@@ -41,14 +41,15 @@ from pathlib import Path
 from relay.proto import stun
 from tests.bench.common import (
     free_port,
+    missing_tools,
     pin_self_to_client_core,
     rss_kib,
     start_pinned,
     stop,
     table,
+    turnutils_peer,
     wait_http,
 )
-from tests.relay.servers import free_port_pair
 from tests.relay.turn_client import TurnClient
 
 USER, PASSWORD, REALM = "bench", "bench-password", "bench.turnscale"
@@ -290,18 +291,9 @@ def _fmt(value: float, digits: int = 0) -> str:
 
 
 def main() -> None:
-    tools = ("turnserver", "turnutils_uclient", "turnutils_peer")
-    missing = [tool for tool in tools if not shutil.which(tool)]
-    if missing:
-        print(f"\n== relay bench skipped: {', '.join(missing)} not installed (make tools)")
+    if missing_tools("relay bench", "turnserver", "turnutils_uclient", "turnutils_peer"):
         return
     pin_self_to_client_core()  # uclient and the echo peer inherit the client core
-    peer_port = free_port_pair()
-    peer = subprocess.Popen(
-        [shutil.which("turnutils_peer") or "", "-L", "127.0.0.1", "-p", str(peer_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     coturn_name = f"coturn turnserver {coturn_version()}"
     plan = [
         (PACED, [coturn_name, "turnscale relay (uvloop)", "turnscale relay (asyncio)"]),
@@ -309,21 +301,17 @@ def main() -> None:
     ]
     loads: dict[Load, dict[str, LoadResult]] = {}
     memory: dict[str, tuple[int, int]] = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
-            for load, servers in plan:
-                loads[load] = {}
-                for name in servers:
-                    with _server(name, Path(tmp)) as (port, pid):
-                        loads[load][name] = run_uclient(load, port, peer_port, pid)
-            for name in (coturn_name, "turnscale relay (uvloop)"):
+    with turnutils_peer() as peer_port, tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
+        for load, servers in plan:
+            loads[load] = {}
+            for name in servers:
                 with _server(name, Path(tmp)) as (port, pid):
-                    memory[name] = asyncio.run(
-                        memory_per_allocation(pid, port, ("127.0.0.1", peer_port))
-                    )
-    finally:
-        peer.terminate()
-        peer.wait(timeout=10)
+                    loads[load][name] = run_uclient(load, port, peer_port, pid)
+        for name in (coturn_name, "turnscale relay (uvloop)"):
+            with _server(name, Path(tmp)) as (port, pid):
+                memory[name] = asyncio.run(
+                    memory_per_allocation(pid, port, ("127.0.0.1", peer_port))
+                )
     report(loads, memory)
 
 

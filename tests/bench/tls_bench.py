@@ -33,11 +33,13 @@ from relay.proto import stun, turn
 from relay.proto.stun import Message, MessageBuilder, MessageClass
 from tests.bench import relay_bench
 from tests.bench.common import (
+    missing_tools,
     pin_self_to_client_core,
     rss_kib,
     start_pinned,
     stop,
     table,
+    turnutils_peer,
 )
 from tests.bench.relay_bench import (
     PASSWORD,
@@ -282,35 +284,22 @@ def _server(name: str, tmp: Path, leaf: Leaf) -> Iterator[tuple[int, int]]:
 
 def main() -> None:
     tools = ("turnserver", "turnutils_uclient", "turnutils_peer", "openssl")
-    missing = [tool for tool in tools if not shutil.which(tool)]
-    if missing:
-        print(f"\n== TLS bench skipped: {', '.join(missing)} not installed (make tools)")
+    if missing_tools("TLS bench", *tools):
         return
     pin_self_to_client_core()
-    peer_port = free_port_pair()
-    peer = subprocess.Popen(
-        [shutil.which("turnutils_peer") or "", "-L", "127.0.0.1", "-p", str(peer_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     names = [f"coturn turnserver {coturn_version()}", "turnscale relay (uvloop)"]
     results: dict[Load, dict[str, LoadResult]] = {PACED: {}, FLOOD: {}}
-    handshakes: dict[Run, list[Handshakes]] = {}
     idle: dict[str, float] = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix="tls-bench-") as tmp:
-            authority = Authority(Path(tmp) / "ca")
-            leaf = authority.leaf("relay")
-            context = authority.client_context()
-            for name in names:
-                with _server(name, Path(tmp), leaf) as (port, pid):
-                    for load in (PACED, FLOOD):
-                        results[load][name] = run_uclient(load, port, peer_port, pid, TLS_CLIENT)
-                    idle[name] = idle_connection_kib(pid, port, context)
-            handshakes = alternating_handshakes(names, Path(tmp), leaf, authority)
-    finally:
-        peer.terminate()
-        peer.wait(timeout=10)
+    with turnutils_peer() as peer_port, tempfile.TemporaryDirectory(prefix="tls-bench-") as tmp:
+        authority = Authority(Path(tmp) / "ca")
+        leaf = authority.leaf("relay")
+        context = authority.client_context()
+        for name in names:
+            with _server(name, Path(tmp), leaf) as (port, pid):
+                for load in (PACED, FLOOD):
+                    results[load][name] = run_uclient(load, port, peer_port, pid, TLS_CLIENT)
+                idle[name] = idle_connection_kib(pid, port, context)
+        handshakes = alternating_handshakes(names, Path(tmp), leaf, authority)
     report(names, results, handshakes, idle)
 
 

@@ -24,9 +24,8 @@ from tests.gateway.test_live import Live, allocate, issue_example, live_relay, r
 from tests.gateway.test_translate import reference_grant
 from tests.relay.tls_helpers import (
     Authority,
-    DtlsChannel,
     Leaf,
-    dtls_client_context,
+    dtls_served_fingerprint,
     fingerprint,
     served_certificate,
 )
@@ -190,20 +189,6 @@ async def test_a_live_tls_listener_serves_its_secret_and_follows_its_updates(
             call.close()
 
 
-async def dtls_fingerprint(port: int, authority: Authority) -> str:
-    """The certificate a new DTLS handshake on ``port`` is served (chain checked)."""
-    loop = asyncio.get_running_loop()
-    _, channel = await loop.create_datagram_endpoint(
-        lambda: DtlsChannel(dtls_client_context(authority), lambda _data: None),
-        remote_addr=("127.0.0.1", port),
-    )
-    try:
-        await channel.handshake()
-        return channel.peer_fingerprint()
-    finally:
-        channel.close()
-
-
 async def test_a_listener_without_a_usable_secret_waits_while_the_others_serve(
     authority: Authority, tmp_path: Path
 ) -> None:
@@ -239,7 +224,9 @@ async def test_a_listener_without_a_usable_secret_waits_while_the_others_serve(
             ("udp", udp),
             ("dtls", dtls),
         }
-        assert await dtls_fingerprint(dtls, authority) == dtls_leaf.fingerprint
+        assert (
+            await dtls_served_fingerprint(("127.0.0.1", dtls), authority) == dtls_leaf.fingerprint
+        )
         accepted = await live.condition_is(
             "Gateway", "stunner-gateway", "Accepted", "True", "ListenersNotValid"
         )

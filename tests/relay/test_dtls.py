@@ -57,6 +57,8 @@ from tests.relay.tls_helpers import (
     answer,
     client_hello,
     dtls_client_context,
+    dtls_handshake,
+    dtls_served_fingerprint,
     fingerprint,
     install,
     served_certificate,
@@ -165,25 +167,11 @@ async def echoing(client: DtlsTurnClient) -> AsyncIterator[list[int]]:
 
 
 async def new_handshake(server: RelayServer, authority: Authority) -> DtlsChannel:
-    loop = asyncio.get_running_loop()
-    _, channel = await loop.create_datagram_endpoint(
-        lambda: DtlsChannel(dtls_client_context(authority), lambda _data: None),
-        remote_addr=address(server, "dtls"),
-    )
-    try:
-        await channel.handshake()
-    except BaseException:
-        channel.close()
-        raise
-    return channel
+    return await dtls_handshake(address(server, "dtls"), authority)
 
 
 async def served_fingerprint(server: RelayServer, authority: Authority) -> str:
-    channel = await new_handshake(server, authority)
-    try:
-        return channel.peer_fingerprint()
-    finally:
-        channel.close()
+    return await dtls_served_fingerprint(address(server, "dtls"), authority)
 
 
 # -- a session carries what UDP carries

@@ -315,3 +315,27 @@ class DtlsTurnClient(TurnClient):
             raise
         self.channel = channel
         self._transport = channel
+
+
+async def dtls_handshake(server: tuple[str, int], authority: Authority) -> DtlsChannel:
+    """A new DTLS session with ``server``, its chain checked against ``authority``."""
+    loop = asyncio.get_running_loop()
+    _, channel = await loop.create_datagram_endpoint(
+        lambda: DtlsChannel(dtls_client_context(authority), lambda _data: None),
+        remote_addr=server,
+    )
+    try:
+        await channel.handshake()
+    except BaseException:
+        channel.close()
+        raise
+    return channel
+
+
+async def dtls_served_fingerprint(server: tuple[str, int], authority: Authority) -> str:
+    """The SHA-256 of the certificate a new DTLS handshake with ``server`` is served."""
+    channel = await dtls_handshake(server, authority)
+    try:
+        return channel.peer_fingerprint()
+    finally:
+        channel.close()
