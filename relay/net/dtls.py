@@ -48,7 +48,7 @@ from relay.core.allocation import Address, Allocation, ClientAddress, Payload
 from relay.core.certs import LoadedPair
 from relay.core.handler import RequestHandler
 from relay.core.stats import RelayStats
-from relay.net.buffers import BATCH, LISTENER_VIEW
+from relay.net.buffers import LISTENER_VIEW
 from relay.net.bugs import report_bug
 from relay.net.dtls_cookies import CookieJar
 from relay.net.dtls_records import (
@@ -59,6 +59,7 @@ from relay.net.dtls_records import (
     scan,
 )
 from relay.net.forward import channel_data_to_peer
+from relay.net.reads import ReadBudget
 from relay.net.tcp import TCP_IDLE_TIMEOUT
 from relay.net.tls import TlsContexts
 from relay.proto import stun
@@ -348,7 +349,8 @@ class DtlsSession:
 
 class DtlsListener:
     """A ``dtls://`` listener: one UDP socket, the cookie exchange, and the sessions on it.
-    Like :class:`relay.net.udp.UdpListener` it reads in batches on ``add_reader``."""
+    Like :class:`relay.net.udp.UdpListener` it reads in batches on ``add_reader``, as many
+    datagrams per event as its :class:`relay.net.reads.ReadBudget` allows."""
 
     transport = "dtls"
 
@@ -397,6 +399,7 @@ class DtlsListener:
         self.garbage = 0
         self._context: tuple[LoadedPair, SSL.Context] | None = None
         self._listener: SSL.Connection | None = None
+        self.read_budget = ReadBudget()
 
     def __repr__(self) -> str:
         return f"DtlsListener({self.local[0]}:{self.local[1]}, sessions={len(self.sessions)})"
@@ -441,11 +444,15 @@ class DtlsListener:
         view = LISTENER_VIEW
         sessions = self.sessions
         received = 0  # added to the stats once per batch
+        budget = self.read_budget
+        read = limit = budget.limit
+        emptied = False
         try:
-            for _ in range(BATCH):
+            for attempt in range(limit):
                 try:
                     size, addr = recv(view)
                 except (BlockingIOError, InterruptedError):
+                    read, emptied = attempt, True
                     return
                 except OSError:
                     continue  # e.g. an ICMP error queued on the socket
@@ -461,6 +468,7 @@ class DtlsListener:
                 if self.loop is None:
                     return  # closed while handling
         finally:
+            budget.spent(read, emptied)
             self.stats.client_rx += received
 
     def send(self, data: bytes, addr: ClientAddress) -> None:

@@ -8,9 +8,10 @@ under a RESERVATION-TOKEN for :data:`RESERVATION_LIFETIME` (§7.2). A relayed so
 synchronously while the Allocate is answered (no task per allocation).
 
 :class:`RelaySocket` is the allocation's :class:`relay.core.allocation.RelayEndpoint`. A
-readable event drains up to :data:`relay.net.buffers.BATCH` datagrams into the process's relay
-buffer, at an offset that leaves room for the header: data from a peer with a channel goes to
-the client as ChannelData (§12.7), from a peer with only a permission as a Data indication
+readable event reads up to :data:`relay.net.buffers.BATCH` datagrams (as many as its
+:class:`relay.net.reads.ReadBudget` allows) into the process's relay buffer, at an offset
+that leaves room for the header: data from a peer with a channel goes to the client as
+ChannelData (§12.7), from a peer with only a permission as a Data indication
 (§11.3), both written in front of the data so UDP clients get it without a copy (TCP clients
 get one copy, as the transport may keep it). Data from a peer without a permission is counted
 and dropped (§9).
@@ -27,7 +28,8 @@ from typing import Final
 from relay.core.allocation import Address, Allocation
 from relay.core.ports import PortPool
 from relay.core.stats import RelayStats
-from relay.net.buffers import BATCH, RELAY, RELAY_OFFSET, RELAY_RX, RELAY_VIEW
+from relay.net.buffers import RELAY, RELAY_OFFSET, RELAY_RX, RELAY_VIEW
+from relay.net.reads import ReadBudget
 from relay.net.sockets import bind_relayed, port_taken, set_dont_fragment
 from relay.proto import turn
 from relay.proto.channeldata import pack_header_into
@@ -55,6 +57,7 @@ class RelaySocket:
         "address",
         "allocation",
         "port",
+        "read_budget",
         "sendto",
         "sock",
         "stats",
@@ -79,6 +82,7 @@ class RelaySocket:
         self._loop: asyncio.AbstractEventLoop | None = loop
         #: XOR-PEER-ADDRESS of recent IPv4 peers without a channel (Data indications).
         self._xor_cache: dict[PeerAddress, bytes] = {}
+        self.read_budget = ReadBudget()
 
     def __repr__(self) -> str:
         return f"RelaySocket({self.address[0]}:{self.address[1]})"
@@ -134,11 +138,15 @@ class RelaySocket:
         view = RELAY_VIEW
         rx = RELAY_RX
         received = sent = 0  # added to the counters once per batch
+        budget = self.read_budget
+        read = limit = budget.limit
+        emptied = False
         try:
-            for _ in range(BATCH):
+            for attempt in range(limit):
                 try:
                     size, addr = recv(rx)
                 except (BlockingIOError, InterruptedError):
+                    read, emptied = attempt, True
                     return
                 except OSError:
                     continue
@@ -163,6 +171,7 @@ class RelaySocket:
                 if udp:  # a TCP connection counts what it writes itself
                     sent += end - start
         finally:
+            budget.spent(read, emptied)
             stats = self.stats
             stats.peer_rx += received
             allocation.peer_rx += received

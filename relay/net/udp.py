@@ -1,12 +1,13 @@
 """A TURN listener on UDP (RFC 8656 §5, §12): STUN to the request handler, ChannelData from
 clients straight to their peers (§12.6).
 
-The socket is non-blocking and watched with ``loop.add_reader``; a readable event drains up to
-:data:`relay.net.buffers.BATCH` datagrams with ``recvfrom_into`` into the process's one
-listener buffer. ChannelData (the first byte 0x40..0x4F, or up to 0x7F for RFC 5766 channels)
-from a client with an allocation goes to its peer as a slice of that buffer, without a copy
-and without a log line; STUN (first byte below 0x40, RFC 8656 §12) goes to the handler and
-its answer back to the client.
+The socket is non-blocking and watched with ``loop.add_reader``; a readable event reads up to
+:data:`relay.net.buffers.BATCH` datagrams (as many as :class:`relay.net.reads.ReadBudget`
+allows) with ``recvfrom_into`` into the process's one listener buffer. ChannelData (the
+first byte 0x40..0x4F, or up to 0x7F for RFC 5766 channels) from a client with an
+allocation goes to its peer as a slice of that buffer, without a copy and without a log
+line; STUN (first byte below 0x40, RFC 8656 §12) goes to the handler and its answer back
+to the client.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from collections.abc import Callable
 from relay.core.allocation import Address, Allocation, ClientAddress
 from relay.core.handler import RequestHandler
 from relay.core.stats import RelayStats
-from relay.net.buffers import BATCH, LISTENER, LISTENER_VIEW
+from relay.net.buffers import LISTENER, LISTENER_VIEW
 from relay.net.bugs import report_bug
+from relay.net.reads import ReadBudget
 from relay.proto import stun
 from relay.proto.channeldata import unpack_header
 from relay.proto.stun import StunError
@@ -55,6 +57,7 @@ class UdpListener:
         #: The highest first byte of a ChannelData message (0x4F, or 0x7F for RFC 5766).
         self.channel_high = handler.channel_max >> 8
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.read_budget = ReadBudget()
 
     def __repr__(self) -> str:
         return f"UdpListener({self.local[0]}:{self.local[1]})"
@@ -83,11 +86,15 @@ class UdpListener:
         clients = self.clients
         high = self.channel_high
         received = relayed = 0  # added to the stats once per batch
+        budget = self.read_budget
+        read = limit = budget.limit
+        emptied = False
         try:
-            for _ in range(BATCH):
+            for attempt in range(limit):
                 try:
                     size, addr = recv(view)
                 except (BlockingIOError, InterruptedError):
+                    read, emptied = attempt, True
                     return
                 except OSError:
                     continue  # e.g. an ICMP error queued on the socket: the next read works
@@ -116,6 +123,7 @@ class UdpListener:
                 elif first < 0x40:
                     self._stun(view[:size], addr)
         finally:
+            budget.spent(read, emptied)
             stats = self.stats
             stats.client_rx += received
             stats.peer_tx += relayed
