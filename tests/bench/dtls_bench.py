@@ -28,7 +28,14 @@ from OpenSSL import SSL
 
 from tests.bench import tls_bench
 from tests.bench.common import missing_tools, pin_self_to_client_core, stop, table, turnutils_peer
-from tests.bench.relay_bench import Load, LoadResult, coturn_version, cpu_seconds, run_uclient
+from tests.bench.relay_bench import Load, LoadResult, coturn_version, cpu_seconds
+from tests.bench.rounds import (
+    MESSAGE_ROUNDS,
+    Server,
+    alternating_loads,
+    load_rows,
+    print_cpu_ratio,
+)
 from tests.relay.tls_helpers import Authority, Leaf, drain_bio, dtls_client_context
 
 PACED = Load("paced", 10, 1000, 5)
@@ -133,8 +140,8 @@ def alternating_handshakes(
 def _server(name: str, tmp: Path, leaf: Leaf) -> Iterator[tuple[int, int]]:
     if name.startswith("coturn"):
         process, port = tls_bench.start_coturn(tmp, leaf, dtls=True)
-    elif name == PLAIN_UDP:
-        process, port = tls_bench.start_relay(leaf, transports=("udp",))
+    elif name == PLAIN_UDP:  # up beside the DTLS relay: its own relay ports
+        process, port = tls_bench.start_relay(leaf, ("udp",), relay_ports=(50000, 54999))
     else:
         process, port = tls_bench.start_relay(leaf, transports=("dtls",))
     try:
@@ -149,58 +156,40 @@ def main() -> None:
         return
     pin_self_to_client_core()
     names = [f"coturn turnserver {coturn_version()}", "turnscale relay (uvloop)"]
-    results: dict[Load, dict[str, LoadResult]] = {PACED: {}, FLOOD: {}}
     with turnutils_peer() as peer_port, tempfile.TemporaryDirectory(prefix="dtls-bench-") as tmp:
         authority = Authority(Path(tmp) / "ca")
         leaf = authority.leaf("relay")
         context = dtls_client_context(authority)
-        for name in names:
-            with _server(name, Path(tmp), leaf) as (port, pid):
-                for load in (PACED, FLOOD):
-                    results[load][name] = run_uclient(load, port, peer_port, pid, DTLS_CLIENT)
-        with _server(PLAIN_UDP, Path(tmp), leaf) as (port, pid):
-            for load in (PACED, FLOOD):
-                results[load][PLAIN_UDP] = run_uclient(load, port, peer_port, pid)
+        with contextlib.ExitStack() as stack:
+            servers = {
+                name: Server(
+                    *stack.enter_context(_server(name, Path(tmp), leaf)),
+                    () if name == PLAIN_UDP else DTLS_CLIENT,
+                )
+                for name in [*names, PLAIN_UDP]
+            }
+            results = alternating_loads(servers, (PACED, FLOOD), peer_port)
         handshakes = alternating_handshakes(names, Path(tmp), leaf, context)
     report(names, results, handshakes)
 
 
 def report(
     names: list[str],
-    results: dict[Load, dict[str, LoadResult]],
+    results: dict[Load, dict[str, list[LoadResult]]],
     handshakes: dict[str, list[Handshakes]],
 ) -> None:
     coturn, relay = names
     for load, by_server in results.items():
         print(
             f"\n== TURN over DTLS, {load.name} load: turnutils_uclient -S {load} against "
-            "turnutils_peer; server on core 0, client and peer on core 1"
+            f"turnutils_peer, {MESSAGE_ROUNDS} alternating rounds (summed); server on core 0, "
+            "client and peer on core 1"
         )
-        rows: list[list[object]] = [
-            ["server", "messages", "msgs/s", "loss", "server CPU s", "CPU us per message"]
-        ]
-        for name in [*names, PLAIN_UDP]:
-            r = by_server[name]
-            per = r.cpu / r.received * 1e6 if r.received else float("nan")
-            rows.append(
-                [
-                    name,
-                    f"{r.received:,}/{r.sent:,}",
-                    f"{r.rate:,.0f}",
-                    f"{r.lost} ({r.loss_percent:.2f}%)",
-                    f"{r.cpu:.2f}",
-                    f"{per:.1f}",
-                ]
-            )
-        print(table(rows))
-        c, t = by_server[coturn], by_server[relay]
-        if c.received and t.received and c.cpu > 0:
-            ratio = (t.cpu / t.received) / (c.cpu / c.received)
-            print(f"server CPU per message, turnscale/coturn: {ratio:.2f} (goal <= 1.5)")
-        u = by_server[PLAIN_UDP]
-        if u.received and t.received and u.cpu > 0:
-            overhead = (t.cpu / t.received) / (u.cpu / u.received)
-            print(f"turnscale over DTLS / turnscale on plain UDP, CPU per message: {overhead:.2f}")
+        print(table(load_rows([*names, PLAIN_UDP], by_server)))
+        print_cpu_ratio("turnscale/coturn", by_server[relay], by_server[coturn], goal=1.5)
+        print_cpu_ratio(
+            "turnscale over DTLS / turnscale on plain UDP", by_server[relay], by_server[PLAIN_UDP]
+        )
     print(
         f"\n== DTLS handshakes ({ROUNDS} alternating rounds of {HANDSHAKES} sequential, cookie "
         "exchange included): medians"

@@ -48,8 +48,14 @@ from tests.bench.relay_bench import (
     Load,
     LoadResult,
     coturn_version,
-    run_uclient,
     stun_ready,
+)
+from tests.bench.rounds import (
+    MESSAGE_ROUNDS,
+    Server,
+    alternating_loads,
+    load_rows,
+    print_cpu_ratio,
 )
 from tests.net import free_port
 from tests.relay.servers import free_port_pair
@@ -114,15 +120,17 @@ def start_coturn(
 
 
 def start_relay(
-    leaf: Leaf, transports: tuple[str, ...] = ("tls", "udp")
+    leaf: Leaf,
+    transports: tuple[str, ...] = ("tls", "udp"),
+    relay_ports: tuple[int, int] = (45000, 49999),
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """``turnscale relay`` with ``transports`` on one port number, served ``leaf``."""
+    """``turnscale relay`` with ``transports`` on one port number, served ``leaf``, relaying
+    from ``relay_ports`` (two relays up at once get a range each)."""
     # A UDP listener needs a port free for UDP (free_port checks TCP).
     port = free_port_pair() if "dtls" in transports else free_port()
     tls = ("--tls-cert", str(leaf.cert), "--tls-key", str(leaf.key))
-    process = relay_bench.start_relay(
-        port, 45000, 49999, "uvloop", transports=transports, extra=tls
-    )
+    low, high = relay_ports
+    process = relay_bench.start_relay(port, low, high, "uvloop", transports=transports, extra=tls)
     return process, port
 
 
@@ -288,24 +296,26 @@ def main() -> None:
         return
     pin_self_to_client_core()
     names = [f"coturn turnserver {coturn_version()}", "turnscale relay (uvloop)"]
-    results: dict[Load, dict[str, LoadResult]] = {PACED: {}, FLOOD: {}}
     idle: dict[str, float] = {}
     with turnutils_peer() as peer_port, tempfile.TemporaryDirectory(prefix="tls-bench-") as tmp:
         authority = Authority(Path(tmp) / "ca")
         leaf = authority.leaf("relay")
         context = authority.client_context()
-        for name in names:
-            with _server(name, Path(tmp), leaf) as (port, pid):
-                for load in (PACED, FLOOD):
-                    results[load][name] = run_uclient(load, port, peer_port, pid, TLS_CLIENT)
-                idle[name] = idle_connection_kib(pid, port, context)
+        with contextlib.ExitStack() as stack:
+            servers = {
+                name: Server(*stack.enter_context(_server(name, Path(tmp), leaf)), TLS_CLIENT)
+                for name in names
+            }
+            results = alternating_loads(servers, (PACED, FLOOD), peer_port)
+            for name, server in servers.items():
+                idle[name] = idle_connection_kib(server.pid, server.port, context)
         handshakes = alternating_handshakes(names, Path(tmp), leaf, authority)
     report(names, results, handshakes, idle)
 
 
 def report(
     names: list[str],
-    results: dict[Load, dict[str, LoadResult]],
+    results: dict[Load, dict[str, list[LoadResult]]],
     handshakes: dict[Run, list[Handshakes]],
     idle: dict[str, float],
 ) -> None:
@@ -313,29 +323,11 @@ def report(
     for load, by_server in results.items():
         print(
             f"\n== TURN over TLS, {load.name} load: turnutils_uclient -t -S {load} against "
-            "turnutils_peer; server on core 0, client and peer on core 1"
+            f"turnutils_peer, {MESSAGE_ROUNDS} alternating rounds (summed); server on core 0, "
+            "client and peer on core 1"
         )
-        rows: list[list[object]] = [
-            ["server", "messages", "msgs/s", "loss", "server CPU s", "CPU us per message"]
-        ]
-        for name in names:
-            r = by_server[name]
-            per = r.cpu / r.received * 1e6 if r.received else float("nan")
-            rows.append(
-                [
-                    name,
-                    f"{r.received:,}/{r.sent:,}",
-                    f"{r.rate:,.0f}",
-                    f"{r.lost} ({r.loss_percent:.2f}%)",
-                    f"{r.cpu:.2f}",
-                    f"{per:.1f}",
-                ]
-            )
-        print(table(rows))
-        c, t = by_server[coturn], by_server[relay]
-        if c.received and t.received and c.cpu > 0:
-            ratio = (t.cpu / t.received) / (c.cpu / c.received)
-            print(f"server CPU per message, turnscale/coturn: {ratio:.2f} (goal <= 1.5)")
+        print(table(load_rows(names, by_server)))
+        print_cpu_ratio("turnscale/coturn", by_server[relay], by_server[coturn], goal=1.5)
     print(
         f"\n== New TLS connections ({ROUNDS} alternating rounds of {HANDSHAKES} sequential: "
         "TCP connect, handshake, with or without an Allocate (401, then signed), close): medians"
