@@ -51,6 +51,7 @@ from relay.core.stats import RelayStats
 from relay.net.buffers import LISTENER_VIEW
 from relay.net.bugs import report_bug
 from relay.net.dtls_cookies import CookieJar
+from relay.net.dtls_io import PublicRecords, Records, SessionEnded, records_for
 from relay.net.dtls_records import (
     APPLICATION_DATA,
     HEADER_SIZE,
@@ -128,6 +129,7 @@ class DtlsSession:
         "listener",
         "local",
         "pending",
+        "records",
         "stats",
     )
 
@@ -151,6 +153,8 @@ class DtlsSession:
         #: Monotonic time the handshake must be done by.
         self.deadline = now + listener.timeout
         self._timer: asyncio.TimerHandle | None = None
+        #: Application data in and out, once established (:mod:`relay.net.dtls_io`).
+        self.records: Records = PublicRecords(connection)
 
     def __repr__(self) -> str:
         state = "established" if self.established else "handshake"
@@ -169,16 +173,13 @@ class DtlsSession:
         ):
             # The common case, one record of media: no scan, no loop, no look-up of the
             # session again (nothing follows the one message).
-            connection = self.connection
-            connection.bio_write(data)
             try:
-                plain = connection.recv(_RECORD_MAX)
-            except SSL.WantReadError:
-                return  # a record OpenSSL discarded (a bad MAC, a replay: RFC 6347 §4.1.2.6)
-            except SSL.Error as exc:
-                self._failed(exc)
+                plain = self.records.open(data)
+            except SessionEnded as ended:
+                self._ended(ended)
                 return
-            self._message(plain)
+            if plain is not None:  # None: a record OpenSSL discarded
+                self._message(plain)
             return
         self._records(data)
 
@@ -214,11 +215,14 @@ class DtlsSession:
     def _failed(self, exc: SSL.Error) -> None:
         """``recv`` ended the session: the client's close_notify or a fatal alert (RFC 5246
         §7.2.1, §7.2.2), or a broken record layer."""
-        if not isinstance(exc, SSL.ZeroReturnError):
-            log.debug("dtls session failed", client=str(self.addr), error=repr(exc))
+        self._ended(SessionEnded(isinstance(exc, SSL.ZeroReturnError), repr(exc)))
+
+    def _ended(self, ended: SessionEnded) -> None:
+        if not ended.clean:
+            log.debug("dtls session failed", client=str(self.addr), error=str(ended))
         self.close(notify=False)
 
-    def _message(self, plain: bytes) -> None:
+    def _message(self, plain: bytes | memoryview) -> None:
         """One record's plaintext: what a UDP datagram carries (RFC 8656 §12.5)."""
         if len(plain) < 4:
             return
@@ -228,7 +232,7 @@ class DtlsSession:
         elif first < 0x40:
             self._stun(plain)
 
-    def _stun(self, plain: bytes) -> None:
+    def _stun(self, plain: bytes | memoryview) -> None:
         """A STUN message (RFC 8489 §5): through the handler as from a UDP client."""
         if not stun.is_stun(plain):
             return
@@ -319,11 +323,8 @@ class DtlsSession:
     def sendto(self, data: Payload, client: ClientAddress, /) -> None:
         """One message to the client in one record (ChannelData, a Data indication, a STUN
         answer); dropped when the session cannot send. Counts what it sends."""
-        connection = self.connection
-        try:
-            connection.send(data)
-            out = connection.bio_read(_RECORD_MAX)  # the one record ``send`` wrote
-        except SSL.Error:
+        out = self.records.seal(data)
+        if out is None:
             return
         try:
             self._sendto(out, self.addr)
@@ -353,6 +354,9 @@ class DtlsListener:
     datagrams per event as its :class:`relay.net.reads.ReadBudget` allows."""
 
     transport = "dtls"
+    #: Application data through OpenSSL's functions directly (:mod:`relay.net.dtls_io`);
+    #: False: through pyOpenSSL's public methods.
+    direct_records = True
 
     def __init__(
         self,
@@ -547,6 +551,7 @@ class DtlsListener:
 
     def handshake_done(self, session: DtlsSession) -> None:
         session.established = True
+        session.records = records_for(session.connection, direct=self.direct_records)
         self.handshakes.release(session.addr[0])
         self.handshakes_completed += 1
         if not self.admission.admit(session.addr[0]):

@@ -12,7 +12,9 @@ from relay.core.stats import RelayStats
 from relay.proto.channeldata import unpack_header
 
 
-def channel_data_to_peer(allocation: Allocation | None, message: bytes, stats: RelayStats) -> None:
+def channel_data_to_peer(
+    allocation: Allocation | None, message: bytes | memoryview, stats: RelayStats
+) -> None:
     """Relay ``message``'s data to its channel's peer; dropped without an allocation, with an
     unbound channel or a length past the message's end (§12.4), or when the send fails."""
     if allocation is None:

@@ -177,9 +177,15 @@ async def served_fingerprint(server: RelayServer, authority: Authority) -> str:
 # -- a session carries what UDP carries
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-records", "public-records"])
 async def test_dtls_allocation_echoes_and_is_counted_under_dtls(
-    served: tuple[TlsFiles, Leaf], authority: Authority
+    served: tuple[TlsFiles, Leaf],
+    authority: Authority,
+    direct: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The same with records through OpenSSL's functions and through pyOpenSSL's methods."""
+    monkeypatch.setattr(DtlsListener, "direct_records", direct)
     files, leaf = served
     async with running(dtls_config(files)) as server, echo_peer() as (peer, protocol):
         async with dtls_client(server, authority) as client:
