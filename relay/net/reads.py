@@ -1,5 +1,5 @@
-"""How many datagrams one readable event reads, for the batch loops of the UDP and DTLS
-listeners and the relayed sockets.
+"""How many datagrams (or connections) one readable event reads, for the batch loops of the
+UDP and DTLS listeners, the relayed sockets and the TLS listener's accepts.
 
 A loop that reads until the socket is empty ends every event with a ``recvfrom_into`` that
 fails with EAGAIN: a system call for nothing and a ``BlockingIOError`` whose message Python
@@ -31,11 +31,12 @@ class ReadBudget:
     """One socket's read limit for its next readable event (:attr:`limit`), adjusted by
     what each event found (:meth:`spent`)."""
 
-    __slots__ = ("_quiet", "limit")
+    __slots__ = ("_batch", "_quiet", "limit")
 
-    def __init__(self) -> None:
-        #: Datagrams the next event reads at most.
-        self.limit = BATCH
+    def __init__(self, batch: int = BATCH) -> None:
+        self._batch = batch
+        #: Reads the next event makes at most.
+        self.limit = batch
         self._quiet = 0
 
     def spent(self, read: int, emptied: bool) -> None:
@@ -44,7 +45,7 @@ class ReadBudget:
         if self.limit == 1:
             self._quiet += 1
             if self._quiet >= PROBE_EVERY:
-                self.limit = BATCH  # the next event looks for a queue
+                self.limit = self._batch  # the next event looks for a queue
         elif emptied and read <= 1:
             self.limit = 1
             self._quiet = 0

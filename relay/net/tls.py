@@ -30,6 +30,7 @@ from typing import Final
 from relay.core import certs
 from relay.core.admission import TcpAdmission
 from relay.core.certs import CertError, LoadedPair, TlsFiles
+from relay.net.reads import ReadBudget
 from relay.net.tcp import TcpConnection
 from scaler.common import logs
 
@@ -134,7 +135,8 @@ class TlsListener:
     awaiting ``sock_accept``: no future, no task wake-up and no poller change per
     connection, and the handshake task starts one loop iteration sooner. A callback
     accepts at most :data:`ACCEPT_BATCH` connections, so a flood of them cannot starve
-    established connections."""
+    established connections, and while they come one at a time it accepts one and stops
+    (:class:`relay.net.reads.ReadBudget`): no failed ``accept`` per connection."""
 
     def __init__(
         self,
@@ -164,6 +166,8 @@ class TlsListener:
         self._closed = False
         self._retry: asyncio.TimerHandle | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
+        #: One accept per event while connections come one at a time (no failed accept).
+        self.accept_budget = ReadBudget(ACCEPT_BATCH)
 
     @property
     def handshakes(self) -> int:
@@ -210,26 +214,39 @@ class TlsListener:
         """The listening socket is readable: accept what is queued (at most a batch)."""
         loop = self._loop
         assert loop is not None
-        for _ in range(ACCEPT_BATCH):
-            try:
-                client, address = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return  # nothing more queued
-            except OSError as exc:  # EMFILE and the like: try again a little later
-                log.debug("tls accept failed", error=repr(exc))
-                self._pause()
-                self._retry = loop.call_later(ACCEPT_RETRY, self._resume)
-                return
-            # accept() already returned the peer: no getpeername() per connection.
-            ip = _peer_ip(address)
-            if self.admission is not None and not self.admission.admit(ip):
-                self.on_failure()
-                client.close()  # over the handshake limits: closed before any read
-                continue
-            task = loop.create_task(self._handshake(loop, client, ip))
-            self._handshakes.add(task)
-            # One callback per connection: out of the set, out of the handshake count.
-            task.add_done_callback(functools.partial(self._finished, ip, client))
+        budget = self.accept_budget
+        accepted = limit = budget.limit
+        emptied = False
+        try:
+            for attempt in range(limit):
+                try:
+                    client, address = self.sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    accepted, emptied = attempt, True
+                    return  # nothing more queued
+                except OSError as exc:  # EMFILE and the like: try again a little later
+                    log.debug("tls accept failed", error=repr(exc))
+                    self._pause()
+                    self._retry = loop.call_later(ACCEPT_RETRY, self._resume)
+                    return
+                self._start(loop, client, address)
+        finally:
+            budget.spent(accepted, emptied)
+
+    def _start(
+        self, loop: asyncio.AbstractEventLoop, client: socket.socket, address: object
+    ) -> None:
+        """An accepted connection: admitted (or closed at once), then its handshake task."""
+        # accept() already returned the peer: no getpeername() per connection.
+        ip = _peer_ip(address)
+        if self.admission is not None and not self.admission.admit(ip):
+            self.on_failure()
+            client.close()  # over the handshake limits: closed before any read
+            return
+        task = loop.create_task(self._handshake(loop, client, ip))
+        self._handshakes.add(task)
+        # One callback per connection: out of the set, out of the handshake count.
+        task.add_done_callback(functools.partial(self._finished, ip, client))
 
     def _finished(self, ip: str, client: socket.socket, task: asyncio.Task[None]) -> None:
         self._handshakes.discard(task)

@@ -13,6 +13,8 @@ from relay.net.buffers import BATCH
 from relay.net.reads import PROBE_EVERY, ReadBudget
 from relay.net.relayed import RelaySocket
 from relay.net.server import RelayServer
+from relay.net.tls import ACCEPT_BATCH, TlsListener
+from relay.proto import stun
 from scaler.common.flags import HostPort
 from tests.relay.servers import PASSWORD, USER, address, relay_config, running
 from tests.relay.tls_helpers import Authority, DtlsTurnClient, Leaf, dtls_client_context
@@ -61,6 +63,47 @@ def test_a_quiet_socket_probes_every_few_events_and_goes_busy_on_a_queue() -> No
     assert budget.limit == BATCH
     budget.spent(BATCH, emptied=False)
     assert budget.limit == BATCH
+
+
+def test_a_budget_for_accepts_probes_with_its_own_batch() -> None:
+    budget = ReadBudget(32)
+    assert budget.limit == 32
+    budget.spent(1, emptied=True)
+    for _ in range(PROBE_EVERY):
+        budget.spent(1, emptied=False)
+    assert budget.limit == 32
+
+
+async def test_tls_connections_come_one_by_one_then_many_at_once_and_all_are_served(
+    served: tuple[TlsFiles, Leaf], authority: Authority
+) -> None:
+    config = relay_config(listen=(Listen("tls", HostPort("127.0.0.1", 0)),), tls=served[0])
+    async with running(config) as server:
+        host, port = address(server, "tls")
+        context = authority.client_context()
+
+        request = stun.MessageBuilder(stun.BINDING, stun.MessageClass.REQUEST).encode()
+
+        async def binding() -> None:
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=context, server_hostname=host
+            )
+            try:
+                writer.write(request)
+                header = await reader.readexactly(20)
+                answer = stun.parse(header + await reader.readexactly(header[3] | header[2] << 8))
+                assert answer.cls is stun.MessageClass.SUCCESS
+                assert answer.transaction_id == request[8:20]
+            finally:
+                writer.close()
+
+        for _ in range(PROBE_EVERY + 2):  # one connection per event: one accept each
+            await binding()
+        (listener,) = (h for h in server._tcp_servers if isinstance(h, TlsListener))
+        assert listener.accept_budget.limit == 1
+        await asyncio.wait_for(asyncio.gather(*(binding() for _ in range(ACCEPT_BATCH + 8))), 30)
+        assert server.stats.connections["tls"] == PROBE_EVERY + 2 + ACCEPT_BATCH + 8
+        assert server.stats.tls_handshake_failures == 0
 
 
 def _budgets(server: RelayServer, transport: Transport) -> tuple[ReadBudget, ReadBudget]:
