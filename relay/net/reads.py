@@ -4,7 +4,7 @@ UDP and DTLS listeners, the relayed sockets and the TLS listener's accepts.
 A loop that reads until the socket is empty ends every event with a ``recvfrom_into`` that
 fails with EAGAIN: a system call for nothing and a ``BlockingIOError`` whose message Python
 builds (``strerror``, a locale decode). Under a paced load, one datagram per event, that is
-one system call in three and about 4k instructions per event. Readiness is level-triggered
+one system call in four and about 4k instructions per event. Readiness is level-triggered
 (epoll as uvloop and asyncio use it): a socket with datagrams left is reported again at the
 loop's next poll, so reading fewer than are queued delays them by one loop iteration and
 loses nothing.
