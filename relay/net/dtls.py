@@ -51,7 +51,13 @@ from relay.core.stats import RelayStats
 from relay.net.buffers import LISTENER_VIEW
 from relay.net.bugs import report_bug
 from relay.net.dtls_cookies import CookieJar
-from relay.net.dtls_io import PublicRecords, Records, SessionEnded, records_for
+from relay.net.dtls_io import (
+    PLAINTEXT_MAX,
+    PublicRecords,
+    Records,
+    SessionEnded,
+    records_for,
+)
 from relay.net.dtls_records import (
     APPLICATION_DATA,
     HEADER_SIZE,
@@ -74,9 +80,6 @@ log = logs.get("relay")
 #: The largest datagram a handshake flight is cut into (OpenSSL fragments handshake messages
 #: to fit, RFC 6347 §4.2.3): safe on any path that carries WebRTC media.
 DTLS_MTU: Final = 1200
-#: Enough for one record of the largest plaintext DTLS carries (2^14, RFC 6347 §4.1) and its
-#: overhead; what one ``bio_read`` or ``recv`` asks for.
-_RECORD_MAX: Final = 16384 + 2048
 #: A ClientHello larger than this is not looked at (DTLS 1.2 ones are a few hundred bytes).
 _HELLO_MAX: Final = 4096
 #: What one ``bio_read`` of a handshake flight asks for: a whole flight (a few KiB even
@@ -200,7 +203,7 @@ class DtlsSession:
         sessions = self.listener.sessions
         for _ in range(count):
             try:
-                plain = connection.recv(_RECORD_MAX)
+                plain = connection.recv(PLAINTEXT_MAX)
             except SSL.WantReadError:
                 break  # a record OpenSSL discarded (a bad MAC, a replay: RFC 6347 §4.1.2.6)
             except SSL.Error as exc:
