@@ -30,7 +30,9 @@ from tests.bench import tls_bench
 from tests.bench.common import missing_tools, pin_self_to_client_core, stop, table, turnutils_peer
 from tests.bench.relay_bench import Load, LoadResult, coturn_version, cpu_seconds
 from tests.bench.rounds import (
+    FLOOD,
     MESSAGE_ROUNDS,
+    PACED,
     Server,
     alternating_loads,
     load_rows,
@@ -38,8 +40,6 @@ from tests.bench.rounds import (
 )
 from tests.relay.tls_helpers import Authority, Leaf, drain_bio, dtls_client_context
 
-PACED = Load("paced", 10, 1000, 5)
-FLOOD = Load("flood", 10, 1000, 0)
 #: Handshakes per round; the rounds alternate between the servers, both running, so a
 #: change in what else runs on the shared cores hits both alike. Server CPU comes in clock
 #: ticks (10 ms): a round must take the server several hundred ms for a rate per CPU-second

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from tests.bench.relay_bench import Load, LoadResult, run_uclient
 
 __all__ = [
+    "FLOOD",
     "MESSAGE_ROUNDS",
+    "PACED",
     "Server",
     "alternating_loads",
     "cpu_ratios",
@@ -25,6 +27,10 @@ __all__ = [
     "print_cpu_ratio",
 ]
 
+#: The secure-transport comparison loads (TLS, DTLS): coturn loses nothing at the paced one,
+#: and much over TLS at the flood.
+PACED = Load("paced", 10, 1000, 5)
+FLOOD = Load("flood", 10, 1000, 0)
 #: Rounds of each load per server (the per-round ratios move by up to ±30% on shared cores).
 MESSAGE_ROUNDS = 5
 

@@ -51,7 +51,9 @@ from tests.bench.relay_bench import (
     stun_ready,
 )
 from tests.bench.rounds import (
+    FLOOD,
     MESSAGE_ROUNDS,
+    PACED,
     Server,
     alternating_loads,
     load_rows,
@@ -61,8 +63,6 @@ from tests.net import free_port
 from tests.relay.servers import free_port_pair
 from tests.relay.tls_helpers import Authority, Leaf
 
-PACED = Load("paced", 10, 1000, 5)
-FLOOD = Load("flood", 10, 1000, 0)
 #: Handshakes per round; the rounds alternate between the servers, both running, so a
 #: change in what else runs on the shared cores hits both alike.
 HANDSHAKES = 300
