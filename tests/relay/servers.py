@@ -39,6 +39,20 @@ def relay_config(**overrides: Any) -> RelayConfig:
     return dataclasses.replace(base, **overrides)
 
 
+def report_of(state: wire.RelayState, events: list[wire.Event]) -> wire.Report:
+    """A report of ``state`` and ``events`` as a pusher would send it (fixed identity)."""
+    return wire.Report(
+        version=1,
+        relay=wire.RelayIdentity(
+            pod="relay-0", namespace="ns", gateway="gw", instance="i1", started_at=1.8e9
+        ),
+        seq=1,
+        sent_at=1.8e9,
+        state=state,
+        events=events,
+    )
+
+
 #: Every allocation event of each running server, by id(server), as a subscriber sees them.
 RECORDED: dict[int, list[wire.Event]] = {}
 

@@ -45,6 +45,7 @@ from tests.relay.servers import (
     USER,
     address,
     relay_config,
+    report_of,
     running,
     until,
 )
@@ -221,16 +222,7 @@ async def test_dtls_allocation_echoes_and_is_counted_under_dtls(
             (wire.AllocationDeleted, "dtls"),
         ]
         assert isinstance(events[1], wire.AllocationDeleted) and events[1].reason == "error"
-        report = wire.Report(
-            version=1,
-            relay=wire.RelayIdentity(
-                pod="relay-0", namespace="ns", gateway="gw", instance="i1", started_at=1.8e9
-            ),
-            seq=1,
-            sent_at=1.8e9,
-            state=server.stats.snapshot(),
-            events=events,
-        )
+        report = report_of(server.stats.snapshot(), events)
         assert wire.decode(wire.encode(report)) == report
         assert report.state.connections_total["dtls"] == 1
 

@@ -25,6 +25,7 @@ from tests.relay.servers import (
     address,
     free_port_pair,
     relay_config,
+    report_of,
     running,
     until,
 )
@@ -435,16 +436,7 @@ async def test_counters_and_events_follow_the_traffic() -> None:
         ]
         assert sum(e.bytes_received for e in deleted) == 200
         assert sum(e.bytes_sent for e in deleted) == 200
-        report = wire.Report(
-            version=1,
-            relay=wire.RelayIdentity(
-                pod="relay-0", namespace="ns", gateway="gw", instance="i1", started_at=1.8e9
-            ),
-            seq=1,
-            sent_at=1.8e9,
-            state=state,
-            events=[*created, *deleted],
-        )
+        report = report_of(state, [*created, *deleted])
         assert wire.decode(wire.encode(report)) == report  # the pusher can send them as-is
 
 

@@ -44,6 +44,7 @@ from tests.relay.servers import (
     address,
     relay_config,
     relay_process,
+    report_of,
     running,
     until,
 )
@@ -152,16 +153,7 @@ async def test_aioice_over_tls_allocates_and_echoes(
         assert server.stats.allocations["tls"] == 0
         events = RECORDED[id(server)]
         assert [e.transport for e in events] == ["tls", "tls"]  # created, deleted
-        report = wire.Report(
-            version=1,
-            relay=wire.RelayIdentity(
-                pod="relay-0", namespace="ns", gateway="gw", instance="i1", started_at=1.8e9
-            ),
-            seq=1,
-            sent_at=1.8e9,
-            state=server.stats.snapshot(),
-            events=events,
-        )
+        report = report_of(server.stats.snapshot(), events)
         assert wire.decode(wire.encode(report)) == report  # reports carry tls as they are
         assert report.state.connections_total["tls"] == 1
     print(
