@@ -9,7 +9,9 @@ first) in alternating rounds with both servers up, per second and per server CPU
 and memory per idle TLS connection. coturn 4.6.1 as packaged here
 answers a TLS 1.3 ClientHello with a handshake_failure alert, so the handshake comparison
 is at TLS 1.2 for both; turnscale's TLS 1.3 rate (what clients get from it) stands beside
-it. Everything is on loopback and bounded.
+it. The bare handshakes also run against the floor (:mod:`tests.bench.tls_floor`: uvloop's
+own TLS server with the relay's context and nothing else), what any Python asyncio server
+pays before the relay's own work. Everything is on loopback and bounded.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from tests.bench import relay_bench
 from tests.bench.common import (
     missing_tools,
     pin_self_to_client_core,
+    python_argv,
     rss_kib,
     start_pinned,
     stop,
@@ -75,6 +78,8 @@ TLS13 = "TLS 1.3"
 BARE = "handshake"
 ALLOCATE = "handshake + Allocate"
 TLS_CLIENT = ("-t", "-S")
+#: The floor's name in the handshake rounds (bare handshakes at TLS 1.2 only: it does no TURN).
+FLOOR = "floor: uvloop's TLS server, nothing else"
 
 
 def start_coturn(
@@ -117,6 +122,20 @@ def start_coturn(
     )
     stun_ready(plain)
     return process, tls
+
+
+def start_floor(leaf: Leaf) -> tuple[subprocess.Popen[bytes], int]:
+    """:mod:`tests.bench.tls_floor` serving ``leaf``, pinned like the servers; returns the
+    process and its port once it listens."""
+    port = free_port()
+    argv = python_argv("-m", "tests.bench.tls_floor", str(leaf.cert), str(leaf.key), str(port))
+    process = start_pinned(argv, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    ready = process.stdout.readline()
+    if ready.strip() != b"ready":
+        stop(process)
+        raise RuntimeError(f"the TLS floor server did not start: {ready!r}")
+    return process, port
 
 
 def start_relay(
@@ -239,7 +258,7 @@ def alternating_handshakes(
 ) -> dict[Run, list[Handshakes]]:
     """:data:`ROUNDS` rounds per (server, protocol, step), alternating, both servers up
     (fresh ones): every server at TLS 1.2, turnscale at TLS 1.3 too; bare handshakes, and
-    handshakes each followed by an Allocate."""
+    handshakes each followed by an Allocate; the :data:`FLOOR` bare at TLS 1.2."""
     contexts = {
         TLS12: versioned(authority, ssl.TLSVersion.TLSv1_2),
         TLS13: versioned(authority, ssl.TLSVersion.TLSv1_3),
@@ -250,9 +269,10 @@ def alternating_handshakes(
         for step in (BARE, ALLOCATE)
         for name, version in ((coturn, TLS12), (relay, TLS12), (relay, TLS13))
     ]
+    runs.insert(2, (FLOOR, TLS12, BARE))
     rounds: dict[Run, list[Handshakes]] = {run: [] for run in runs}
     with contextlib.ExitStack() as stack:
-        servers = {name: stack.enter_context(_server(name, tmp, leaf)) for name in names}
+        servers = {name: stack.enter_context(_server(name, tmp, leaf)) for name in [*names, FLOOR]}
         for name, version, step in runs:
             port, _pid = servers[name]
             for _ in range(10):  # warm-up, and the protocol is the one named
@@ -283,7 +303,12 @@ def idle_connection_kib(pid: int, port: int, context: ssl.SSLContext) -> float:
 
 @contextlib.contextmanager
 def _server(name: str, tmp: Path, leaf: Leaf) -> Iterator[tuple[int, int]]:
-    process, port = start_coturn(tmp, leaf) if name.startswith("coturn") else start_relay(leaf)
+    if name == FLOOR:
+        process, port = start_floor(leaf)
+    elif name.startswith("coturn"):
+        process, port = start_coturn(tmp, leaf)
+    else:
+        process, port = start_relay(leaf)
     try:
         yield port, process.pid
     finally:
@@ -345,16 +370,14 @@ def report(
         )
     print(table(rows))
     for step in (BARE, ALLOCATE):
-        ours, theirs = handshakes[relay, TLS12, step], handshakes[coturn, TLS12, step]
-        per_round = [
-            (t.per_second / c.per_second, t.per_cpu_second / c.per_cpu_second)
-            for t, c in zip(ours, theirs, strict=True)
-        ]
-        print(
-            f"{step} at TLS 1.2, turnscale/coturn (median of the rounds): "
-            f"{statistics.median(r[0] for r in per_round):.2f} per second, "
-            f"{statistics.median(r[1] for r in per_round):.2f} per server CPU-second (goal >= 1)"
+        per_second, per_cpu = _median_ratio(
+            handshakes[relay, TLS12, step], handshakes[coturn, TLS12, step]
         )
+        print(
+            f"{step} at TLS 1.2, turnscale/coturn (median of the rounds): {per_second:.2f} "
+            f"per second, {per_cpu:.2f} per server CPU-second (goal >= 1)"
+        )
+    print_floor(handshakes, coturn, relay)
     print(f"\n== Idle TLS connections ({IDLE_CONNECTIONS})")
     rows = [["server", "KiB per idle connection"]]
     for name in names:
@@ -364,3 +387,27 @@ def report(
 
 if __name__ == "__main__":
     main()
+
+
+def _median_ratio(ours: list[Handshakes], theirs: list[Handshakes]) -> tuple[float, float]:
+    """Median per-round ratios (per second, per server CPU-second) of two servers' rounds."""
+    pairs = list(zip(ours, theirs, strict=True))
+    return (
+        statistics.median(o.per_second / t.per_second for o, t in pairs),
+        statistics.median(o.per_cpu_second / t.per_cpu_second for o, t in pairs),
+    )
+
+
+def print_floor(handshakes: dict[Run, list[Handshakes]], coturn: str, relay: str) -> None:
+    """Where the bare TLS 1.2 handshake's gap lies: the floor against coturn (what Python's
+    TLS costs any server), and turnscale against the floor (its own work)."""
+    floor = handshakes[FLOOR, TLS12, BARE]
+    for label, ours, theirs in (
+        ("the floor/coturn", floor, handshakes[coturn, TLS12, BARE]),
+        ("turnscale/the floor", handshakes[relay, TLS12, BARE], floor),
+    ):
+        per_second, per_cpu = _median_ratio(ours, theirs)
+        print(
+            f"{BARE} at TLS 1.2, {label} (median of the rounds): {per_second:.2f} per second, "
+            f"{per_cpu:.2f} per server CPU-second"
+        )
