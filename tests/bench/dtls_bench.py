@@ -27,8 +27,15 @@ from typing import Any
 from OpenSSL import SSL
 
 from tests.bench import tls_bench
-from tests.bench.common import missing_tools, pin_self_to_client_core, stop, table, turnutils_peer
-from tests.bench.relay_bench import Load, LoadResult, coturn_version, cpu_seconds
+from tests.bench.common import (
+    cpu_seconds,
+    missing_tools,
+    pin_self_to_client_core,
+    stop,
+    table,
+    turnutils_peer,
+)
+from tests.bench.relay_bench import Load, LoadResult, coturn_version
 from tests.bench.rounds import (
     FLOOD,
     MESSAGE_ROUNDS,
@@ -41,9 +48,7 @@ from tests.bench.rounds import (
 from tests.relay.tls_helpers import Authority, Leaf, drain_bio, dtls_client_context
 
 #: Handshakes per round; the rounds alternate between the servers, both running, so a
-#: change in what else runs on the shared cores hits both alike. Server CPU comes in clock
-#: ticks (10 ms): a round must take the server several hundred ms for a rate per CPU-second
-#: to be good to a few percent (300 handshakes took about 130 ms, up to 8% off by one tick).
+#: change in what else runs on the shared cores hits both alike.
 HANDSHAKES = 1000
 ROUNDS = 5
 DTLS_CLIENT = ("-S",)

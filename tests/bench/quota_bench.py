@@ -32,6 +32,7 @@ import msgspec
 
 from scaler import wire
 from tests.bench.common import (
+    cpu_seconds,
     free_port,
     percentile,
     pin_self_to_client_core,
@@ -41,7 +42,6 @@ from tests.bench.common import (
     table,
     wait_http,
 )
-from tests.bench.relay_bench import cpu_seconds
 from tests.bench.scaler_bench import CONCURRENCY, Request, drive, snapshot
 from tests.e2e.processes import pushing_relay, scaler_process
 from tests.relay.servers import PASSWORD, USER

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import re
 import shutil
 import socket
@@ -40,6 +39,7 @@ from pathlib import Path
 
 from relay.proto import stun
 from tests.bench.common import (
+    cpu_seconds,
     free_port,
     missing_tools,
     pin_self_to_client_core,
@@ -97,12 +97,6 @@ class LoadResult:
     def capacity(self) -> float:
         """Messages one core of the server relays per CPU second."""
         return self.received / self.cpu if self.cpu > 0 else float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def run_uclient(

@@ -35,6 +35,7 @@ from relay.proto import stun, turn
 from relay.proto.stun import Message, MessageBuilder, MessageClass
 from tests.bench import relay_bench
 from tests.bench.common import (
+    cpu_seconds,
     missing_tools,
     pin_self_to_client_core,
     python_argv,
@@ -218,28 +219,17 @@ STEPS: dict[str, Callable[[int, ssl.SSLContext], str]] = {
 }
 
 
-def on_cpu_seconds(pid: int) -> float:
-    """Time ``pid``'s threads have run (user and kernel), in nanoseconds from the scheduler
-    (``/proc/PID/task/*/schedstat``): a round's few tenths of a CPU-second are too few clock
-    ticks for ``/proc/PID/stat`` (10 ms each)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):  # a thread that just ended
-            total += int((task / "schedstat").read_text().split()[0])
-    return total / 1e9
-
-
 def handshakes_per_second(
     port: int, context: ssl.SSLContext, pid: int, step: str = BARE
 ) -> Handshakes:
     """One round: :data:`HANDSHAKES` sequential ``step``s."""
     run = STEPS[step]
-    cpu = on_cpu_seconds(pid)
+    cpu = cpu_seconds(pid)
     started = time.perf_counter()
     for _ in range(HANDSHAKES):
         run(port, context)
     wall = time.perf_counter() - started
-    cpu = on_cpu_seconds(pid) - cpu
+    cpu = cpu_seconds(pid) - cpu
     return Handshakes(HANDSHAKES / wall, HANDSHAKES / cpu if cpu > 0 else math.inf)
 
 
