@@ -4,9 +4,9 @@
    in the same run: two scaler processes pinned to the server core, one plain, one with
    ``--fleet-user-quota``, fed alternately by the same load generator on the other core
    (plain without users, plain with users, quota with users; three rounds), each phase's
-   server CPU per report read from /proc. 80 users per relay come from a pool of 100,000 (about one
-   relay each), 20 are on every relay (over the quota together: every answer lists them),
-   and from one report to the next 5 users' counts move by one.
+   server CPU per report from the process's CPU-time clock. 80 users per relay come from a
+   pool of 100,000 (about one relay each), 20 are on every relay (over the quota together:
+   every answer lists them), and from one report to the next 5 users' counts move by one.
 2. From a user crossing the quota on one relay to another relay refusing it: a scaler and
    two relay processes, the user holding one allocation on relay B; an Allocate on relay
    A brings the fleet to the quota, and relay B's ``/status`` is polled until it lists
