@@ -245,7 +245,7 @@ def main() -> None:
                     f"{plain_cpu:.0f} us",
                 ],
                 [
-                    "with users, quota off (decoded, not summed)",
+                    "with users, quota off (carried, size-checked)",
                     " / ".join(map(str, rates["carried"])),
                     int(sum(rates["carried"]) / len(rates["carried"])),
                     f"{sum(cpu['carried']) / len(cpu['carried']):.0f} us",
