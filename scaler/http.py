@@ -7,6 +7,9 @@ private registry (``/metrics``) and show the :class:`scaler.readiness.Readiness`
 
 from __future__ import annotations
 
+from typing import Final
+
+import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -18,6 +21,10 @@ from scaler.wire import MAX_BODY_BYTES
 SERVICE = web.AppKey("service", ScalerService)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 READINESS = web.AppKey("readiness", Readiness)
+
+#: Report answers are encoded with the contract's codec: the fleet quota's ``over_quota``
+#: list rides on every answer, and msgspec writes it about 8x faster than ``json.dumps``.
+_answers: Final = msgspec.json.Encoder()
 
 
 async def post_report(request: web.Request) -> web.Response:
@@ -37,7 +44,12 @@ async def post_report(request: web.Request) -> web.Response:
         peer=request.remote,
     )
     headers = {"WWW-Authenticate": "Bearer"} if answer.status == 401 else None
-    return web.json_response(answer.body, status=answer.status, headers=headers)
+    return web.Response(
+        body=_answers.encode(answer.body),
+        status=answer.status,
+        headers=headers,
+        content_type="application/json",
+    )
 
 
 async def get_metrics(request: web.Request) -> web.Response:
