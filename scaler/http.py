@@ -7,24 +7,17 @@ private registry (``/metrics``) and show the :class:`scaler.readiness.Readiness`
 
 from __future__ import annotations
 
-from typing import Final
-
-import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from scaler.exposition import render
 from scaler.readiness import Readiness
 from scaler.service import ScalerService
-from scaler.wire import MAX_BODY_BYTES
+from scaler.wire import MAX_BODY_BYTES, encode_answer
 
 SERVICE = web.AppKey("service", ScalerService)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 READINESS = web.AppKey("readiness", Readiness)
-
-#: Report answers are encoded with the contract's codec: the fleet quota's ``over_quota``
-#: list rides on every answer, and msgspec writes it about 8x faster than ``json.dumps``.
-_answers: Final = msgspec.json.Encoder()
 
 
 async def post_report(request: web.Request) -> web.Response:
@@ -45,7 +38,7 @@ async def post_report(request: web.Request) -> web.Response:
     )
     headers = {"WWW-Authenticate": "Bearer"} if answer.status == 401 else None
     return web.Response(
-        body=_answers.encode(answer.body),
+        body=encode_answer(answer.body),
         status=answer.status,
         headers=headers,
         content_type="application/json",

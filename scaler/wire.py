@@ -261,6 +261,12 @@ def encode(report: Report) -> bytes:
     return _encoder.encode(report)
 
 
+def encode_answer(body: Mapping[str, object]) -> bytes:
+    """An answer body as JSON, with the contract's codec: the fleet quota's ``over_quota``
+    list rides on every answer, and msgspec writes it about 8x faster than ``json.dumps``."""
+    return _encoder.encode(body)
+
+
 def to_builtins(answer: OverQuota) -> dict[str, object]:
     """An answer part as plain JSON values (for an answer body)."""
     value: dict[str, object] = msgspec.to_builtins(answer)
