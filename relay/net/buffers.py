@@ -5,6 +5,8 @@ per direction serves every socket and no datagram costs an allocation:
 
 * :data:`LISTENER`: datagrams from clients (:mod:`.udp`); ChannelData goes on to the peer as a
   slice of it.
+* :data:`TLS`: bytes from TLS clients (:mod:`.tls_stream`), handed on to OpenSSL's memory BIO
+  (a copy) before the next read.
 * :data:`RELAY`: datagrams from peers (:mod:`.relayed`), received at :data:`RELAY_OFFSET`
   (through :data:`RELAY_RX`) so that the ChannelData or Data indication header
   (RFC 8656 §12.7, §11.3) is written in front of the data and the message leaves without a
@@ -26,6 +28,8 @@ __all__ = [
     "RELAY_OFFSET",
     "RELAY_RX",
     "RELAY_VIEW",
+    "TLS",
+    "TLS_VIEW",
 ]
 
 #: Datagrams read per readable event before yielding to the loop.
@@ -44,3 +48,6 @@ RELAY_RX: Final = RELAY_VIEW[RELAY_OFFSET : RELAY_OFFSET + MAX_DATAGRAM]
 #: Client -> relay datagrams.
 LISTENER: Final = bytearray(MAX_DATAGRAM)
 LISTENER_VIEW: Final = memoryview(LISTENER)
+#: TLS client -> relay bytes: what one read of a TLS connection takes at most (several records).
+TLS: Final = bytearray(256 * 1024)
+TLS_VIEW: Final = memoryview(TLS)

@@ -3,8 +3,9 @@ RFC 7443): the handshake in front of a :class:`relay.net.tcp.TcpConnection`, and
 that reloads the certificate when its files change.
 
 A ``tls://`` listener (:class:`TlsListener`) accepts TCP connections and hands each socket
-to asyncio's own TLS (``loop.connect_accepted_socket(..., ssl=...)``, server side, with the
-context in use at that moment and a handshake deadline). Once the handshake is done the
+to a :class:`relay.net.tls_stream.TlsStream` (the standard ``ssl`` module reading and writing
+the socket itself, server side, with the context in use at that moment and a handshake
+deadline). Once the handshake is done the
 connection is a :class:`TlsConnection`: exactly what TCP carries (STUN, padded ChannelData,
 the same auth, policy, quotas and drain), counted under transport ``tls``. A handshake that
 fails (garbage instead of a ClientHello, a client that never finishes, a protocol version
@@ -21,17 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import socket
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 from relay.core import certs
 from relay.core.admission import TcpAdmission
 from relay.core.certs import CertError, LoadedPair, TlsFiles
 from relay.net.reads import ReadBudget
 from relay.net.tcp import TcpConnection
+from relay.net.tls_stream import TlsStream
 from scaler.common import logs
 
 __all__ = ["TLS_POLL_INTERVAL", "TlsConnection", "TlsContexts", "TlsListener"]
@@ -125,15 +126,15 @@ def _peer_ip(address: object) -> str:
 
 
 class TlsListener:
-    """A ``tls://`` listener: accepts TCP connections and runs each TLS handshake with
-    ``loop.connect_accepted_socket(..., ssl=context, ssl_handshake_timeout=...)``, asyncio's
-    own TLS, with the context in use at accept time. Like :class:`asyncio.Server`, it has
+    """A ``tls://`` listener: accepts TCP connections and runs each TLS handshake in a
+    :class:`relay.net.tls_stream.TlsStream` with the context in use at accept time and the
+    handshake deadline. Like :class:`asyncio.Server`, it has
     :meth:`close` and :meth:`wait_closed`; established connections outlive :meth:`close`
     (the server aborts them at shutdown).
 
     Accepting is a reader callback on the listening socket (registered once), not a task
     awaiting ``sock_accept``: no future, no task wake-up and no poller change per
-    connection, and the handshake task starts one loop iteration sooner. A callback
+    connection, and the handshake starts in the same callback. A callback
     accepts at most :data:`ACCEPT_BATCH` connections, so a flood of them cannot starve
     established connections, and while they come one at a time it accepts one and stops
     (:class:`relay.net.reads.ReadBudget`): no failed ``accept`` per connection."""
@@ -165,7 +166,7 @@ class TlsListener:
         self._reading = False
         self._closed = False
         self._retry: asyncio.TimerHandle | None = None
-        self._handshakes: set[asyncio.Task[None]] = set()
+        self._handshakes: set[TlsStream] = set()
         #: One accept per event while connections come one at a time (no failed accept).
         self.accept_budget = ReadBudget(ACCEPT_BATCH)
 
@@ -180,8 +181,8 @@ class TlsListener:
 
     def close(self) -> None:
         """Stop accepting and abort the handshakes in progress."""
-        for task in list(self._handshakes):
-            task.cancel()
+        for stream in list(self._handshakes):
+            stream.abort()
         if self._closed:
             return
         self._closed = True
@@ -192,10 +193,8 @@ class TlsListener:
         self.sock.close()
 
     async def wait_closed(self) -> None:
-        tasks = list(self._handshakes)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in list(self._handshakes):
+            stream.abort()
 
     def _resume(self) -> None:
         self._retry = None
@@ -236,36 +235,31 @@ class TlsListener:
     def _start(
         self, loop: asyncio.AbstractEventLoop, client: socket.socket, address: object
     ) -> None:
-        """An accepted connection: admitted (or closed at once), then its handshake task."""
+        """An accepted connection: admitted (or closed at once), then its handshake."""
         # accept() already returned the peer: no getpeername() per connection.
         ip = _peer_ip(address)
         if self.admission is not None and not self.admission.admit(ip):
             self.on_failure()
             client.close()  # over the handshake limits: closed before any read
             return
-        task = loop.create_task(self._handshake(loop, client, ip))
-        self._handshakes.add(task)
-        # One callback per connection: out of the set, out of the handshake count.
-        task.add_done_callback(functools.partial(self._finished, ip, client))
+        client.setblocking(False)
+        stream: TlsStream | None = None
 
-    def _finished(self, ip: str, client: socket.socket, task: asyncio.Task[None]) -> None:
-        self._handshakes.discard(task)
-        if task.cancelled():
-            client.close()  # also when cancelled before it ever ran
-        if self.admission is not None:
-            self.admission.release(ip)
+        def done(ok: bool, exc: Exception | None) -> None:
+            self._handshakes.discard(stream)
+            if self.admission is not None:
+                self.admission.release(ip)
+            if not ok:  # garbage, a timeout, a reset, an old protocol version
+                self.on_failure()
+                log.debug("tls handshake failed", client=ip, error=repr(exc))
 
-    async def _handshake(
-        self, loop: asyncio.AbstractEventLoop, client: socket.socket, ip: str
-    ) -> None:
-        try:
-            await loop.connect_accepted_socket(
-                self.connection,
-                client,
-                ssl=self.contexts.current.context,
-                ssl_handshake_timeout=self.timeout,
-            )
-        except Exception as exc:  # garbage, a timeout, a reset, an old protocol version
-            self.on_failure()
-            log.debug("tls handshake failed", client=ip, error=repr(exc))
-            client.close()
+        stream = TlsStream(
+            loop,
+            client,
+            self.contexts.current.context,
+            self.connection,
+            peer=cast(tuple[object, ...], address),
+            timeout=self.timeout,
+            on_done=done,
+        )
+        self._handshakes.add(stream)

@@ -291,7 +291,7 @@ async def test_bad_handshakes_are_closed_counted_and_not_logged(
 
 def test_handshake_failures_on_uvloop_are_closed_and_counted(authority: Authority) -> None:
     """The same bad inputs against a ``python -m relay`` process on its default loop
-    (uvloop), whose TLS is uvloop's own."""
+    (uvloop)."""
     leaf = authority.leaf("uvloop")
     tls = ("--listen", "tls://127.0.0.1:0", "--tls-cert", str(leaf.cert), "--tls-key")
     with relay_process(*tls, str(leaf.key), "--tls-handshake-timeout", "0.5s") as relay:
