@@ -206,14 +206,8 @@ class TlsStream(asyncio.Transport):
         if not data or self._closed:
             return
         if not self._unsent:
-            try:
-                sent = self._sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self._abort(exc)
-                return
-            if sent == len(data):
+            sent = self._send(data)
+            if sent is None or sent == len(data):
                 return
             data = data[sent:]
             self._loop.add_writer(self._fd, self._writable)
@@ -230,12 +224,8 @@ class TlsStream(asyncio.Transport):
         unsent = self._unsent
         data = unsent[0] if len(unsent) == 1 else b"".join(unsent)
         unsent.clear()
-        try:
-            sent = self._sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._abort(exc)
+        sent = self._send(data)
+        if sent is None:
             return
         if sent < len(data):
             unsent.append(data[sent:])
@@ -249,6 +239,16 @@ class TlsStream(asyncio.Transport):
         self._stop_writing()
         if self._closing:
             self._abort(None)  # all sent, the close_notify last
+
+    def _send(self, data: bytes) -> int | None:
+        """One ``send``: the bytes the socket took, or None when it failed (then aborted)."""
+        try:
+            return self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self._abort(exc)
+            return None
 
     def get_write_buffer_size(self) -> int:
         return self._unsent_size

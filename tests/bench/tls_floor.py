@@ -1,12 +1,14 @@
-"""The least a Python TLS server does per connection: the floor under ``turnscale relay``'s
-TLS figures in :mod:`tests.bench.tls_bench`.
+"""The least a stock Python TLS server does per connection: the floor beside ``turnscale
+relay``'s TLS figures in :mod:`tests.bench.tls_bench`.
 
 uvloop's own server (``loop.create_server(..., ssl=context)``: accept, transport and the
 TLS layer all in uvloop's compiled code) with the relay's server context (the same
 certificate, protocol versions, ciphers, ALPN and tickets, from :func:`relay.core.certs.load_pair`)
-and a protocol that does nothing. What it costs is what Python's ``ssl`` and uvloop cost
-any asyncio server, before a line of the relay runs; the relay's figure minus this one is
-the relay's own work (its accept path with admission, the connection, the counters).
+and a protocol that does nothing. What it costs is what Python's ``ssl`` and uvloop's TLS
+layer cost any asyncio server before its own code runs. The relay does not use that layer
+(its own transport, :mod:`relay.net.tls_stream`, drives the same ``ssl`` objects), so the
+relay against this floor is its TLS driver and its TURN connection against the cheapest
+stock way to serve TLS from asyncio.
 
 Run as ``python -m tests.bench.tls_floor CERT KEY PORT``: it prints ``ready`` once listening
 on 127.0.0.1:PORT and serves until killed.
