@@ -155,7 +155,7 @@ class TlsStream(asyncio.Transport):
             if self._closing:
                 return
         if self._outgoing.pending:
-            self._send_outgoing()  # what reading wrote (a TLS 1.3 key update's answer)
+            self._send_outgoing()  # what reading wrote (the warning refusing a renegotiation)
 
     def _lost(self, exc: Exception | None) -> None:
         """The socket is at its end (``exc``: reset or failed)."""

@@ -21,6 +21,7 @@ from relay.core import certs
 from relay.core.certs import TlsFiles
 from relay.net.tls_stream import HIGH_WATER, LOW_WATER, TlsStream
 from tests.relay.tls_helpers import Authority, Leaf
+from tests.tools import require_tool
 
 Run = Callable[[Coroutine[Any, Any, None]], None]
 LOOPS: dict[str, Run] = {
@@ -308,5 +309,85 @@ def test_a_tls_1_2_client_is_served_as_a_tls_1_3_one(
                     "TLSv1.2" if version is ssl.TLSVersion.TLSv1_2 else "TLSv1.3"
                 )
                 writer.close()
+
+    run(main())
+
+
+class SClient:
+    """``openssl s_client`` against a served port: lines in on its stdin (``K``: a TLS 1.3
+    KeyUpdate asking for one back, ``R``: a TLS 1.2 renegotiation), everything it prints
+    (``-msg``: each TLS message both ways) collected in :attr:`seen`."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.seen = b""
+
+    @classmethod
+    async def start(cls, port: int, authority: Authority, version: str) -> SClient:
+        process = await asyncio.create_subprocess_exec(
+            "openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile",
+            str(authority.cert), version, "-alpn", "stun.turn", "-msg",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        return cls(process)
+
+    def send(self, line: bytes) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + b"\n")
+
+    async def wait_for(self, text: bytes) -> None:
+        assert self.process.stdout is not None
+        while text not in self.seen:
+            line = await asyncio.wait_for(self.process.stdout.readline(), 10)
+            assert line, f"{text!r} not seen in:\n" + self.seen.decode(errors="replace")[-3000:]
+            self.seen += line
+
+    async def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        await self.process.wait()
+
+
+def test_post_handshake_messages_from_openssl_s_client(
+    run: Run, leaf: Leaf, authority: Authority
+) -> None:
+    """What OpenSSL writes while it reads goes out: a TLS 1.3 KeyUpdate asking for one back
+    (RFC 8446 §4.6.3) is answered and records flow both ways under the new keys; a TLS 1.2
+    renegotiation (refused: RFC 5746 does not oblige a server) gets its no_renegotiation
+    warning at once, and the client's fatal alert that follows ends that connection only."""
+    require_tool("openssl")
+
+    async def main() -> None:
+        with serving(leaf, echo=True) as served:
+            updating = await SClient.start(served.port, authority, "-tls1_3")
+            try:
+                updating.send(b"before-update")
+                await updating.wait_for(b"before-update\n")
+                updating.send(b"K")
+                await updating.wait_for(b"KEYUPDATE")
+                updating.send(b"after-update")
+                await updating.wait_for(b"after-update\n")
+                # OpenSSL 3.0 sends the requested KeyUpdate with the next write: the echo.
+                answer = updating.seen.index(b"<<< TLS 1.3, Handshake [length 0005], KeyUpdate")
+                assert answer < updating.seen.index(b"after-update\n")
+                assert served.protocols[0].received == b"before-update\nafter-update\n"
+                renegotiating = await SClient.start(served.port, authority, "-tls1_2")
+                try:
+                    renegotiating.send(b"hello")
+                    await renegotiating.wait_for(b"hello\n")
+                    renegotiating.send(b"R")
+                    await renegotiating.wait_for(b"warning no_renegotiation")
+                    await until(lambda: "lost" in served.protocols[1].events)
+                    assert isinstance(served.protocols[1].lost[0], ssl.SSLError)
+                finally:
+                    await renegotiating.stop()
+                updating.send(b"still-served")
+                await updating.wait_for(b"still-served\n")
+                assert "lost" not in served.protocols[0].events
+            finally:
+                await updating.stop()
 
     run(main())
