@@ -33,6 +33,7 @@ from relay.config import Listen
 from relay.core.auth import rest_credentials
 from relay.core.certs import CertError, CertWatch, TlsFiles, load_pair, poll, stamp
 from relay.net.server import RelayServer
+from relay.net.tls_stream import HIGH_WATER
 from scaler import wire
 from scaler.common.flags import HostPort
 from tests.relay.secure_uclient import uclient_runs
@@ -50,7 +51,7 @@ from tests.relay.servers import (
 )
 from tests.relay.test_coturn import Outcome
 from tests.relay.tls_helpers import Authority, Leaf, fingerprint, install, served_certificate
-from tests.relay.turn_client import echo_peer
+from tests.relay.turn_client import TurnClient, _Tcp, echo_peer
 
 
 class Receiver(asyncio.DatagramProtocol):
@@ -286,6 +287,74 @@ async def test_bad_handshakes_are_closed_counted_and_not_logged(
             assert all(not getattr(h, "handshakes", 0) for h in server._tcp_servers)
         finally:
             looping.cancel()
+            turn.close()
+
+
+class TlsTurnClient(TurnClient):
+    """:class:`tests.relay.turn_client.TurnClient` over TLS (a stream, as over TCP)."""
+
+    def __init__(self, server: tuple[str, int], context: ssl.SSLContext) -> None:
+        super().__init__(server, USER, PASSWORD, transport="tcp")
+        self.context = context
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: _Tcp(self), *self.server, ssl=self.context, server_hostname="127.0.0.1"
+            ),
+            5,
+        )
+
+
+async def test_a_tls_client_that_stops_reading_holds_a_bounded_buffer(
+    served: tuple[TlsFiles, Leaf], authority: Authority
+) -> None:
+    """A client whose peer floods it while it reads nothing: the relay keeps at most its
+    high-water mark for it and drops the rest (as UDP would), serves another client
+    throughout, and relays to the stalled one again once it reads."""
+    files, _ = served
+    async with running(tls_config(files)) as server, echo_peer() as (peer, _protocol):
+        host, port = address(server, "tls")
+        turn, receiver = await _allocate(server, authority)
+        echoing = Echoing(turn, receiver, peer)
+        looping = asyncio.create_task(_loop(echoing))
+        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        flood.bind(("127.0.0.1", 0))
+        flood.setblocking(False)
+        source = flood.getsockname()
+        try:
+            async with TlsTurnClient((host, port), authority.client_context()) as stalled:
+                relayed = await stalled.allocate()
+                await stalled.channel_bind(0x4001, source)
+                (link,) = [a.link for a in server.table if a.relayed == relayed]
+                stream = link._transport  # type: ignore[attr-defined]
+                stalled._transport.pause_reading()
+                block = os.urandom(1200)
+                for index in range(4000):  # about 4.8 MB, far more than any buffer holds
+                    with contextlib.suppress(BlockingIOError):
+                        flood.sendto(block, relayed)
+                    if index % 50 == 0:
+                        await asyncio.sleep(0.002)
+                    if index % 500 == 0:
+                        assert stream.get_write_buffer_size() <= HIGH_WATER + 2048
+                await until(lambda: link.paused)  # type: ignore[attr-defined]
+                assert stream.get_write_buffer_size() <= HIGH_WATER + 2048
+                served_during = echoing.received
+                await until(lambda: echoing.received > served_during + 5)
+                stalled._transport.resume_reading()
+                await until(lambda: not link.paused)  # type: ignore[attr-defined]
+                while not stalled.data.empty():
+                    stalled.data.get_nowait()  # what was kept, and the kernel's buffers
+                await asyncio.sleep(0.2)
+                while not stalled.data.empty():
+                    stalled.data.get_nowait()
+                flood.sendto(b"after the stall", relayed)
+                assert await stalled.receive() == (0x4001, b"after the stall")
+            assert not looping.done()
+        finally:
+            looping.cancel()
+            flood.close()
             turn.close()
 
 
