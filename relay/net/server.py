@@ -10,8 +10,9 @@ created or deleted passes through it (listener index, relayed socket, counters a
 :class:`relay.core.stats.RelayStats`, one summary log line at the end).
 
 One task expires allocations, permissions and channels (:meth:`RelayServer.sweep`, every
-``sweep_interval`` seconds), unclaimed port reservations (RFC 8656 §7.2), and closes TCP
-connections and DTLS sessions idle without an allocation.
+``sweep_interval`` seconds), unclaimed port reservations (RFC 8656 §7.2), closes TCP
+connections and DTLS sessions idle without an allocation, and aborts TCP and TLS connections
+still there :data:`relay.net.tcp.TCP_CLOSE_GRACE` seconds after their close.
 
 Drain (:func:`serve`, signals through :class:`scaler.common.runtime.StopSignals`): the first
 SIGTERM or SIGINT refuses new allocations (403) while existing ones keep working; ``/ready``
@@ -47,7 +48,7 @@ from relay.net.dtls import DtlsListener
 from relay.net.dtls_cookies import CookieJar
 from relay.net.relayed import RelaySockets
 from relay.net.sockets import bind_listener
-from relay.net.tcp import TCP_IDLE_TIMEOUT, TcpConnection
+from relay.net.tcp import TCP_CLOSE_GRACE, TCP_IDLE_TIMEOUT, TcpConnection
 from relay.net.tls import TLS_POLL_INTERVAL, TlsConnection, TlsContexts, TlsListener
 from relay.net.udp import UdpListener
 from relay.proto.channeldata import CHANNEL_MAX
@@ -100,6 +101,7 @@ class RelayServer:
         wall: Callable[[], float] = time.time,
         sweep_interval: float = SWEEP_INTERVAL,
         tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+        tcp_close_grace: float = TCP_CLOSE_GRACE,
         tls_poll_interval: float = TLS_POLL_INTERVAL,
     ) -> None:
         self.config = config
@@ -107,6 +109,7 @@ class RelayServer:
         self.wall = wall
         self.sweep_interval = sweep_interval
         self.tcp_idle_timeout = tcp_idle_timeout
+        self.tcp_close_grace = tcp_close_grace
         self.tls_poll_interval = tls_poll_interval
         self.stats = RelayStats(started_at=wall(), started_monotonic=clock())
         self.table = AllocationTable(
@@ -492,13 +495,18 @@ class RelayServer:
     # -- periodic work
 
     def sweep(self) -> None:
-        """Expire what is due and close TCP connections and DTLS sessions idle without an
-        allocation."""
+        """Expire what is due, close TCP connections and DTLS sessions idle without an
+        allocation, and abort connections still not closed a grace period after their close
+        (a client that does not read what is left)."""
         now = self.clock()
         self.handler.expire(now)
         self.relays.expire_reservations(now)
         timeout = self.tcp_idle_timeout
         for connection in list(self.connections):
+            if connection.closing_since is not None:
+                if connection.overdue(now, self.tcp_close_grace):
+                    connection.abort()
+                continue
             since = connection.idle_since
             if (since is not None and now - since > timeout) or connection.stalled(now):
                 connection.close()

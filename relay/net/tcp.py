@@ -35,10 +35,20 @@ from relay.proto import stun
 from relay.proto.framing import DEFAULT_MAX_FRAME_SIZE, StreamDeframer
 from relay.proto.stun import StunError
 
-__all__ = ["PENDING_FRAME_TIMEOUT", "PENDING_MAX_FRAME_SIZE", "TCP_IDLE_TIMEOUT", "TcpConnection"]
+__all__ = [
+    "PENDING_FRAME_TIMEOUT",
+    "PENDING_MAX_FRAME_SIZE",
+    "TCP_CLOSE_GRACE",
+    "TCP_IDLE_TIMEOUT",
+    "TcpConnection",
+]
 
 #: TCP connections without an allocation are closed after this long.
 TCP_IDLE_TIMEOUT: Final = 60.0
+#: Seconds a closing connection has to send what it still holds (the transport's close waits
+#: for that); after it the connection is aborted, since a client that stopped reading would
+#: otherwise keep it, its descriptor and its buffers for good.
+TCP_CLOSE_GRACE: Final = 5.0
 #: Largest frame a connection without an allocation may send: an Allocate with the longest
 #: USERNAME (513 bytes), our REALM (under 509) and NONCE (32) and every other attribute fits.
 PENDING_MAX_FRAME_SIZE: Final = 2048
@@ -83,6 +93,8 @@ class TcpConnection(asyncio.Protocol):
         #: read that started the partial frame buffered now; None when nothing is pending.
         self.waiting_since: float | None = self.idle_since
         self.paused = False
+        #: Monotonic time of the first close (None: not closing): see :meth:`overdue`.
+        self.closing_since: float | None = None
         self._transport: asyncio.Transport | None = None
         self._deframer = StreamDeframer(PENDING_MAX_FRAME_SIZE, channel_max=handler.channel_max)
 
@@ -199,8 +211,17 @@ class TcpConnection(asyncio.Protocol):
         self.stats.client_tx += len(data)
 
     def close(self) -> None:
+        """End the connection once what it holds is sent (within :data:`TCP_CLOSE_GRACE`)."""
         if self._transport is not None:
+            if self.closing_since is None:
+                self.closing_since = self.clock()
             self._transport.close()
+
+    def overdue(self, now: float, grace: float = TCP_CLOSE_GRACE) -> bool:
+        """Whether this connection was closed more than ``grace`` seconds ago and is still
+        there: its client is not taking what is left to send."""
+        since = self.closing_since
+        return since is not None and now - since > grace
 
     def abort(self) -> None:
         if self._transport is not None:

@@ -30,10 +30,13 @@ from aioice.turn import create_turn_endpoint
 from structlog.testing import capture_logs
 
 from relay.config import Listen
-from relay.core.auth import rest_credentials
+from relay.core.auth import long_term_key, rest_credentials
 from relay.core.certs import CertError, CertWatch, TlsFiles, load_pair, poll, stamp
 from relay.net.server import RelayServer
 from relay.net.tls_stream import HIGH_WATER
+from relay.proto import stun
+from relay.proto import turn as proto_turn
+from relay.proto.stun import Message, MessageBuilder, MessageClass
 from scaler import wire
 from scaler.common.flags import HostPort
 from tests.relay.secure_uclient import uclient_runs
@@ -356,6 +359,114 @@ async def test_a_tls_client_that_stops_reading_holds_a_bounded_buffer(
             looping.cancel()
             flood.close()
             turn.close()
+
+
+class StalledClient:
+    """A blocking TURN client over TCP or TLS with a small receive buffer: it allocates,
+    binds a channel to ``peer``, and from then on never reads (its window shuts for real,
+    whatever a client library would buffer)."""
+
+    def __init__(self, where: tuple[str, int], context: ssl.SSLContext | None) -> None:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(5)
+        raw.connect(where)
+        self.sock: socket.socket = (
+            raw if context is None else context.wrap_socket(raw, server_hostname="127.0.0.1")
+        )
+        self.realm = self.nonce = ""
+        self.key = b""
+
+    def _exchange(self, builder: MessageBuilder, *, signed: bool = True) -> Message:
+        if signed:
+            for attribute, text in ((stun.USERNAME, USER), (stun.REALM, self.realm)):
+                builder.add_text(attribute, text)
+            builder.add_text(stun.NONCE, self.nonce)
+        key = self.key if signed else None
+        self.sock.sendall(builder.encode(integrity_key=key, fingerprint=True))
+        return _read_stun(self.sock)
+
+    def allocate_and_bind(self, peer: tuple[str, int]) -> tuple[str, int]:
+        request = proto_turn.ALLOCATE, MessageClass.REQUEST
+        transport = proto_turn.REQUESTED_TRANSPORT, proto_turn.encode_requested_transport(17)
+        challenge = self._exchange(MessageBuilder(*request).add(*transport), signed=False)
+        self.realm = challenge.get_text(stun.REALM) or ""
+        self.nonce = challenge.get_text(stun.NONCE) or ""
+        self.key = long_term_key(USER, self.realm, PASSWORD)
+        allocated = self._exchange(MessageBuilder(*request).add(*transport))
+        relayed = allocated.get_xor_address(proto_turn.XOR_RELAYED_ADDRESS)
+        assert allocated.cls is MessageClass.SUCCESS and relayed is not None, allocated
+        bind = MessageBuilder(proto_turn.CHANNEL_BIND, MessageClass.REQUEST)
+        bind.add(proto_turn.CHANNEL_NUMBER, proto_turn.encode_channel_number(0x4001))
+        bind.add_xor_address(proto_turn.XOR_PEER_ADDRESS, *peer)
+        assert self._exchange(bind).cls is MessageClass.SUCCESS
+        return relayed.host, relayed.port
+
+    def refresh_zero(self) -> None:
+        """A signed Refresh with LIFETIME 0 (RFC 8656 §7.3), its answer left unread."""
+        refresh = MessageBuilder(proto_turn.REFRESH, MessageClass.REQUEST)
+        refresh.add(proto_turn.LIFETIME, proto_turn.encode_lifetime(0))
+        for attribute, text in ((stun.USERNAME, USER), (stun.REALM, self.realm)):
+            refresh.add_text(attribute, text)
+        refresh.add_text(stun.NONCE, self.nonce)
+        self.sock.sendall(refresh.encode(integrity_key=self.key, fingerprint=True))
+
+
+def _read_stun(sock: socket.socket) -> Message:
+    """One STUN message from a stream (RFC 8489 §6.2.2: its header gives its length)."""
+    data = b""
+    needed = 20
+    while len(data) < needed:
+        chunk = sock.recv(needed - len(data))
+        assert chunk, "closed before a whole STUN message"
+        data += chunk
+        if len(data) == 20:
+            needed = 20 + int.from_bytes(data[2:4], "big")
+    return stun.parse(data)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_a_closed_connection_whose_client_does_not_read_is_aborted(
+    served: tuple[TlsFiles, Leaf], authority: Authority, transport: str
+) -> None:
+    """A close waits for what is left to send; a client that reads nothing (its window shut,
+    data still held for it) is aborted a grace period later instead of keeping its
+    connection, descriptor and buffers for good."""
+    files, _ = served
+    config = relay_config(
+        listen=(Listen("tcp", HostPort("127.0.0.1", 0)), Listen("tls", HostPort("127.0.0.1", 0))),
+        tls=files,
+    )
+    async with running(
+        config, sweep_interval=0.05, tcp_idle_timeout=0.3, tcp_close_grace=0.5
+    ) as server:
+        context = authority.client_context() if transport == "tls" else None
+        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        flood.bind(("127.0.0.1", 0))
+        flood.setblocking(False)
+        client = await asyncio.to_thread(StalledClient, address(server, transport), context)
+        try:
+            relayed = await asyncio.to_thread(client.allocate_and_bind, flood.getsockname())
+            (link,) = server.connections
+            block = os.urandom(1200)
+            for index in range(4000):  # about 4.8 MB: far more than the buffers on the way
+                with contextlib.suppress(BlockingIOError):
+                    flood.sendto(block, relayed)
+                if index % 50 == 0:
+                    await asyncio.sleep(0.002)
+            await until(lambda: link.paused)
+            # Refresh 0 deletes the allocation (its answer is dropped: the link is backed
+            # up); idle, the connection is closed, and it cannot finish closing.
+            await asyncio.to_thread(client.refresh_zero)
+            await until(lambda: not len(server.table))
+            await until(lambda: link.closing_since is not None)
+            closed_at = time.monotonic()
+            await until(lambda: not server.connections)
+            assert time.monotonic() - closed_at >= 0.4  # the grace, then the abort
+            assert server.admission.pending == 0
+        finally:
+            flood.close()
+            client.sock.close()
 
 
 def test_handshake_failures_on_uvloop_are_closed_and_counted(authority: Authority) -> None:
