@@ -3,9 +3,9 @@ RFC 7443): the handshake in front of a :class:`relay.net.tcp.TcpConnection`, and
 that reloads the certificate when its files change.
 
 A ``tls://`` listener (:class:`TlsListener`) accepts TCP connections and hands each socket
-to a :class:`relay.net.tls_stream.TlsStream` (the standard ``ssl`` module reading and writing
-the socket itself, server side, with the context in use at that moment and a handshake
-deadline). Once the handshake is done the
+to a :class:`relay.net.tls_stream.TlsStream` (the standard ``ssl`` module through memory
+BIOs, server side, with the context in use at that moment and a handshake deadline). Once
+the handshake is done the
 connection is a :class:`TlsConnection`: exactly what TCP carries (STUN, padded ChannelData,
 the same auth, policy, quotas and drain), counted under transport ``tls``. A handshake that
 fails (garbage instead of a ClientHello, a client that never finishes, a protocol version
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import time
 from collections.abc import Callable
@@ -243,16 +244,6 @@ class TlsListener:
             client.close()  # over the handshake limits: closed before any read
             return
         client.setblocking(False)
-        stream: TlsStream | None = None
-
-        def done(ok: bool, exc: Exception | None) -> None:
-            self._handshakes.discard(stream)
-            if self.admission is not None:
-                self.admission.release(ip)
-            if not ok:  # garbage, a timeout, a reset, an old protocol version
-                self.on_failure()
-                log.debug("tls handshake failed", client=ip, error=repr(exc))
-
         stream = TlsStream(
             loop,
             client,
@@ -260,6 +251,18 @@ class TlsListener:
             self.connection,
             peer=cast(tuple[object, ...], address),
             timeout=self.timeout,
-            on_done=done,
+            on_done=functools.partial(self._handshake_done, ip),
         )
         self._handshakes.add(stream)
+
+    def _handshake_done(
+        self, ip: str, stream: TlsStream, ok: bool, error: Exception | None
+    ) -> None:
+        """A handshake ended: out of the count; a failure is counted and logged at debug
+        (an abort by :meth:`close`, with no error, is neither)."""
+        self._handshakes.discard(stream)
+        if self.admission is not None:
+            self.admission.release(ip)
+        if not ok and error is not None:  # garbage, a timeout, a reset, an old version
+            self.on_failure()
+            log.debug("tls handshake failed", client=ip, error=repr(error))

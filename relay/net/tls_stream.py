@@ -48,8 +48,9 @@ class TlsStream(asyncio.Transport):
     """A TLS connection from the accepted ``sock`` (non-blocking) to ``protocol_factory``'s
     protocol: the handshake first, within ``timeout`` seconds; then the transport.
 
-    ``on_done(ok, error)`` is called once, when the handshake ends (``ok``) or fails or is
-    aborted (not ``ok``; the socket is closed by then). The protocol is made only after a
+    ``on_done(stream, ok, error)`` is called once, when the handshake ends (``ok``), fails
+    (not ``ok``, with the error) or is aborted (not ``ok``, no error); the socket is closed by
+    then unless ``ok``. The protocol is made only after a
     completed handshake, and its ``connection_lost`` is called once, at the loop's next
     iteration after the connection ends."""
 
@@ -62,7 +63,7 @@ class TlsStream(asyncio.Transport):
         *,
         peer: tuple[Any, ...],
         timeout: float,
-        on_done: Callable[[bool, Exception | None], None],
+        on_done: Callable[[TlsStream, bool, Exception | None], None],
     ) -> None:
         super().__init__()
         self._loop = loop
@@ -72,7 +73,7 @@ class TlsStream(asyncio.Transport):
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._factory = protocol_factory
-        self._on_done: Callable[[bool, Exception | None], None] | None = on_done
+        self._on_done: Callable[[TlsStream, bool, Exception | None], None] | None = on_done
         self._protocol: asyncio.Protocol | None = None
         self._extra: dict[str, Any] = {"peername": peer, "socket": sock}
         #: Encrypted bytes the socket has not taken yet, in order.
@@ -181,7 +182,7 @@ class TlsStream(asyncio.Transport):
     def _done(self, ok: bool, exc: Exception | None) -> None:
         on_done, self._on_done = self._on_done, None
         if on_done is not None:
-            on_done(ok, exc)
+            on_done(self, ok, exc)
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:
@@ -289,7 +290,7 @@ class TlsStream(asyncio.Transport):
         self._unsent_size = 0
         self._sock.close()
         if self._on_done is not None:  # during the handshake
-            self._done(False, exc or ConnectionAbortedError("closed during the tls handshake"))
+            self._done(False, exc)
         if self._protocol is not None:
             self._loop.call_soon(self._protocol.connection_lost, exc)
 
