@@ -22,7 +22,6 @@ import shutil
 import socket
 import ssl
 import statistics
-import struct
 import subprocess
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 
 from relay.core.auth import long_term_key
 from relay.proto import stun, turn
-from relay.proto.stun import Message, MessageBuilder, MessageClass
+from relay.proto.stun import MessageBuilder, MessageClass
 from tests.bench import relay_bench
 from tests.bench.common import (
     cpu_seconds,
@@ -66,6 +65,7 @@ from tests.bench.rounds import (
 from tests.net import free_port
 from tests.relay.servers import free_port_pair
 from tests.relay.tls_helpers import Authority, Leaf
+from tests.relay.turn_client import read_stream_message
 
 #: Handshakes per round; the rounds alternate between the servers, both running, so a
 #: change in what else runs on the shared cores hits both alike.
@@ -171,20 +171,6 @@ def handshake(port: int, context: ssl.SSLContext) -> str:
         return tls.version() or ""
 
 
-def _read_message(tls: ssl.SSLSocket) -> Message:
-    """One STUN message from the stream (RFC 8489 §6.2.2: its header gives its length)."""
-    data = b""
-    needed = 20
-    while len(data) < needed:
-        chunk = tls.recv(needed - len(data))
-        if not chunk:
-            raise ConnectionError("closed before a whole STUN message")
-        data += chunk
-        if len(data) == 20:
-            needed = 20 + struct.unpack_from("!H", data, 2)[0]
-    return stun.parse(data)
-
-
 def _allocate_request() -> MessageBuilder:
     request = MessageBuilder(turn.ALLOCATE, MessageClass.REQUEST)
     return request.add(turn.REQUESTED_TRANSPORT, turn.encode_requested_transport(17))
@@ -199,7 +185,7 @@ def handshake_and_allocate(port: int, context: ssl.SSLContext) -> str:
         context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
     ):
         tls.sendall(_allocate_request().encode(fingerprint=True))
-        challenge = _read_message(tls)
+        challenge = read_stream_message(tls)
         realm, nonce = challenge.get_text(stun.REALM), challenge.get_text(stun.NONCE)
         assert realm and nonce, f"no 401 challenge: {challenge}"
         signed = _allocate_request()
@@ -207,7 +193,7 @@ def handshake_and_allocate(port: int, context: ssl.SSLContext) -> str:
             signed.add_text(attribute, text)
         key = long_term_key(USER, realm, PASSWORD)
         tls.sendall(signed.encode(integrity_key=key, fingerprint=True))
-        answer = _read_message(tls)
+        answer = read_stream_message(tls)
         assert answer.cls is MessageClass.SUCCESS, f"Allocate refused: {answer}"
         return tls.version() or ""
 

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.request
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from relay.net.server import RelayServer
 from relay.net.tls_stream import HIGH_WATER
 from relay.proto import stun
 from relay.proto import turn as proto_turn
-from relay.proto.stun import Message, MessageBuilder, MessageClass
+from relay.proto.stun import MessageBuilder, MessageClass
 from scaler import wire
 from scaler.common.flags import HostPort
 from tests.relay.secure_uclient import uclient_runs
@@ -54,7 +54,7 @@ from tests.relay.servers import (
 )
 from tests.relay.test_coturn import Outcome
 from tests.relay.tls_helpers import Authority, Leaf, fingerprint, install, served_certificate
-from tests.relay.turn_client import TurnClient, _Tcp, echo_peer
+from tests.relay.turn_client import echo_peer, read_stream_message
 
 
 class Receiver(asyncio.DatagramProtocol):
@@ -293,78 +293,10 @@ async def test_bad_handshakes_are_closed_counted_and_not_logged(
             turn.close()
 
 
-class TlsTurnClient(TurnClient):
-    """:class:`tests.relay.turn_client.TurnClient` over TLS (a stream, as over TCP)."""
-
-    def __init__(self, server: tuple[str, int], context: ssl.SSLContext) -> None:
-        super().__init__(server, USER, PASSWORD, transport="tcp")
-        self.context = context
-
-    async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await asyncio.wait_for(
-            loop.create_connection(
-                lambda: _Tcp(self), *self.server, ssl=self.context, server_hostname="127.0.0.1"
-            ),
-            5,
-        )
-
-
-async def test_a_tls_client_that_stops_reading_holds_a_bounded_buffer(
-    served: tuple[TlsFiles, Leaf], authority: Authority
-) -> None:
-    """A client whose peer floods it while it reads nothing: the relay keeps at most its
-    high-water mark for it and drops the rest (as UDP would), serves another client
-    throughout, and relays to the stalled one again once it reads."""
-    files, _ = served
-    async with running(tls_config(files)) as server, echo_peer() as (peer, _protocol):
-        host, port = address(server, "tls")
-        turn, receiver = await _allocate(server, authority)
-        echoing = Echoing(turn, receiver, peer)
-        looping = asyncio.create_task(_loop(echoing))
-        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        flood.bind(("127.0.0.1", 0))
-        flood.setblocking(False)
-        source = flood.getsockname()
-        try:
-            async with TlsTurnClient((host, port), authority.client_context()) as stalled:
-                relayed = await stalled.allocate()
-                await stalled.channel_bind(0x4001, source)
-                (link,) = [a.link for a in server.table if a.relayed == relayed]
-                stream = link._transport  # type: ignore[attr-defined]
-                stalled._transport.pause_reading()
-                block = os.urandom(1200)
-                for index in range(4000):  # about 4.8 MB, far more than any buffer holds
-                    with contextlib.suppress(BlockingIOError):
-                        flood.sendto(block, relayed)
-                    if index % 50 == 0:
-                        await asyncio.sleep(0.002)
-                    if index % 500 == 0:
-                        assert stream.get_write_buffer_size() <= HIGH_WATER + 2048
-                await until(lambda: link.paused)  # type: ignore[attr-defined]
-                assert stream.get_write_buffer_size() <= HIGH_WATER + 2048
-                served_during = echoing.received
-                await until(lambda: echoing.received > served_during + 5)
-                stalled._transport.resume_reading()
-                await until(lambda: not link.paused)  # type: ignore[attr-defined]
-                while not stalled.data.empty():
-                    stalled.data.get_nowait()  # what was kept, and the kernel's buffers
-                await asyncio.sleep(0.2)
-                while not stalled.data.empty():
-                    stalled.data.get_nowait()
-                flood.sendto(b"after the stall", relayed)
-                assert await stalled.receive() == (0x4001, b"after the stall")
-            assert not looping.done()
-        finally:
-            looping.cancel()
-            flood.close()
-            turn.close()
-
-
 class StalledClient:
-    """A blocking TURN client over TCP or TLS with a small receive buffer: it allocates,
-    binds a channel to ``peer``, and from then on never reads (its window shuts for real,
-    whatever a client library would buffer)."""
+    """A blocking TURN client over TCP or TLS with a small receive buffer: it allocates and
+    binds channel 0x4001 to a peer, then reads nothing until told (its window shuts for
+    real, whatever a client library would buffer)."""
 
     def __init__(self, where: tuple[str, int], context: ssl.SSLContext | None) -> None:
         raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -377,52 +309,101 @@ class StalledClient:
         self.realm = self.nonce = ""
         self.key = b""
 
-    def _exchange(self, builder: MessageBuilder, *, signed: bool = True) -> Message:
-        if signed:
-            for attribute, text in ((stun.USERNAME, USER), (stun.REALM, self.realm)):
-                builder.add_text(attribute, text)
-            builder.add_text(stun.NONCE, self.nonce)
-        key = self.key if signed else None
-        self.sock.sendall(builder.encode(integrity_key=key, fingerprint=True))
-        return _read_stun(self.sock)
+    def _send_signed(self, builder: MessageBuilder) -> None:
+        for attribute, text in ((stun.USERNAME, USER), (stun.REALM, self.realm)):
+            builder.add_text(attribute, text)
+        builder.add_text(stun.NONCE, self.nonce)
+        self.sock.sendall(builder.encode(integrity_key=self.key, fingerprint=True))
 
     def allocate_and_bind(self, peer: tuple[str, int]) -> tuple[str, int]:
         request = proto_turn.ALLOCATE, MessageClass.REQUEST
         transport = proto_turn.REQUESTED_TRANSPORT, proto_turn.encode_requested_transport(17)
-        challenge = self._exchange(MessageBuilder(*request).add(*transport), signed=False)
+        self.sock.sendall(MessageBuilder(*request).add(*transport).encode(fingerprint=True))
+        challenge = read_stream_message(self.sock)
         self.realm = challenge.get_text(stun.REALM) or ""
         self.nonce = challenge.get_text(stun.NONCE) or ""
         self.key = long_term_key(USER, self.realm, PASSWORD)
-        allocated = self._exchange(MessageBuilder(*request).add(*transport))
+        self._send_signed(MessageBuilder(*request).add(*transport))
+        allocated = read_stream_message(self.sock)
         relayed = allocated.get_xor_address(proto_turn.XOR_RELAYED_ADDRESS)
         assert allocated.cls is MessageClass.SUCCESS and relayed is not None, allocated
         bind = MessageBuilder(proto_turn.CHANNEL_BIND, MessageClass.REQUEST)
         bind.add(proto_turn.CHANNEL_NUMBER, proto_turn.encode_channel_number(0x4001))
-        bind.add_xor_address(proto_turn.XOR_PEER_ADDRESS, *peer)
-        assert self._exchange(bind).cls is MessageClass.SUCCESS
+        self._send_signed(bind.add_xor_address(proto_turn.XOR_PEER_ADDRESS, *peer))
+        assert read_stream_message(self.sock).cls is MessageClass.SUCCESS
         return relayed.host, relayed.port
 
     def refresh_zero(self) -> None:
         """A signed Refresh with LIFETIME 0 (RFC 8656 §7.3), its answer left unread."""
         refresh = MessageBuilder(proto_turn.REFRESH, MessageClass.REQUEST)
-        refresh.add(proto_turn.LIFETIME, proto_turn.encode_lifetime(0))
-        for attribute, text in ((stun.USERNAME, USER), (stun.REALM, self.realm)):
-            refresh.add_text(attribute, text)
-        refresh.add_text(stun.NONCE, self.nonce)
-        self.sock.sendall(refresh.encode(integrity_key=self.key, fingerprint=True))
+        self._send_signed(refresh.add(proto_turn.LIFETIME, proto_turn.encode_lifetime(0)))
+
+    def read_until(self, marker: bytes, limit: int = 64 * 1024 * 1024) -> None:
+        """Read again, until ``marker`` has come (at most ``limit`` bytes)."""
+        seen = b""
+        while marker not in seen:
+            chunk = self.sock.recv(65536)
+            assert chunk and len(seen) < limit, "the marker never came"
+            seen = seen[-len(marker) :] + chunk
 
 
-def _read_stun(sock: socket.socket) -> Message:
-    """One STUN message from a stream (RFC 8489 §6.2.2: its header gives its length)."""
-    data = b""
-    needed = 20
-    while len(data) < needed:
-        chunk = sock.recv(needed - len(data))
-        assert chunk, "closed before a whole STUN message"
-        data += chunk
-        if len(data) == 20:
-            needed = 20 + int.from_bytes(data[2:4], "big")
-    return stun.parse(data)
+@contextlib.contextmanager
+def flooding_peer() -> Iterator[socket.socket]:
+    """A peer's UDP socket on loopback (non-blocking), for :func:`flood`."""
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        yield peer
+    finally:
+        peer.close()
+
+
+async def flood(peer: socket.socket, relayed: tuple[str, int], kept: Callable[[], int]) -> None:
+    """About 4.8 MB from ``peer`` to ``relayed``, far more than the buffers on the way hold;
+    what the relay keeps for the client (``kept``) stays under its high-water mark."""
+    block = os.urandom(1200)
+    for index in range(4000):
+        with contextlib.suppress(BlockingIOError):
+            peer.sendto(block, relayed)
+        if index % 50 == 0:
+            await asyncio.sleep(0.002)
+            assert kept() <= HIGH_WATER + 2048
+
+
+async def test_a_tls_client_that_stops_reading_holds_a_bounded_buffer(
+    served: tuple[TlsFiles, Leaf], authority: Authority
+) -> None:
+    """A client whose peer floods it while it reads nothing: the relay keeps at most its
+    high-water mark for it and drops the rest (as UDP would), serves another client
+    throughout, and relays to the stalled one again once it reads."""
+    files, _ = served
+    async with running(tls_config(files)) as server, echo_peer() as (peer, _protocol):
+        turn, receiver = await _allocate(server, authority)
+        echoing = Echoing(turn, receiver, peer)
+        looping = asyncio.create_task(_loop(echoing))
+        where = address(server, "tls")
+        stalled = await asyncio.to_thread(StalledClient, where, authority.client_context())
+        try:
+            with flooding_peer() as flooder:
+                relayed = await asyncio.to_thread(stalled.allocate_and_bind, flooder.getsockname())
+                (link,) = [a.link for a in server.table if a.relayed == relayed]
+                stream = link._transport  # type: ignore[attr-defined]
+                await flood(flooder, relayed, stream.get_write_buffer_size)
+                await until(lambda: link.paused)  # type: ignore[attr-defined]
+                served_during = echoing.received
+                await until(lambda: echoing.received > served_during + 5)
+                reading = asyncio.to_thread(stalled.read_until, b"after the stall")
+                reader = asyncio.ensure_future(reading)
+                await until(lambda: not link.paused)  # type: ignore[attr-defined]
+                await until(lambda: stream.get_write_buffer_size() == 0)
+                flooder.sendto(b"after the stall", relayed)
+                await asyncio.wait_for(reader, 10)
+            assert not looping.done()
+        finally:
+            looping.cancel()
+            stalled.sock.close()
+            turn.close()
 
 
 @pytest.mark.parametrize("transport", ["tcp", "tls"])
@@ -441,19 +422,12 @@ async def test_a_closed_connection_whose_client_does_not_read_is_aborted(
         config, sweep_interval=0.05, tcp_idle_timeout=0.3, tcp_close_grace=0.5
     ) as server:
         context = authority.client_context() if transport == "tls" else None
-        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        flood.bind(("127.0.0.1", 0))
-        flood.setblocking(False)
         client = await asyncio.to_thread(StalledClient, address(server, transport), context)
         try:
-            relayed = await asyncio.to_thread(client.allocate_and_bind, flood.getsockname())
-            (link,) = server.connections
-            block = os.urandom(1200)
-            for index in range(4000):  # about 4.8 MB: far more than the buffers on the way
-                with contextlib.suppress(BlockingIOError):
-                    flood.sendto(block, relayed)
-                if index % 50 == 0:
-                    await asyncio.sleep(0.002)
+            with flooding_peer() as flooder:
+                relayed = await asyncio.to_thread(client.allocate_and_bind, flooder.getsockname())
+                (link,) = server.connections
+                await flood(flooder, relayed, link._transport.get_write_buffer_size)  # type: ignore[union-attr]
             await until(lambda: link.paused)
             # Refresh 0 deletes the allocation (its answer is dropped: the link is backed
             # up); idle, the connection is closed, and it cannot finish closing.
@@ -465,7 +439,6 @@ async def test_a_closed_connection_whose_client_does_not_read_is_aborted(
             assert time.monotonic() - closed_at >= 0.4  # the grace, then the abort
             assert server.admission.pending == 0
         finally:
-            flood.close()
             client.sock.close()
 
 

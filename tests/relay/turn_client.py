@@ -25,6 +25,21 @@ Address = tuple[str, int]
 RECEIVE_TIMEOUT = 3.0
 
 
+def read_stream_message(sock: socket.socket) -> Message:
+    """One STUN message from a blocking stream socket, plain or TLS (RFC 8489 §6.2.2: its
+    header gives its length)."""
+    data = b""
+    needed = 20
+    while len(data) < needed:
+        chunk = sock.recv(needed - len(data))
+        if not chunk:
+            raise ConnectionError("closed before a whole STUN message")
+        data += chunk
+        if len(data) == 20:
+            needed = 20 + struct.unpack_from("!H", data, 2)[0]
+    return stun.parse(data)
+
+
 class TurnError(Exception):
     """An error response; ``code`` is its ERROR-CODE."""
 
