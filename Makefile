@@ -45,7 +45,18 @@ unit: $(STAMP) tools
 
 test: lint typecheck unit
 
+# Debian packages only the benchmarks run: HAProxy terminates TLS in front of the relay in
+# the TLS bench (its rows are left out without it).
+BENCH_TOOLS := haproxy
+
 bench: $(STAMP) tools
+	@command -v haproxy >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Debian packages for the benchmarks: $(BENCH_TOOLS)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_TOOLS) >/dev/null; \
+		else \
+			echo "missing for the benchmarks: haproxy (sudo apt-get install -y $(BENCH_TOOLS)); its rows are left out"; \
+		fi; }
 	$(PY) -m tests.bench
 
 # The container image, built offline with podman from a Debian-built base (tests/image).

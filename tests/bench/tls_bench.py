@@ -11,7 +11,10 @@ answers a TLS 1.3 ClientHello with a handshake_failure alert, so the handshake c
 is at TLS 1.2 for both; turnscale's TLS 1.3 rate (what clients get from it) stands beside
 it. The bare handshakes also run against the floor (:mod:`tests.bench.tls_floor`: uvloop's
 own TLS server with the relay's context and nothing else), what any Python asyncio server
-pays before the relay's own work. Everything is on loopback and bounded.
+pays before the relay's own work. With HAProxy installed, both kinds of new connection also
+run against TLS terminated in compiled code in front of the relay
+(:mod:`tests.bench.tls_frontend`: HAProxy forwarding to a ``tcp://`` listener, the two
+processes' CPU summed). Everything is on loopback and bounded.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from tests.bench.rounds import (
     load_rows,
     print_cpu_ratio,
 )
+from tests.bench.tls_frontend import haproxy_version, start_frontend
 from tests.net import free_port
 from tests.relay.servers import free_port_pair
 from tests.relay.tls_helpers import Authority, Leaf
@@ -81,6 +85,8 @@ ALLOCATE = "handshake + Allocate"
 TLS_CLIENT = ("-t", "-S")
 #: The floor's name in the handshake rounds (bare handshakes at TLS 1.2 only: it does no TURN).
 FLOOR = "floor: uvloop's TLS server, nothing else"
+#: TLS terminated by HAProxy in front of the relay's tcp:// listener (with HAProxy installed).
+FRONTEND = "HAProxy's TLS + turnscale relay (tcp://)"
 
 
 def start_coturn(
@@ -206,16 +212,17 @@ STEPS: dict[str, Callable[[int, ssl.SSLContext], str]] = {
 
 
 def handshakes_per_second(
-    port: int, context: ssl.SSLContext, pid: int, step: str = BARE
+    port: int, context: ssl.SSLContext, pids: tuple[int, ...], step: str = BARE
 ) -> Handshakes:
-    """One round: :data:`HANDSHAKES` sequential ``step``s."""
+    """One round: :data:`HANDSHAKES` sequential ``step``s; the server CPU is that of every
+    process in ``pids`` (a front end and the relay behind it)."""
     run = STEPS[step]
-    cpu = cpu_seconds(pid)
+    cpu = sum(cpu_seconds(pid) for pid in pids)
     started = time.perf_counter()
     for _ in range(HANDSHAKES):
         run(port, context)
     wall = time.perf_counter() - started
-    cpu = cpu_seconds(pid) - cpu
+    cpu = sum(cpu_seconds(pid) for pid in pids) - cpu
     return Handshakes(HANDSHAKES / wall, HANDSHAKES / cpu if cpu > 0 else math.inf)
 
 
@@ -234,7 +241,8 @@ def alternating_handshakes(
 ) -> dict[Run, list[Handshakes]]:
     """:data:`ROUNDS` rounds per (server, protocol, step), alternating, both servers up
     (fresh ones): every server at TLS 1.2, turnscale at TLS 1.3 too; bare handshakes, and
-    handshakes each followed by an Allocate; the :data:`FLOOR` bare at TLS 1.2."""
+    handshakes each followed by an Allocate; the :data:`FLOOR` bare at TLS 1.2; with HAProxy
+    installed, the :data:`FRONTEND` both ways at TLS 1.2."""
     contexts = {
         TLS12: versioned(authority, ssl.TLSVersion.TLSv1_2),
         TLS13: versioned(authority, ssl.TLSVersion.TLSv1_3),
@@ -246,19 +254,25 @@ def alternating_handshakes(
         for name, version in ((coturn, TLS12), (relay, TLS12), (relay, TLS13))
     ]
     runs.insert(2, (FLOOR, TLS12, BARE))
+    extra = [FLOOR]
+    if shutil.which("haproxy"):
+        runs += [(FRONTEND, TLS12, BARE), (FRONTEND, TLS12, ALLOCATE)]
+        extra.append(FRONTEND)
+    else:
+        print("\n(haproxy is not installed: no rows for TLS terminated in front of the relay)")
     rounds: dict[Run, list[Handshakes]] = {run: [] for run in runs}
     with contextlib.ExitStack() as stack:
-        servers = {name: stack.enter_context(_server(name, tmp, leaf)) for name in [*names, FLOOR]}
+        servers = {name: stack.enter_context(_server(name, tmp, leaf)) for name in [*names, *extra]}
         for name, version, step in runs:
-            port, _pid = servers[name]
+            port, _pids = servers[name]
             for _ in range(10):  # warm-up, and the protocol is the one named
                 got = STEPS[step](port, contexts[version])
                 assert got == version.replace(" ", "v"), f"{name}: {got} instead of {version}"
         for _ in range(ROUNDS):
             for name, version, step in runs:
-                port, pid = servers[name]
+                port, pids = servers[name]
                 rounds[name, version, step].append(
-                    handshakes_per_second(port, contexts[version], pid, step)
+                    handshakes_per_second(port, contexts[version], pids, step)
                 )
     return rounds
 
@@ -278,17 +292,26 @@ def idle_connection_kib(pid: int, port: int, context: ssl.SSLContext) -> float:
 
 
 @contextlib.contextmanager
-def _server(name: str, tmp: Path, leaf: Leaf) -> Iterator[tuple[int, int]]:
-    if name == FLOOR:
-        process, port = start_floor(leaf)
-    elif name.startswith("coturn"):
-        process, port = start_coturn(tmp, leaf)
-    else:
-        process, port = start_relay(leaf)
-    try:
-        yield port, process.pid
-    finally:
-        stop(process)
+def _server(name: str, tmp: Path, leaf: Leaf) -> Iterator[tuple[int, tuple[int, ...]]]:
+    """The server ``name`` for the rounds: its TLS port and the processes whose CPU counts."""
+    with contextlib.ExitStack() as stack:
+        if name == FRONTEND:
+            # Its own relay, on relay ports of its own: the relayed sockets of two relays up
+            # at once must not meet.
+            relay, backend = start_relay(leaf, ("tcp",), (35000, 39999))
+            stack.callback(stop, relay)
+            frontend, port = start_frontend(tmp, leaf, backend)
+            stack.callback(stop, frontend)
+            yield port, (frontend.pid, relay.pid)
+            return
+        if name == FLOOR:
+            process, port = start_floor(leaf)
+        elif name.startswith("coturn"):
+            process, port = start_coturn(tmp, leaf)
+        else:
+            process, port = start_relay(leaf)
+        stack.callback(stop, process)
+        yield port, (process.pid,)
 
 
 def main() -> None:
@@ -303,10 +326,10 @@ def main() -> None:
         leaf = authority.leaf("relay")
         context = authority.client_context()
         with contextlib.ExitStack() as stack:
-            servers = {
-                name: Server(*stack.enter_context(_server(name, Path(tmp), leaf)), TLS_CLIENT)
-                for name in names
-            }
+            servers = {}
+            for name in names:
+                port, pids = stack.enter_context(_server(name, Path(tmp), leaf))
+                servers[name] = Server(port, pids[0], TLS_CLIENT)
             results = alternating_loads(servers, (PACED, FLOOD), peer_port)
             for name, server in servers.items():
                 idle[name] = idle_connection_kib(server.pid, server.port, context)
@@ -354,15 +377,12 @@ def report(
             f"per second, {per_cpu:.2f} per server CPU-second (goal >= 1)"
         )
     print_floor(handshakes, coturn, relay)
+    print_frontend(handshakes, coturn, relay)
     print(f"\n== Idle TLS connections ({IDLE_CONNECTIONS})")
     rows = [["server", "KiB per idle connection"]]
     for name in names:
         rows.append([name, f"{idle[name]:.1f}"])
     print(table(rows))
-
-
-if __name__ == "__main__":
-    main()
 
 
 def _median_ratio(ours: list[Handshakes], theirs: list[Handshakes]) -> tuple[float, float]:
@@ -387,3 +407,23 @@ def print_floor(handshakes: dict[Run, list[Handshakes]], coturn: str, relay: str
             f"{BARE} at TLS 1.2, {label} (median of the rounds): {per_second:.2f} per second, "
             f"{per_cpu:.2f} per server CPU-second"
         )
+
+
+def print_frontend(handshakes: dict[Run, list[Handshakes]], coturn: str, relay: str) -> None:
+    """Whether TLS terminated in compiled code in front of the relay closes the gap: the
+    front end and the relay together against coturn, and against the relay's own TLS."""
+    if (FRONTEND, TLS12, BARE) not in handshakes:
+        return
+    print(f"(the front end: HAProxy {haproxy_version()}, one thread, CPU summed with the relay's)")
+    for step in (BARE, ALLOCATE):
+        front = handshakes[FRONTEND, TLS12, step]
+        for label, theirs in (("coturn", coturn), ("the relay's own TLS", relay)):
+            per_second, per_cpu = _median_ratio(front, handshakes[theirs, TLS12, step])
+            print(
+                f"{step} at TLS 1.2, HAProxy + relay/{label} (median of the rounds): "
+                f"{per_second:.2f} per second, {per_cpu:.2f} per server CPU-second"
+            )
+
+
+if __name__ == "__main__":
+    main()
