@@ -122,6 +122,13 @@ class TcpConnection(asyncio.Protocol):
         self.connections.add(self)
         self.stats.connection_accepted(self.transport)
 
+    def eof_received(self) -> bool:
+        """The client ended its half (its FIN; over TLS with or without a close_notify): the
+        connection closes through :meth:`close`, so a client that also reads nothing is
+        aborted after the grace instead of holding it until its allocation expires."""
+        self.close()
+        return True  # the transport is closing already: it must not close itself again
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self._transport = None

@@ -442,6 +442,42 @@ async def test_a_closed_connection_whose_client_does_not_read_is_aborted(
             client.sock.close()
 
 
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_a_client_that_sends_its_fin_and_does_not_read_is_aborted(
+    served: tuple[TlsFiles, Leaf], authority: Authority, transport: str
+) -> None:
+    """The client ends its half (a FIN, no close_notify) while data is held for it and reads
+    nothing: the relay closes the connection, and aborts it a grace period later, with its
+    allocation (reason ``error``), instead of holding both until the allocation expires."""
+    files, _ = served
+    config = relay_config(
+        listen=(Listen("tcp", HostPort("127.0.0.1", 0)), Listen("tls", HostPort("127.0.0.1", 0))),
+        tls=files,
+    )
+    async with running(config, sweep_interval=0.05, tcp_close_grace=0.5) as server:
+        context = authority.client_context() if transport == "tls" else None
+        client = await asyncio.to_thread(StalledClient, address(server, transport), context)
+        try:
+            with flooding_peer() as flooder:
+                relayed = await asyncio.to_thread(client.allocate_and_bind, flooder.getsockname())
+                (link,) = server.connections
+                await flood(flooder, relayed, link._transport.get_write_buffer_size)  # type: ignore[union-attr]
+            await until(lambda: link.paused)
+            # The raw socket's shutdown: a FIN under the TLS layer, no close_notify.
+            socket.socket.shutdown(client.sock, socket.SHUT_WR)
+            await until(lambda: link.closing_since is not None)
+            closed_at = time.monotonic()
+            assert len(server.table) == 1  # the allocation lives until the connection ends
+            await until(lambda: not server.connections)
+            assert time.monotonic() - closed_at >= 0.4  # the grace, then the abort
+            assert not len(server.table)
+            deleted = [e for e in RECORDED[id(server)] if isinstance(e, wire.AllocationDeleted)]
+            assert [e.reason for e in deleted] == ["error"]
+            assert server.admission.pending == 0
+        finally:
+            client.sock.close()
+
+
 def test_handshake_failures_on_uvloop_are_closed_and_counted(authority: Authority) -> None:
     """The same bad inputs against a ``python -m relay`` process on its default loop
     (uvloop)."""
