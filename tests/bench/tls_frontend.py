@@ -31,7 +31,8 @@ def haproxy_version() -> str:
     binary = shutil.which("haproxy")
     if binary is None:
         return "?"
-    found = _VERSION.search(subprocess.run([binary, "-v"], capture_output=True, check=False).stdout)
+    result = subprocess.run([binary, "-v"], capture_output=True, check=False, timeout=10)
+    found = _VERSION.search(result.stdout)
     return found.group(1).decode() if found else "?"
 
 
@@ -67,7 +68,9 @@ def start_frontend(
             ]
         )
     )
-    check = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True, check=False)
+    check = subprocess.run(
+        [binary, "-c", "-f", str(config)], capture_output=True, check=False, timeout=10
+    )
     if check.returncode != 0:
         raise RuntimeError(f"haproxy refused its configuration: {check.stderr[-500:]!r}")
     process = start_pinned(
